@@ -1,0 +1,242 @@
+// Package bot is medic's Matrix side: login, end-to-end encryption, the admin-room gate, and
+// dispatch of admins' commands to package commands.
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/exsync"
+	"go.mau.fi/util/random"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto/cryptohelper"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/synapse-medic/medic/commands"
+	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/synapse"
+)
+
+// Bot is one running medic.
+type Bot struct {
+	cfg    *config.Config
+	log    zerolog.Logger
+	store  *store.Store
+	Client *mautrix.Client
+	crypto *cryptohelper.CryptoHelper
+	proc   *commands.Processor
+	env    *commands.Env
+
+	// startTime is when this process started: events older than it are from before we were
+	// listening (the first sync replays history) and are never acted on.
+	startTime  time.Time
+	admins     map[id.UserID]struct{}
+	adminRooms *exsync.Set[id.RoomID]
+	// running tracks command goroutines so Stop can wait for them.
+	running sync.WaitGroup
+}
+
+// New prepares a bot; Start logs in.
+func New(cfg *config.Config, st *store.Store, version string, log zerolog.Logger) (*Bot, error) {
+	cli, err := mautrix.NewClient(cfg.Homeserver.URL, cfg.Bot.UserID, cfg.Bot.AccessToken)
+	if err != nil {
+		return nil, fmt.Errorf("create client: %w", err)
+	}
+	cli.DeviceID = cfg.Bot.DeviceID
+	cli.Log = log.With().Str("component", "matrix").Logger()
+	b := &Bot{
+		cfg:        cfg,
+		log:        log,
+		store:      st,
+		Client:     cli,
+		startTime:  time.Now(),
+		admins:     make(map[id.UserID]struct{}, len(cfg.Admins)),
+		adminRooms: exsync.NewSet[id.RoomID](),
+	}
+	for _, a := range cfg.Admins {
+		b.admins[a] = struct{}{}
+	}
+	b.env = &commands.Env{Config: cfg, Store: st, Admin: synapse.NewAdmin(cli), Version: version}
+	b.proc = commands.NewProcessor(cli, b.env)
+	return b, nil
+}
+
+// Start logs in, sets up encryption and cross-signing, and registers event handlers.
+func (b *Bot) Start(ctx context.Context) error {
+	for _, r := range b.cfg.Rooms.Admin {
+		b.adminRooms.Add(r)
+	}
+	adopted, err := b.store.AdminRooms(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range adopted {
+		b.adminRooms.Add(r)
+	}
+	if b.cfg.Encryption.On() {
+		if err = b.initCrypto(ctx); err != nil {
+			return err
+		}
+	} else if b.Client.AccessToken == "" {
+		if _, err = b.Client.Login(ctx, b.loginRequest()); err != nil {
+			return fmt.Errorf("log in as %s: %w", b.cfg.Bot.UserID, err)
+		}
+	}
+	if err = b.store.Set(ctx, store.KeyAccessToken, b.Client.AccessToken); err != nil {
+		return err
+	}
+	if err = b.store.Set(ctx, store.KeyDeviceID, b.Client.DeviceID.String()); err != nil {
+		return err
+	}
+	if resp, err := b.Client.GetOwnDisplayName(ctx); err == nil && resp.DisplayName != b.cfg.Bot.DisplayName {
+		if err = b.Client.SetDisplayName(ctx, b.cfg.Bot.DisplayName); err != nil {
+			b.log.Warn().Err(err).Msg("Failed to set display name")
+		}
+	}
+	syncer := b.Client.Syncer.(mautrix.ExtensibleSyncer)
+	syncer.OnEventType(event.StateMember, b.handleMember)
+	syncer.OnEventType(event.EventMessage, b.handleCommandEvent)
+	syncer.OnEventType(event.EventReaction, b.handleCommandEvent)
+	b.log.Info().
+		Stringer("user_id", b.Client.UserID).
+		Stringer("device_id", b.Client.DeviceID).
+		Int("admin_rooms", b.adminRooms.Size()).
+		Bool("encryption", b.cfg.Encryption.On()).
+		Msg("Logged in")
+	return nil
+}
+
+func (b *Bot) loginRequest() *mautrix.ReqLogin {
+	return &mautrix.ReqLogin{
+		Type:                     mautrix.AuthTypePassword,
+		Identifier:               mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: b.cfg.Bot.UserID.String()},
+		Password:                 b.cfg.Bot.Password,
+		DeviceID:                 b.cfg.Bot.DeviceID,
+		InitialDeviceDisplayName: b.cfg.Bot.DisplayName,
+		StoreCredentials:         true,
+	}
+}
+
+func (b *Bot) initCrypto(ctx context.Context) error {
+	pickleKey, err := readOrCreateSecret(b.cfg.Encryption.PickleKeyFile)
+	if err != nil {
+		return fmt.Errorf("pickle key: %w", err)
+	}
+	ch, err := cryptohelper.NewCryptoHelper(b.Client, pickleKey, b.store.DB)
+	if err != nil {
+		return fmt.Errorf("create crypto helper: %w", err)
+	}
+	if b.Client.AccessToken == "" {
+		ch.LoginAs = b.loginRequest()
+	}
+	ch.DecryptErrorCallback = func(evt *event.Event, err error) {
+		b.log.Warn().Err(err).Stringer("event_id", evt.ID).Stringer("sender", evt.Sender).Msg("Failed to decrypt event")
+	}
+	if err = ch.Init(ctx); err != nil {
+		return fmt.Errorf("init encryption (if the bot's database or pickle key was lost while its device still exists on the server, log the device out and start again): %w", err)
+	}
+	b.crypto = ch
+	b.Client.Crypto = ch
+	return b.crossSign(ctx)
+}
+
+// crossSign makes the bot's device cross-signed by its own master key, so Element shows it
+// as verified. The first start creates the keys and writes the recovery key to a file that
+// only the operator on the host can read; later starts use that file if the device is new.
+func (b *Bot) crossSign(ctx context.Context) error {
+	mach := b.crypto.Machine()
+	hasKeys, verified, err := mach.GetOwnVerificationStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("check cross-signing status: %w", err)
+	}
+	path := b.cfg.Encryption.RecoveryKeyFile
+	switch {
+	case verified:
+		b.log.Debug().Msg("Device already cross-signed")
+		return nil
+	case hasKeys:
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			b.log.Warn().Str("recovery_key_file", path).Msg("Cross-signing keys exist but the recovery key file is unreadable; the bot's device stays unverified")
+			return nil
+		}
+		if err = mach.VerifyWithRecoveryKey(ctx, string(trimSpace(raw))); err != nil {
+			return fmt.Errorf("verify device with the recovery key in %s: %w", path, err)
+		}
+		b.log.Info().Msg("Device cross-signed with the stored recovery key")
+		return nil
+	}
+	uia := func(resp *mautrix.RespUserInteractive) any {
+		return &mautrix.ReqUIAuthLogin{
+			BaseAuthData: mautrix.BaseAuthData{Type: mautrix.AuthTypePassword, Session: resp.Session},
+			User:         b.cfg.Bot.UserID.String(),
+			Password:     b.cfg.Bot.Password,
+		}
+	}
+	recoveryKey, _, err := mach.GenerateAndUploadCrossSigningKeys(ctx, uia, "")
+	if err != nil {
+		return fmt.Errorf("create cross-signing keys: %w", err)
+	}
+	if err = writeSecret(path, []byte(recoveryKey+"\n")); err != nil {
+		return fmt.Errorf("save recovery key: %w", err)
+	}
+	if err = mach.SignOwnDevice(ctx, mach.OwnIdentity()); err != nil {
+		return fmt.Errorf("sign own device: %w", err)
+	}
+	if err = mach.SignOwnMasterKey(ctx); err != nil {
+		return fmt.Errorf("sign own master key: %w", err)
+	}
+	b.log.Info().Str("recovery_key_file", path).Msg("Created cross-signing keys; the recovery key is in this file (keep it safe)")
+	return nil
+}
+
+// Run syncs until ctx is cancelled, then waits for running commands.
+func (b *Bot) Run(ctx context.Context) error {
+	go func() {
+		for _, roomID := range b.adminRooms.AsList() {
+			b.publishSpecs(ctx, roomID)
+		}
+	}()
+	err := b.Client.SyncWithContext(ctx)
+	b.running.Wait()
+	if b.crypto != nil {
+		_ = b.crypto.Close()
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("sync: %w", err)
+	}
+	return nil
+}
+
+func readOrCreateSecret(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		return trimSpace(raw), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	secret := []byte(random.String(48))
+	return secret, writeSecret(path, append(secret, '\n'))
+}
+
+func writeSecret(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

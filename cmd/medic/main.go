@@ -1,0 +1,193 @@
+// Command medic is Synapse Medic: a Matrix bot that diagnoses and repairs a Synapse
+// homeserver from its admin room, and the same commands from a terminal.
+//
+//	medic run -c config.yaml            run the bot
+//	medic exec -c config.yaml '!help'   run one command here, without Matrix
+//	medic check-config -c config.yaml   validate a config, naming each bad key
+//	medic version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+
+	"github.com/synapse-medic/medic/bot"
+	"github.com/synapse-medic/medic/commands"
+	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/terminal"
+)
+
+// Version is set at build time (-ldflags "-X main.Version=…"); otherwise taken from the
+// module's VCS stamp.
+var Version = ""
+
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return "dev-" + s.Value[:12]
+			}
+		}
+	}
+	return "dev"
+}
+
+const usageText = `Synapse Medic — heals a Synapse homeserver from its admin room.
+
+Usage:
+  medic run -c config.yaml            run the bot
+  medic exec -c config.yaml [--yes] '!command args'
+                                      run one command in this terminal (no Matrix needed)
+  medic check-config -c config.yaml   validate a config file
+  medic version                       print medic's version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return 2
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", "config.yaml", "path of the config file")
+	yes := fs.Bool("yes", false, "exec: answer yes to every approval prompt (for scripts)")
+	switch args[0] {
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "Synapse Medic", version())
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usageText)
+		return 0
+	case "run", "exec", "check-config":
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usageText)
+		return 2
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	switch args[0] {
+	case "check-config":
+		fmt.Fprintf(stdout, "%s is valid\n", *cfgPath)
+		return 0
+	case "exec":
+		_ = yes // consumed by approval prompts (jobs)
+		line := strings.Join(fs.Args(), " ")
+		if line == "" {
+			fmt.Fprintln(stderr, "exec needs a command, e.g. medic exec -c config.yaml '!help'")
+			return 2
+		}
+		return execCommand(cfg, line, stdout, stderr)
+	default:
+		return runBot(cfg, stderr)
+	}
+}
+
+func newLogger(cfg *config.Config, w io.Writer) zerolog.Logger {
+	level, _ := zerolog.ParseLevel(cfg.Logging.Level)
+	var out io.Writer = zerolog.ConsoleWriter{Out: w, TimeFormat: "2006-01-02 15:04:05"}
+	if cfg.Logging.JSON {
+		out = w
+	}
+	return zerolog.New(out).Level(level).With().Timestamp().Logger()
+}
+
+func runBot(cfg *config.Config, stderr io.Writer) int {
+	log := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx = log.WithContext(ctx)
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		log.Error().Err(err).Msg("Cannot open the bot's database")
+		return 1
+	}
+	defer st.Close()
+	b, err := bot.New(cfg, st, version(), log)
+	if err == nil {
+		err = b.Start(ctx)
+	}
+	if err == nil {
+		log.Info().Str("version", version()).Msg("Synapse Medic running")
+		err = b.Run(ctx)
+	}
+	if err != nil {
+		log.Error().Err(err).Msg("Bot stopped with an error")
+		return 1
+	}
+	return 0
+}
+
+func execCommand(cfg *config.Config, line string, stdout, stderr io.Writer) int {
+	// The terminal logs only warnings by default: stdout is for the command's answer.
+	if cfg.Logging.Level == "info" {
+		cfg.Logging.Level = "warn"
+	}
+	log := newLogger(cfg, stderr)
+	ctx := log.WithContext(context.Background())
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer st.Close()
+	// Admin API calls use the bot's token from the config, else the one the running bot
+	// saved; commands that need none (e.g. !version) work either way.
+	token := cfg.Bot.AccessToken
+	if token == "" {
+		if token, err = st.Get(ctx, store.KeyAccessToken); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+	cli, err := mautrix.NewClient(cfg.Homeserver.URL, cfg.Bot.UserID, token)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	cli.Log = log
+	env := &commands.Env{Config: cfg, Store: st, Admin: synapse.NewAdmin(cli), Version: version()}
+	if err = terminal.NewRunner(env, stdout).Run(ctx, line); err != nil {
+		if !errors.Is(err, terminal.ErrFailed) {
+			fmt.Fprintln(stderr, err)
+		}
+		return 1
+	}
+	return 0
+}
+
+// openStore creates the data directory (private: it holds keys) and opens the bot's store.
+func openStore(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*store.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	return store.Open(ctx, cfg.Database, log.With().Str("component", "db").Logger())
+}

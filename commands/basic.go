@@ -1,0 +1,39 @@
+package commands
+
+import (
+	"time"
+
+	"maunium.net/go/mautrix/event/cmdschema"
+)
+
+func pingCommand() *Handler {
+	return &Handler{
+		Name:        "ping",
+		Description: text("Check that medic is alive and how long the command took to reach it"),
+		Parameters:  []*cmdschema.Parameter{},
+		Func: func(ce *Event) {
+			if IsTerminal(ce) || ce.Timestamp == 0 {
+				ce.Reply("Pong!")
+				return
+			}
+			lag := time.Since(time.UnixMilli(ce.Timestamp)).Round(time.Millisecond)
+			ce.Reply("Pong! (your message reached me after %s)", lag)
+		},
+	}
+}
+
+func versionCommand() *Handler {
+	return &Handler{
+		Name:        "version",
+		Description: text("Show medic's version and Synapse's server_version"),
+		Parameters:  []*cmdschema.Parameter{},
+		Func: func(ce *Event) {
+			sv, err := ce.Meta.Admin.ServerVersion(ce.Ctx)
+			if err != nil {
+				Fail(ce, "Synapse Medic %s. Could not get Synapse's version: %v", ce.Meta.Version, err)
+				return
+			}
+			ce.Reply("Synapse Medic %s\nSynapse %s", ce.Meta.Version, sv)
+		},
+	}
+}

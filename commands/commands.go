@@ -1,0 +1,166 @@
+// Package commands defines medic's commands as declarative mautrix-go command handlers.
+//
+// The same handlers serve the Matrix bot (package bot) and the terminal (package terminal):
+// both feed a commands.Processor; only the client behind ce.Reply differs. Handlers never
+// assume a Matrix room exists, and report failure through Fail so the terminal can exit ≠ 0.
+package commands
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	mcmd "maunium.net/go/mautrix/commands"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/synapse"
+)
+
+// Env is what every handler can use. It is the processor's Meta, shared by all commands.
+type Env struct {
+	Config  *config.Config
+	Store   *store.Store
+	Admin   *synapse.Admin
+	Version string
+	// Commands is the definition list the processor was built from (for !help).
+	Commands []*Handler
+}
+
+type (
+	Event   = mcmd.Event[*Env]
+	Handler = mcmd.Handler[*Env]
+	Processor = mcmd.Processor[*Env]
+)
+
+// Outcome records what happened to one command, for callers (the terminal) that need to
+// know whether it succeeded. It travels in the context given to Processor.Process.
+type Outcome struct {
+	Handled bool
+	Failed  bool
+}
+
+type outcomeKey struct{}
+
+// WithOutcome returns a context that collects the outcome of the command processed with it.
+func WithOutcome(ctx context.Context) (context.Context, *Outcome) {
+	o := &Outcome{}
+	return context.WithValue(ctx, outcomeKey{}, o), o
+}
+
+func outcome(ctx context.Context) *Outcome {
+	if o, ok := ctx.Value(outcomeKey{}).(*Outcome); ok {
+		return o
+	}
+	return &Outcome{}
+}
+
+// Fail replies with an error message and marks the command as failed.
+func Fail(ce *Event, msg string, args ...any) {
+	outcome(ce.Ctx).Failed = true
+	ce.Reply(msg, args...)
+}
+
+// guard wraps a handler body: it marks the command handled and turns a panic into a short
+// reply (the stack goes to the log only, never to chat).
+func guard(fn func(ce *Event)) func(ce *Event) {
+	return func(ce *Event) {
+		o := outcome(ce.Ctx)
+		o.Handled = true
+		defer func() {
+			if p := recover(); p != nil {
+				o.Failed = true
+				zerolog.Ctx(ce.Ctx).Error().Any("panic", p).Bytes("stack", debug.Stack()).Msg("Command handler panicked")
+				ce.Reply("Internal error while running `%s`; details are in medic's log.", ce.Command)
+			}
+		}()
+		fn(ce)
+	}
+}
+
+// NewProcessor builds a command processor with every medic command registered. cli is the
+// client replies go through: the bot's Matrix client, or the terminal's printing client.
+func NewProcessor(cli *mautrix.Client, env *Env) *Processor {
+	proc := mcmd.NewProcessor[*Env](cli)
+	env.Commands = All()
+	for _, h := range env.Commands {
+		wrap(h)
+	}
+	proc.Register(env.Commands...)
+	// Replace the library's unknown-command handler, which answers every prefixed word.
+	proc.Unregister(proc.GetHandler(mcmd.UnknownCommandName))
+	proc.Register(wrap(unknownCommand(env)))
+	proc.PreValidator = mcmd.ValidatePrefixSubstring[*Env](env.Config.Bot.CommandPrefix)
+	proc.ReactionCommandPrefix = ""
+	proc.Meta = env
+	return proc
+}
+
+func wrap(h *Handler) *Handler {
+	if h.Func != nil {
+		h.Func = guard(h.Func)
+	}
+	for _, sub := range h.Subcommands {
+		wrap(sub)
+	}
+	return h
+}
+
+// All returns fresh definitions of every command, in the order !help lists them.
+func All() []*Handler {
+	return []*Handler{
+		helpCommand(),
+		pingCommand(),
+		versionCommand(),
+	}
+}
+
+func text(s string) *event.ExtensibleTextContainer { return event.MakeExtensibleText(s) }
+
+// TerminalUser is the sender of commands typed into `medic exec`.
+const TerminalUser = id.UserID("@terminal:medic.local")
+
+// IsTerminal tells whether a command came from `medic exec` rather than Matrix.
+func IsTerminal(ce *Event) bool { return ce.Sender == TerminalUser }
+
+func prefix(ce *Event) string { return ce.Meta.Config.Bot.CommandPrefix }
+
+func describe(h *Handler) string { return plain(h.Description) }
+
+// plain returns the text/plain body of an extensible text, or "".
+func plain(t *event.ExtensibleTextContainer) string {
+	if t == nil {
+		return ""
+	}
+	for _, part := range t.Text {
+		if part.MimeType == "" || part.MimeType == "text/plain" {
+			return part.Body
+		}
+	}
+	return ""
+}
+
+func usage(pfx string, h *Handler, parents ...string) string {
+	var b strings.Builder
+	b.WriteString(pfx)
+	for _, p := range parents {
+		b.WriteString(p + " ")
+	}
+	b.WriteString(h.Name)
+	for _, p := range h.Parameters {
+		switch {
+		case p.Optional && p.Key == h.TailParam:
+			fmt.Fprintf(&b, " [<%s>]", p.Key)
+		case p.Optional:
+			fmt.Fprintf(&b, " [--%s <%s>]", p.Key, p.Key)
+		default:
+			fmt.Fprintf(&b, " <%s>", p.Key)
+		}
+	}
+	return b.String()
+}

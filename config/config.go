@@ -1,0 +1,278 @@
+// Package config loads and validates medic's YAML configuration.
+//
+// Every option is documented in config.example.yaml at the repository root; Validate names
+// each bad key with its full dotted path so `medic check-config` can point at it.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.mau.fi/util/dbutil"
+	"gopkg.in/yaml.v3"
+	"maunium.net/go/mautrix/id"
+)
+
+type Config struct {
+	Homeserver Homeserver `yaml:"homeserver"`
+	Bot        Bot        `yaml:"bot"`
+	// Admins are the only users whose commands, reactions and invites the bot acts on.
+	Admins []id.UserID `yaml:"admins"`
+	Rooms  Rooms       `yaml:"rooms"`
+	// DataDir holds files the bot creates for itself: the pickle key, the recovery key, and
+	// the default SQLite database.
+	DataDir    string        `yaml:"data_dir"`
+	Database   dbutil.Config `yaml:"database"`
+	Encryption Encryption    `yaml:"encryption"`
+	Synapse    Synapse       `yaml:"synapse"`
+	Federation Federation    `yaml:"federation"`
+	Logging    Logging       `yaml:"logging"`
+}
+
+type Homeserver struct {
+	// URL is where the bot reaches Synapse's client and admin APIs.
+	URL string `yaml:"url"`
+	// ServerName is the Matrix server name (the part after the colon in user IDs).
+	ServerName string `yaml:"server_name"`
+}
+
+type Bot struct {
+	UserID      id.UserID   `yaml:"user_id"`
+	Password    string      `yaml:"password"`
+	AccessToken string      `yaml:"access_token"`
+	DeviceID    id.DeviceID `yaml:"device_id"`
+	DisplayName string      `yaml:"displayname"`
+	// CommandPrefix starts every command; "!" unless set.
+	CommandPrefix string `yaml:"command_prefix"`
+}
+
+type Rooms struct {
+	// Admin lists room IDs in which admins' commands are answered.
+	Admin []id.RoomID `yaml:"admin"`
+	// AdoptAdminInvites makes a room an admin room when a configured admin invites the bot
+	// into it. Invites from anyone else are always ignored.
+	AdoptAdminInvites *bool `yaml:"adopt_admin_invites"`
+}
+
+func (r Rooms) Adopt() bool { return r.AdoptAdminInvites == nil || *r.AdoptAdminInvites }
+
+type Encryption struct {
+	Enabled *bool `yaml:"enabled"`
+	// PickleKeyFile holds the key that encrypts the bot's Olm account in its database.
+	// Created (random, mode 0600) when missing.
+	PickleKeyFile string `yaml:"pickle_key_file"`
+	// RecoveryKeyFile is where the bot writes the recovery key of its cross-signing keys when
+	// it first creates them, and reads it on later starts. Never logged, never sent to chat.
+	RecoveryKeyFile string `yaml:"recovery_key_file"`
+	// RequireEncrypted drops commands that were not sent encrypted.
+	RequireEncrypted bool `yaml:"require_encrypted"`
+	// RequireVerifiedDevice drops commands from devices that are not at least TOFU
+	// cross-signed (the sender's device signed by a master key the bot has seen).
+	RequireVerifiedDevice bool `yaml:"require_verified_device"`
+}
+
+func (e Encryption) On() bool { return e.Enabled == nil || *e.Enabled }
+
+type Synapse struct {
+	// DatabaseDSN is Synapse's PostgreSQL database (for diagnosis and repairs).
+	DatabaseDSN string `yaml:"database"`
+	// SigningKeyPath is the file Synapse signs federation requests with.
+	SigningKeyPath string `yaml:"signing_key_path"`
+	// Logs are the places Synapse's logs can be read from.
+	Logs []LogSource `yaml:"logs"`
+	// RestartCommand restarts Synapse after repairs that need it (e.g. "systemctl restart
+	// matrix-synapse"). Empty: the bot asks the admin to restart and waits.
+	RestartCommand string `yaml:"restart_command"`
+}
+
+type LogSource struct {
+	// Type is file (a path or glob, rotated and .gz files included), journald, or container.
+	Type string `yaml:"type"`
+	Path string `yaml:"path"`
+	Unit string `yaml:"unit"`
+}
+
+type Federation struct {
+	// DangerouslyAllowLoopbackAndSelfSignedTestingOnly lets the federation client reach
+	// loopback addresses and accept self-signed certificates. For the local testbed only.
+	DangerouslyAllowLoopbackAndSelfSignedTestingOnly bool `yaml:"dangerously_allow_loopback_and_self_signed_testing_only"`
+}
+
+type Logging struct {
+	// Level is trace, debug, info, warn or error.
+	Level string `yaml:"level"`
+	// JSON prints one JSON object per line instead of the console format.
+	JSON bool `yaml:"json"`
+}
+
+// Load reads a config file and fills defaults. Unknown keys are errors: a misspelled key
+// that is silently ignored is how an option ends up "on" in someone's head only.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(raw, filepath.Dir(path))
+}
+
+// Parse decodes YAML config text; relative paths are resolved against baseDir.
+func Parse(raw []byte, baseDir string) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	cfg.fillDefaults(baseDir)
+	return &cfg, nil
+}
+
+func (c *Config) fillDefaults(baseDir string) {
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		c.DataDir = filepath.Join(baseDir, c.DataDir)
+	}
+	if c.Database.Type == "" {
+		c.Database.Type = "sqlite3-fk-wal"
+		c.Database.URI = "file:" + filepath.Join(c.DataDir, "medic.db") + "?_txlock=immediate"
+	}
+	if c.Database.MaxOpenConns == 0 {
+		c.Database.MaxOpenConns = 5
+	}
+	if c.Database.MaxIdleConns == 0 {
+		c.Database.MaxIdleConns = 1
+	}
+	if c.Encryption.PickleKeyFile == "" {
+		c.Encryption.PickleKeyFile = filepath.Join(c.DataDir, "pickle.key")
+	}
+	if c.Encryption.RecoveryKeyFile == "" {
+		c.Encryption.RecoveryKeyFile = filepath.Join(c.DataDir, "recovery-key.txt")
+	}
+	if c.Bot.CommandPrefix == "" {
+		c.Bot.CommandPrefix = "!"
+	}
+	if c.Bot.DisplayName == "" {
+		c.Bot.DisplayName = "Synapse Medic"
+	}
+	if c.Logging.Level == "" {
+		c.Logging.Level = "info"
+	}
+}
+
+// Problem is one bad key and why.
+type Problem struct {
+	Key    string
+	Reason string
+}
+
+func (p Problem) String() string { return p.Key + ": " + p.Reason }
+
+// Problems is every problem Validate found.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.String()
+	}
+	return "invalid config:\n  " + strings.Join(lines, "\n  ")
+}
+
+// Validate checks every option and returns all problems at once (nil when there are none).
+func (c *Config) Validate() error {
+	var ps Problems
+	bad := func(key, reason string, args ...any) {
+		ps = append(ps, Problem{Key: key, Reason: fmt.Sprintf(reason, args...)})
+	}
+	if u, err := url.Parse(c.Homeserver.URL); c.Homeserver.URL == "" {
+		bad("homeserver.url", "required")
+	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("homeserver.url", "must be an http(s) URL, got %q", c.Homeserver.URL)
+	}
+	if c.Homeserver.ServerName == "" {
+		bad("homeserver.server_name", "required")
+	}
+	if _, server, err := c.Bot.UserID.Parse(); c.Bot.UserID == "" {
+		bad("bot.user_id", "required")
+	} else if err != nil {
+		bad("bot.user_id", "not a Matrix user ID: %v", err)
+	} else if c.Homeserver.ServerName != "" && server != c.Homeserver.ServerName {
+		bad("bot.user_id", "must be on %s, the configured server_name", c.Homeserver.ServerName)
+	}
+	if c.Bot.Password == "" && c.Bot.AccessToken == "" {
+		bad("bot.password", "set bot.password or bot.access_token")
+	}
+	if c.Bot.AccessToken != "" && c.Bot.DeviceID == "" && c.Encryption.On() {
+		bad("bot.device_id", "required with bot.access_token when encryption is enabled")
+	}
+	if strings.ContainsAny(c.Bot.CommandPrefix, " \t\n") {
+		bad("bot.command_prefix", "must not contain whitespace")
+	}
+	if len(c.Admins) == 0 {
+		bad("admins", "list at least one admin user ID")
+	}
+	for i, a := range c.Admins {
+		if _, _, err := a.Parse(); err != nil {
+			bad(fmt.Sprintf("admins[%d]", i), "not a Matrix user ID: %q", a)
+		}
+	}
+	for i, r := range c.Rooms.Admin {
+		if !strings.HasPrefix(string(r), "!") {
+			bad(fmt.Sprintf("rooms.admin[%d]", i), "must be a room ID (starting with !), got %q", r)
+		}
+	}
+	if len(c.Rooms.Admin) == 0 && !c.Rooms.Adopt() {
+		bad("rooms.admin", "no admin rooms and rooms.adopt_admin_invites is false: the bot could never be commanded")
+	}
+	switch c.Database.Type {
+	case "sqlite3-fk-wal", "postgres":
+	default:
+		bad("database.type", "must be sqlite3-fk-wal or postgres, got %q", c.Database.Type)
+	}
+	if c.Database.Type == "postgres" && c.Database.URI == "" {
+		bad("database.uri", "required for postgres")
+	}
+	if c.Synapse.DatabaseDSN != "" {
+		if u, err := url.Parse(c.Synapse.DatabaseDSN); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			if !strings.Contains(c.Synapse.DatabaseDSN, "=") { // also accept key=value DSNs
+				bad("synapse.database", "must be a postgres:// URL or a key=value DSN")
+			}
+		}
+	}
+	if c.Synapse.SigningKeyPath != "" {
+		if _, err := os.Stat(c.Synapse.SigningKeyPath); err != nil {
+			bad("synapse.signing_key_path", "cannot read: %v", errors.Unwrap(err))
+		}
+	}
+	for i, l := range c.Synapse.Logs {
+		key := fmt.Sprintf("synapse.logs[%d]", i)
+		switch l.Type {
+		case "file", "container":
+			if l.Path == "" {
+				bad(key+".path", "required for type %s", l.Type)
+			}
+		case "journald":
+			if l.Unit == "" {
+				bad(key+".unit", "required for type journald (e.g. matrix-synapse)")
+			}
+		default:
+			bad(key+".type", "must be file, journald or container, got %q", l.Type)
+		}
+	}
+	switch c.Logging.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		bad("logging.level", "must be trace, debug, info, warn or error, got %q", c.Logging.Level)
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	return ps
+}
