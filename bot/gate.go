@@ -2,6 +2,10 @@ package bot
 
 import (
 	"context"
+	"errors"
+	"time"
+
+	"maunium.net/go/mautrix"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/event/cmdschema"
@@ -10,7 +14,10 @@ import (
 
 // handleMember joins rooms that a configured admin invites the bot into, and only those.
 func (b *Bot) handleMember(ctx context.Context, evt *event.Event) {
-	if evt.GetStateKey() != b.Client.UserID.String() || evt.Content.AsMember().Membership != event.MembershipInvite {
+	// Only the invite section of sync: the same invite shows up again in the room's
+	// timeline once we have joined.
+	if evt.Mautrix.EventSource&event.SourceInvite == 0 || evt.GetStateKey() != b.Client.UserID.String() ||
+		evt.Content.AsMember().Membership != event.MembershipInvite {
 		return
 	}
 	log := b.log.With().Stringer("room_id", evt.RoomID).Stringer("inviter", evt.Sender).Logger()
@@ -22,19 +29,42 @@ func (b *Bot) handleMember(ctx context.Context, evt *event.Event) {
 		log.Info().Msg("Ignoring admin's invite: room is not a configured admin room and rooms.adopt_admin_invites is off")
 		return
 	}
-	if _, err := b.Client.JoinRoomByID(ctx, evt.RoomID); err != nil {
-		log.Err(err).Msg("Failed to join room")
-		return
-	}
-	if !b.adminRooms.Has(evt.RoomID) {
-		if err := b.store.AddAdminRoom(ctx, evt.RoomID, evt.Sender); err != nil {
-			log.Err(err).Msg("Failed to record admin room")
+	// Off the sync goroutine: joining may wait for federation.
+	b.running.Add(1)
+	go func() {
+		defer b.running.Done()
+		ctx := context.WithoutCancel(ctx)
+		if err := b.join(ctx, evt.RoomID); err != nil {
+			log.Err(err).Msg("Failed to join room")
 			return
 		}
-		b.adminRooms.Add(evt.RoomID)
+		if !b.adminRooms.Has(evt.RoomID) {
+			if err := b.store.AddAdminRoom(ctx, evt.RoomID, evt.Sender); err != nil {
+				log.Err(err).Msg("Failed to record admin room")
+				return
+			}
+			b.adminRooms.Add(evt.RoomID)
+		}
+		log.Info().Msg("Joined admin room")
+		b.publishSpecs(ctx, evt.RoomID)
+	}()
+}
+
+// join joins a room, retrying for a while: a federated invite can reach us before the
+// inviting server will accept our join (403 "You are not invited to this room").
+func (b *Bot) join(ctx context.Context, roomID id.RoomID) error {
+	var err error
+	for attempt, delay := 0, 500*time.Millisecond; attempt < 5; attempt, delay = attempt+1, delay*2 {
+		if _, err = b.Client.JoinRoomByID(ctx, roomID); err == nil || !errors.Is(err, mautrix.MForbidden) {
+			return err
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	log.Info().Msg("Joined admin room")
-	b.publishSpecs(ctx, evt.RoomID)
+	return err
 }
 
 func (b *Bot) isAdmin(user id.UserID) bool {

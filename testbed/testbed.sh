@@ -6,6 +6,7 @@
 #   testbed.sh down      stop both homeservers
 #   testbed.sh start N   start homeserver N (1 or 2) again with its existing data
 #   testbed.sh stop N    stop homeserver N (SIGTERM, waits)
+#   testbed.sh recreatedb N  drop and create hsN's empty database (Synapse must be stopped)
 #   testbed.sh env       print the facts tests need, as shell variables
 #
 # Synapse is not packaged for Debian 12, so it runs from a Debian sid chroot that shares the
@@ -238,6 +239,7 @@ case "$cmd" in
   down) down ;;
   start) start "$1" ;;
   stop) stop "$1" ;;
+  recreatedb) pg_start; createdb_hs "$1" ;;
   env) env_out ;;
   *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac

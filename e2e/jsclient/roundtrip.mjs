@@ -8,10 +8,6 @@
 // stdout carries exactly one JSON line (roundtrip mode); everything else goes to stderr.
 import { parseArgs } from "node:util";
 
-// The SDK's loggers (loglevel, pinned at DEBUG per module) and the Rust crypto's
-// tracing (turned on at DEBUG by initRustCrypto) all print via console.*, and in
-// Node console.log/info/debug/trace write to stdout. Silence those (or send them to
-// stderr with --verbose) before the SDK is loaded; warn/error already go to stderr.
 let opt;
 try {
     ({ values: opt } = parseArgs({ options: {
@@ -25,8 +21,13 @@ try {
 } catch (e) {
     console.error(e.message);
     process.stdout.write(JSON.stringify({ error: `usage: ${e.message}` }) + "\n");
-    process.exit(2);
+    process.exit(1);
 }
+
+// The SDK's loggers (loglevel, pinned at DEBUG per module) and the Rust crypto's
+// tracing (turned on at DEBUG by initRustCrypto) all print via console.*, and in
+// Node console.log/info/debug/trace write to stdout. Silence those (or send them to
+// stderr with --verbose) before the SDK is loaded; warn/error already go to stderr.
 const toStderr = (...a) => console.error(...a);
 for (const m of ["log", "info", "debug", "trace"]) console[m] = opt.verbose ? toStderr : () => {};
 const note = (...a) => console.error(`[jsclient ${((Date.now() - t0) / 1000).toFixed(2)}s]`, ...a);
@@ -46,13 +47,19 @@ const timeoutMs = Number(opt.timeout) * 1000;
 const deadline = Date.now() + timeoutMs;
 let client; // set once logged in; stopped on every exit path
 
-function finish(result, code) {
-    // stdout is synchronous for files and pipes on Linux, so exiting right away loses nothing.
+async function finish(result, code) {
     process.stdout.write(JSON.stringify(result) + "\n");
-    try { client?.stopClient(); } catch {}
-    // Exit in the same tick: the SDK keeps timers/sockets (sync long-poll) alive otherwise,
-    // and in-flight crypto work would log spurious "was stopped" errors after stopClient.
+    await shutdown();
     process.exit(code);
+}
+// Log out (deleting this run's throwaway device, so test users do not pile up devices that
+// every sender must encrypt for), then exit: the SDK keeps timers/sockets alive otherwise.
+async function shutdown() {
+    if (!client) return;
+    // Silence in-flight crypto/sync work that complains once the client is stopped.
+    console.warn = console.error = opt.verbose ? console.error : () => {};
+    const cap = new Promise((r) => setTimeout(r, 3000).unref());
+    await Promise.race([client.logout(true).catch(() => {}), cap]);
 }
 function fail(msg, err, extra = {}) {
     if (err) console.error(err);
@@ -115,7 +122,9 @@ async function main() {
     client.getCrypto().globalBlacklistUnverifiedDevices = false;
     note("rust crypto ready");
 
-    await client.startClient({ initialSyncLimit: 1 });
+    // No history in the first sync: we only act on live events, and old encrypted events
+    // (keys sent to earlier devices) would just log decryption failures.
+    await client.startClient({ initialSyncLimit: 0 });
     await waitFor("first sync", () => client.isInitialSyncComplete(), [ClientEvent.Sync]);
     note("initial sync done");
 
@@ -125,7 +134,17 @@ async function main() {
 
 async function runEcho() {
     const me = client.getUserId();
-    const join = (roomId) => client.joinRoom(roomId).then(() => note(`joined ${roomId}`), (e) => note(`join ${roomId} failed`, e));
+    // Retry: a federated invite can reach us before the inviting server has persisted it,
+    // so an instant join may get 403 "not invited" from the remote server.
+    const join = async (roomId) => {
+        for (let i = 1; ; i++) {
+            try { await client.joinRoom(roomId); return note(`joined ${roomId}`); } catch (e) {
+                if (i >= 5) return note(`join ${roomId} failed`, e);
+                note(`join ${roomId} attempt ${i} failed (${e.errcode ?? e.message}), retrying`);
+                await new Promise((r) => setTimeout(r, 1000 * i));
+            }
+        }
+    };
     // Invites that arrived before/with the initial sync, then new ones.
     for (const r of client.getRooms()) if (r.getMyMembership() === "invite") join(r.roomId);
     client.on(RoomMemberEvent.Membership, (_ev, member) => {
@@ -138,7 +157,7 @@ async function runEcho() {
         client.sendMessage(room.roomId, { msgtype: MsgType.Text, body: `echo: ${body}` })
             .catch((e) => note("echo send failed", e));
     }, (ev) => note(`could not decrypt ${ev.getId()} from ${ev.getSender()}`));
-    setTimeout(() => { note("echo timeout reached"); try { client.stopClient(); } catch {} process.exit(0); },
+    setTimeout(() => { note("echo timeout reached"); shutdown().then(() => process.exit(0)); },
         Math.max(0, deadline - Date.now()));
     return new Promise(() => {}); // run until the timer
 }
@@ -172,8 +191,10 @@ async function runRoundtrip() {
         const r = client.getRoom(roomId);
         return r?.getMyMembership() === "join" && (!encrypted || !opt.invite || r.hasEncryptionStateEvent()) && r;
     }, [ClientEvent.Room, ClientEvent.Sync]);
-    const roomEncrypted = await client.getCrypto().isEncryptionEnabledInRoom(roomId);
+    const roomEncrypted = await client.getCrypto().isEncryptionEnabledInRoom(room.roomId);
     note(`room ready, encryption ${roomEncrypted ? "on" : "off"}`);
+    // Never let an "encrypted" test silently pass over a plaintext send.
+    if (opt.invite && encrypted && !roomEncrypted) throw new Error("room created encrypted but crypto sees it unencrypted");
 
     // 4. Listen before sending so a fast reply is not missed; only replies that arrive
     // live after our send count (history from the initial sync is ignored).

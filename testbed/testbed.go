@@ -1,0 +1,235 @@
+// Package testbed gives Go tests two real, federating Synapse homeservers on PostgreSQL
+// (hs1.test:8481 and hs2.test:8482, TLS federation on loopback), brought up by testbed.sh.
+//
+// Use it from a package's TestMain:
+//
+//	func TestMain(m *testing.M) { testbed.Main(m) }
+//
+// If the environment already describes a running testbed (the test script brings one up for
+// the whole run and exports MEDIC_TESTBED_*), Main uses it; otherwise it brings one up for
+// this package and stops it at the end. Tests that stop or damage a homeserver must put it
+// back (see Homeserver.Stop and t.Cleanup) because the homeservers are shared.
+package testbed
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/synapseadmin"
+)
+
+// Homeserver is one testbed Synapse.
+type Homeserver struct {
+	N    int
+	Name string // server name, e.g. hs1.test:8481
+	URL  string // client/admin API, plain HTTP on loopback
+	DSN  string // its PostgreSQL database
+	Dir  string // config directory on the host (inside the chroot)
+}
+
+// Testbed is the running pair.
+type Testbed struct {
+	HS1, HS2      *Homeserver
+	SharedSecret  string
+	AdminPassword string
+	MedicPassword string
+	UserPassword  string
+	script        string
+	vars          map[string]string
+}
+
+var (
+	current *Testbed
+	once    sync.Once
+)
+
+// Script is the path of testbed.sh.
+func Script() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "testbed.sh")
+}
+
+// Main runs the package's tests against the testbed.
+func Main(m *testing.M) {
+	ownUp := os.Getenv("MEDIC_TESTBED_HS1_URL") == ""
+	if ownUp {
+		out, err := exec.Command(Script(), "up").Output()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testbed up failed: %v\n", err)
+			if ee, ok := err.(*exec.ExitError); ok {
+				os.Stderr.Write(ee.Stderr)
+			}
+			os.Exit(1)
+		}
+		for k, v := range parseEnv(out) {
+			_ = os.Setenv(k, v)
+		}
+	}
+	code := m.Run()
+	if ownUp {
+		_ = exec.Command(Script(), "down").Run()
+	}
+	os.Exit(code)
+}
+
+func parseEnv(out []byte) map[string]string {
+	vars := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok && strings.HasPrefix(k, "MEDIC_TESTBED_") {
+			vars[k] = v
+		}
+	}
+	return vars
+}
+
+// Get returns the testbed (Main must have run).
+func Get(t testing.TB) *Testbed {
+	t.Helper()
+	once.Do(func() {
+		env := func(k string) string { return os.Getenv("MEDIC_TESTBED_" + k) }
+		hs := func(n int) *Homeserver {
+			p := fmt.Sprintf("HS%d_", n)
+			return &Homeserver{N: n, Name: env(p + "NAME"), URL: env(p + "URL"), DSN: env(p + "DSN"), Dir: env(p + "DIR")}
+		}
+		current = &Testbed{
+			HS1: hs(1), HS2: hs(2),
+			SharedSecret:  env("SHARED_SECRET"),
+			AdminPassword: env("PASSWORD_ADMIN"),
+			MedicPassword: env("PASSWORD_MEDIC"),
+			UserPassword:  env("PASSWORD_USER"),
+			script:        Script(),
+		}
+	})
+	if current.HS1.URL == "" {
+		t.Fatal("no testbed: call testbed.Main from TestMain")
+	}
+	return current
+}
+
+// UserID returns @name:server on this homeserver.
+func (h *Homeserver) UserID(name string) id.UserID { return id.NewUserID(name, h.Name) }
+
+// LogPath is Synapse's own log (homeserver.log in the config directory).
+func (h *Homeserver) LogPath() string { return filepath.Join(h.Dir, "homeserver.log") }
+
+// SigningKeyPath is the key file Synapse signs federation traffic with.
+func (h *Homeserver) SigningKeyPath() string {
+	matches, _ := filepath.Glob(filepath.Join(h.Dir, "*.signing.key"))
+	if len(matches) == 0 {
+		return ""
+	}
+	return matches[0]
+}
+
+func (tb *Testbed) run(t testing.TB, args ...string) {
+	t.Helper()
+	out, err := exec.Command(tb.script, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("testbed %v: %v\n%s", args, err, out)
+	}
+}
+
+// Stop stops the homeserver; it is started again when the test ends.
+func (tb *Testbed) Stop(t testing.TB, h *Homeserver) {
+	t.Helper()
+	tb.run(t, "stop", fmt.Sprint(h.N))
+	t.Cleanup(func() { tb.run(t, "start", fmt.Sprint(h.N)) })
+}
+
+// Start starts a stopped homeserver and waits until it answers.
+func (tb *Testbed) Start(t testing.TB, h *Homeserver) {
+	t.Helper()
+	tb.run(t, "start", fmt.Sprint(h.N))
+}
+
+// Restart restarts the homeserver (e.g. to drop Synapse's caches after a DB change).
+func (tb *Testbed) Restart(t testing.TB, h *Homeserver) {
+	t.Helper()
+	tb.run(t, "stop", fmt.Sprint(h.N))
+	tb.run(t, "start", fmt.Sprint(h.N))
+}
+
+// Dump writes a pg_dump (custom format) of the homeserver's database to path.
+func (tb *Testbed) Dump(t testing.TB, h *Homeserver, path string) {
+	t.Helper()
+	out, err := exec.Command("pg_dump", "-Fc", "-f", path, h.DSN).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_dump: %v\n%s", err, out)
+	}
+}
+
+// Restore replaces the homeserver's database with a dump, as an admin restoring a backup
+// would: stop Synapse, drop and recreate the database, pg_restore, start Synapse.
+func (tb *Testbed) Restore(t testing.TB, h *Homeserver, path string) {
+	t.Helper()
+	tb.run(t, "stop", fmt.Sprint(h.N))
+	tb.run(t, "recreatedb", fmt.Sprint(h.N))
+	out, err := exec.Command("pg_restore", "--no-owner", "--role=synapse", "-d", h.DSN, path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_restore: %v\n%s", err, out)
+	}
+	tb.run(t, "start", fmt.Sprint(h.N))
+}
+
+// Login logs a user in with a password (a new device each time).
+func (tb *Testbed) Login(t testing.TB, h *Homeserver, user, password string) *mautrix.Client {
+	t.Helper()
+	cli, err := mautrix.NewClient(h.URL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cli.Login(context.Background(), &mautrix.ReqLogin{
+		Type:             mautrix.AuthTypePassword,
+		Identifier:       mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: user},
+		Password:         password,
+		StoreCredentials: true,
+	})
+	if err != nil {
+		t.Fatalf("login %s on %s: %v", user, h.Name, err)
+	}
+	return cli
+}
+
+// Admin logs in the homeserver's admin user.
+func (tb *Testbed) Admin(t testing.TB, h *Homeserver) *mautrix.Client {
+	return tb.Login(t, h, "admin", tb.AdminPassword)
+}
+
+// Register creates a new user with the shared secret and returns it logged in.
+func (tb *Testbed) Register(t testing.TB, h *Homeserver, name string, admin bool) *mautrix.Client {
+	t.Helper()
+	cli, err := mautrix.NewClient(h.URL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := &synapseadmin.Client{Client: cli}
+	resp, err := adm.SharedSecretRegister(context.Background(), tb.SharedSecret, synapseadmin.ReqSharedSecretRegister{
+		Username: name, Password: tb.UserPassword, Admin: admin,
+	})
+	if err != nil {
+		t.Fatalf("register %s on %s: %v", name, h.Name, err)
+	}
+	cli.UserID, cli.AccessToken, cli.DeviceID = resp.UserID, resp.AccessToken, resp.DeviceID
+	return cli
+}
+
+// UniqueName returns a user or room name unique within this run.
+func UniqueName(prefix string) string {
+	return fmt.Sprintf("%s%d", prefix, time.Now().UnixNano()%1_000_000_000)
+}
+
+// AdminAPI returns mautrix-go's Synapse admin client for an admin's client.
+func AdminAPI(cli *mautrix.Client) *synapseadmin.Client { return &synapseadmin.Client{Client: cli} }
