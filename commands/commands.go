@@ -33,8 +33,8 @@ type Env struct {
 }
 
 type (
-	Event   = mcmd.Event[*Env]
-	Handler = mcmd.Handler[*Env]
+	Event     = mcmd.Event[*Env]
+	Handler   = mcmd.Handler[*Env]
 	Processor = mcmd.Processor[*Env]
 )
 

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/synapse-medic/medic/testbed"
+)
+
+func TestMain(m *testing.M) { testbed.Main(m) }
+
+func writeConfig(t *testing.T, body string) string {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func testbedConfig(t *testing.T) string {
+	tb := testbed.Get(t)
+	return writeConfig(t, fmt.Sprintf(`
+homeserver: {url: %q, server_name: %q}
+bot: {user_id: "@medic:%s", password: %q}
+admins: ["@admin:%s"]
+`, tb.HS1.URL, tb.HS1.Name, tb.HS1.Name, tb.MedicPassword, tb.HS1.Name))
+}
+
+// TestExecVersion runs `medic exec '!version'` against the real hs1.
+func TestExecVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"exec", "-c", testbedConfig(t), "!version"}, nil, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "Synapse Medic ") || !strings.Contains(stdout.String(), "Synapse 1.160") {
+		t.Fatalf("output %q lacks medic's version and Synapse 1.160", stdout.String())
+	}
+}
+
+func TestExecFailureExitCode(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"exec", "-c", testbedConfig(t), "!verison"}, nil, &stdout, &stderr); code == 0 {
+		t.Fatalf("mistyped command exited 0: %s", stdout.String())
+	}
+	if !strings.Contains(stdout.String(), "Did you mean `!version`") {
+		t.Errorf("no suggestion in %q", stdout.String())
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"check-config", "-c", testbedConfig(t)}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("valid config rejected (exit %d): %s", code, stderr.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	bad := writeConfig(t, "homeserver: {url: nope}\nadmins: []\n")
+	if code := run([]string{"check-config", "-c", bad}, nil, &stdout, &stderr); code == 0 {
+		t.Fatal("invalid config accepted")
+	}
+	for _, key := range []string{"homeserver.url", "homeserver.server_name", "bot.user_id", "admins"} {
+		if !strings.Contains(stderr.String(), key+":") {
+			t.Errorf("check-config output does not name %s: %s", key, stderr.String())
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValidateNamesEachBadKey(t *testing.T) {
+	cfg, err := Parse([]byte(`
+homeserver: {url: "ftp://x", server_name: ""}
+bot: {user_id: "medic", command_prefix: "! "}
+admins: ["nobody"]
+rooms: {admin: ["#alias:example.org"], adopt_admin_invites: false}
+database: {type: mysql}
+synapse:
+  database: "mysql://x"
+  signing_key_path: /nonexistent/key
+  logs: [{type: syslog}, {type: file}, {type: journald}]
+logging: {level: loud}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cfg.Validate()
+	if err == nil {
+		t.Fatal("expected problems")
+	}
+	for _, key := range []string{
+		"homeserver.url", "homeserver.server_name", "bot.user_id", "bot.password", "bot.command_prefix",
+		"admins[0]", "rooms.admin[0]", "database.type", "synapse.database", "synapse.signing_key_path",
+		"synapse.logs[0].type", "synapse.logs[1].path", "synapse.logs[2].unit", "logging.level",
+	} {
+		if !strings.Contains(err.Error(), "\n  "+key+":") {
+			t.Errorf("problem list does not name %s:\n%v", key, err)
+		}
+	}
+}
+
+func TestUnknownKeyIsAnError(t *testing.T) {
+	_, err := Parse([]byte("homeserver:\n  ulr: http://x\n"), t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "ulr") {
+		t.Fatalf("misspelled key not reported: %v", err)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(`
+homeserver: {url: "http://127.0.0.1:8008", server_name: "example.org"}
+bot: {user_id: "@medic:example.org", password: "x"}
+admins: ["@admin:example.org"]
+`), "/etc/medic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "/etc/medic/data" || !strings.Contains(cfg.Database.URI, "/etc/medic/data/medic.db") ||
+		cfg.Bot.CommandPrefix != "!" || !cfg.Encryption.On() || !cfg.Rooms.Adopt() {
+		t.Fatalf("unexpected defaults: %+v", cfg)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("homeserver: {url: http://x}\nadmins: [a]\n")
+	f.Add("bot: {user_id: \"@a:b\"}\nsynapse: {logs: [{type: file}]}\n")
+	f.Add("{")
+	f.Fuzz(func(t *testing.T, raw string) {
+		cfg, err := Parse([]byte(raw), "/tmp")
+		if err == nil {
+			_ = cfg.Validate()
+		}
+	})
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test against the real testbed: brings up two Synapse homeservers on PostgreSQL
+# (installing what is missing, cached after the first run), runs the Go tests, the bounded
+# fuzz runs, and stops the homeservers again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOFLAGS="${GOFLAGS:--tags=goolm}"
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+command -v curl >/dev/null || { apt-get update -qq; apt-get install -y -qq curl >/dev/null; }
+
+trap './testbed/testbed.sh down' EXIT
+env_out=$(./testbed/testbed.sh up)
+# shellcheck disable=SC2046
+export $(echo "$env_out" | grep '^MEDIC_TESTBED_' | xargs)
+
+(cd e2e/jsclient && npm ci --no-audit --no-fund --loglevel=error)
+
+# One package at a time: the packages share the two homeservers.
+go test -p 1 -count=1 -timeout 20m ./...
+
+# Bounded fuzzing of the parsers (the seed corpora already ran above).
+go test -run '^$' -fuzz '^FuzzRun$' -fuzztime "${MEDIC_FUZZTIME:-20s}" ./terminal
+go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "${MEDIC_FUZZTIME:-20s}" ./config

@@ -1,0 +1,90 @@
+package terminal
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+
+	"github.com/synapse-medic/medic/commands"
+	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/synapse"
+)
+
+type lockedBuffer struct {
+	sync.Mutex
+	bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.Lock()
+	defer b.Unlock()
+	return b.Buffer.Write(p)
+}
+
+// newTestRunner returns a runner whose admin API points at a closed port: commands that need
+// Synapse fail fast with a message, which is what this unit test wants to see handled.
+func newTestRunner(t testing.TB, out *lockedBuffer) *Runner {
+	cfg, err := config.Parse([]byte("{}"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := mautrix.NewClient("http://127.0.0.1:1", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &commands.Env{Config: cfg, Admin: synapse.NewAdmin(cli), Version: "test"}
+	return NewRunner(env, out)
+}
+
+func TestRunOutcomes(t *testing.T) {
+	out := &lockedBuffer{}
+	r := newTestRunner(t, out)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		line    string
+		wantErr bool
+		want    string
+	}{
+		{"!ping", false, "Pong!"},
+		{"ping", false, "Pong!"},
+		{"!help", false, "!version"},
+		{"!help version", false, "server_version"},
+		{"!hlep", true, "Did you mean `!help`?"},
+		{"!nosuchthing", true, "Unknown command `!nosuchthing`"},
+		{"!help nosuch", true, "There is no command"},
+		{"!version", true, "Could not get Synapse's version"},
+	} {
+		out.Reset()
+		err := r.Run(ctx, tc.line)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%q: err=%v, want error=%v", tc.line, err, tc.wantErr)
+		}
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("%q printed %q, want it to contain %q", tc.line, out.String(), tc.want)
+		}
+	}
+}
+
+// FuzzRun feeds arbitrary command lines through the whole command path (mautrix-go's
+// parser, subcommand lookup, argument parsing, our handlers): no input may panic, inside or
+// outside a handler. Run bounded by `make fuzz`; the seeds run with every `go test`.
+func FuzzRun(f *testing.F) {
+	for _, seed := range []string{"!help", "!help ping", "!ping extra args", "!", "!!", "!HELP", "!help \"unterminated",
+		"!help --command=x", "!help --command", "! help", "!pnig", "!help \x00", "!help <a> <b", "!versio n", "!ping\n!help"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		out, logs := &lockedBuffer{}, &lockedBuffer{}
+		r := newTestRunner(t, out)
+		ctx := zerolog.New(logs).WithContext(context.Background())
+		_ = r.Run(ctx, line)
+		if strings.Contains(strings.ToLower(logs.String()), "panic") {
+			t.Fatalf("command %q panicked: %s", line, logs.String())
+		}
+	})
+}
