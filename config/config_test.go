@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -71,4 +73,41 @@ func FuzzParse(f *testing.F) {
 			_ = cfg.Validate()
 		}
 	})
+}
+
+// TestExampleDocumentsEveryOption keeps config.example.yaml complete and loadable: it parses
+// with unknown keys rejected, and every yaml key of Config appears in it.
+func TestExampleDocumentsEveryOption(t *testing.T) {
+	raw, err := os.ReadFile("../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = Parse(raw, t.TempDir()); err != nil {
+		t.Fatalf("example does not parse: %v", err)
+	}
+	var walk func(tp reflect.Type, path string)
+	walk = func(tp reflect.Type, path string) {
+		for i := 0; i < tp.NumField(); i++ {
+			f := tp.Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			ft := f.Type
+			for ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if tag == "" { // inline (dbutil.Config embeds PoolConfig)
+				walk(ft, path)
+				continue
+			}
+			if tag == "ro_pool" || tag == "deadlock_detection" || tag == "conn_max_idle_time" || tag == "conn_max_lifetime" {
+				continue // dbutil tuning knobs, documented by go.mau.fi/util
+			}
+			if !strings.Contains(string(raw), tag+":") {
+				t.Errorf("config.example.yaml does not document %s%s", path, tag)
+			}
+			if ft.Kind() == reflect.Struct && ft.PkgPath() != "time" {
+				walk(ft, path+tag+".")
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
 }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Prints medic's performance figures (Go benchmarks against the real testbed). Figures, not
+# verdicts: compare them with the targets in the issues.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOFLAGS="${GOFLAGS:--tags=goolm}"
+if [ -z "${MEDIC_TESTBED_HS1_URL:-}" ]; then
+  trap './testbed/testbed.sh down' EXIT
+  # shellcheck disable=SC2046
+  export $(./testbed/testbed.sh up | grep '^MEDIC_TESTBED_' | xargs)
+fi
+go test -run '^$' -bench "${MEDIC_BENCH:-.}" -benchtime "${MEDIC_BENCHTIME:-50x}" -count 1 ./bench
