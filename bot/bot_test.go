@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/event/cmdschema"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/synapseadmin"
 
@@ -379,5 +380,39 @@ func TestElementStackHelp(t *testing.T) {
 	}
 	if !strings.Contains(res.ReplyBody, "Synapse Medic commands") || !strings.Contains(res.ReplyBody, "!ping") {
 		t.Errorf("reply is not the help text: %q", res.ReplyBody)
+	}
+}
+
+// TestCommandSpecsPublished: where the bot may send state, it publishes each command's
+// description as an MSC4391 state event when it joins.
+func TestCommandSpecsPublished(t *testing.T) {
+	tb := testbed.Get(t)
+	admin := adminClient(t, tb)
+	botUser := newBotAccount(t, tb)
+	startBot(t, botConfig(t, tb, botUser, admin.UserID))
+	ctx := context.Background()
+	resp, err := admin.Client.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Preset: "private_chat", Invite: []id.UserID{botUser},
+		PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{admin.UserID: 100, botUser: 50}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.WaitFor(wait, "the bot to join", testbed.Joined(resp.RoomID, botUser))
+	ping(t, admin, resp.RoomID, botUser) // specs are published right after the join
+	for _, name := range []string{"help", "ping", "version"} {
+		spec := &cmdschema.EventContent{Command: name}
+		var got cmdschema.EventContent
+		deadline := time.Now().Add(wait)
+		for {
+			err = admin.StateEvent(ctx, resp.RoomID, event.StateMSC4391BotCommand, spec.StateKey(botUser), &got)
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil || got.Command != name || got.Description == nil {
+			t.Errorf("spec for %s: %+v (%v)", name, got, err)
+		}
 	}
 }

@@ -200,6 +200,9 @@ func (tb *Testbed) Login(t testing.TB, h *Homeserver, user, password string) *ma
 	if err != nil {
 		t.Fatalf("login %s on %s: %v", user, h.Name, err)
 	}
+	// Log the device out at the end, so shared users don't pile up devices that every
+	// encrypted message must then be encrypted for.
+	t.Cleanup(func() { _, _ = cli.Logout(context.Background()) })
 	return cli
 }
 

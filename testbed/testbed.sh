@@ -169,12 +169,16 @@ start() {
   local n=$1 d; d=$(srv "$n")
   running "$n" && return 0
   ensure_hosts
+  local port; port=$(cli_port "$n")
+  if curl -fsS "http://127.0.0.1:$port/_matrix/client/versions" >/dev/null 2>&1; then
+    log "port $port already answers but not from a homeserver this script started; stop it first"
+    return 1
+  fi
   # Synapse writes pid_file only when daemonizing, so record the pid ourselves; chroot and
   # bash exec into python, so $! is Synapse's pid.
   chroot "$ROOT" bash -c "cd $d && exec python3 -m synapse.app.homeserver -c $d/homeserver.yaml" \
     >>"$ROOT$d/stdout.log" 2>&1 &
   echo $! >"$(pidfile "$n")"
-  local port; port=$(cli_port "$n")
   for i in $(seq 300); do
     if curl -fsS "http://127.0.0.1:$port/_matrix/client/versions" >/dev/null 2>&1; then
       log "hs$n up after $((i / 5)) s"; return 0
