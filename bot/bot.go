@@ -64,7 +64,7 @@ func New(cfg *config.Config, st *store.Store, version string, log zerolog.Logger
 	for _, a := range cfg.Admins {
 		b.admins[a] = struct{}{}
 	}
-	b.env = &commands.Env{Config: cfg, Store: st, Admin: synapse.NewAdmin(cli), Version: version}
+	b.env = commands.NewEnv(cfg, st, synapse.NewAdmin(cli), version, log)
 	b.proc = commands.NewProcessor(cli, b.env)
 	return b, nil
 }
@@ -100,6 +100,9 @@ func (b *Bot) Start(ctx context.Context) error {
 		if err = b.Client.SetDisplayName(ctx, b.cfg.Bot.DisplayName); err != nil {
 			b.log.Warn().Err(err).Msg("Failed to set display name")
 		}
+	}
+	if err = b.env.Jobs.ReportInterrupted(ctx, b.Client); err != nil {
+		return fmt.Errorf("check interrupted jobs: %w", err)
 	}
 	syncer := b.Client.Syncer.(mautrix.ExtensibleSyncer)
 	syncer.OnEventType(event.StateMember, b.handleMember)
@@ -207,6 +210,7 @@ func (b *Bot) Run(ctx context.Context) error {
 	}()
 	err := b.Client.SyncWithContext(ctx)
 	b.running.Wait()
+	b.env.Jobs.Wait()
 	if b.crypto != nil {
 		_ = b.crypto.Close()
 	}

@@ -18,6 +18,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 )
@@ -27,7 +29,10 @@ type Env struct {
 	Config  *config.Config
 	Store   *store.Store
 	Admin   *synapse.Admin
+	Jobs    *jobs.Manager
 	Version string
+	// Confirm is set on the terminal: approval prompts are asked there and then.
+	Confirm func(prompt string) bool
 	// Commands is the definition list the processor was built from (for !help).
 	Commands []*Handler
 }
@@ -37,6 +42,14 @@ type (
 	Handler   = mcmd.Handler[*Env]
 	Processor = mcmd.Processor[*Env]
 )
+
+// NewEnv builds the handlers' environment with the job manager and every operation.
+func NewEnv(cfg *config.Config, st *store.Store, admin *synapse.Admin, version string, log zerolog.Logger) *Env {
+	mgr := jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger(),
+		recovery.FederationReset(admin),
+	)
+	return &Env{Config: cfg, Store: st, Admin: admin, Jobs: mgr, Version: version}
+}
 
 // Outcome records what happened to one command, for callers (the terminal) that need to
 // know whether it succeeded. It travels in the context given to Processor.Process.
@@ -117,6 +130,12 @@ func All() []*Handler {
 		helpCommand(),
 		pingCommand(),
 		versionCommand(),
+		federationCommand(),
+		approveCommand(),
+		cancelCommand(),
+		resumeCommand(),
+		jobsCommand(),
+		jobCommandDetail(),
 	}
 }
 

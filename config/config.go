@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.mau.fi/util/dbutil"
 	"gopkg.in/yaml.v3"
@@ -31,6 +32,7 @@ type Config struct {
 	Encryption Encryption    `yaml:"encryption"`
 	Synapse    Synapse       `yaml:"synapse"`
 	Federation Federation    `yaml:"federation"`
+	Jobs       Jobs          `yaml:"jobs"`
 	Logging    Logging       `yaml:"logging"`
 }
 
@@ -103,6 +105,20 @@ type Federation struct {
 	DangerouslyAllowLoopbackAndSelfSignedTestingOnly bool `yaml:"dangerously_allow_loopback_and_self_signed_testing_only"`
 }
 
+type Jobs struct {
+	// Approvals is how many distinct admins must approve a job (2: a two-person rule; the
+	// requester may be one of them, once).
+	Approvals int `yaml:"approvals"`
+	// ExpireAfter is how long a plan waits for approval ("15m").
+	ExpireAfter string `yaml:"expire_after"`
+}
+
+// Expiry returns jobs.expire_after as a duration (validated by Validate).
+func (j Jobs) Expiry() time.Duration {
+	d, _ := time.ParseDuration(j.ExpireAfter)
+	return d
+}
+
 type Logging struct {
 	// Level is trace, debug, info, warn or error.
 	Level string `yaml:"level"`
@@ -160,6 +176,12 @@ func (c *Config) fillDefaults(baseDir string) {
 	}
 	if c.Bot.DisplayName == "" {
 		c.Bot.DisplayName = "Synapse Medic"
+	}
+	if c.Jobs.Approvals == 0 {
+		c.Jobs.Approvals = 1
+	}
+	if c.Jobs.ExpireAfter == "" {
+		c.Jobs.ExpireAfter = "15m"
 	}
 	if c.Logging.Level == "" {
 		c.Logging.Level = "info"
@@ -265,6 +287,12 @@ func (c *Config) Validate() error {
 		default:
 			bad(key+".type", "must be file, journald or container, got %q", l.Type)
 		}
+	}
+	if c.Jobs.Approvals < 1 || c.Jobs.Approvals > len(c.Admins) && len(c.Admins) > 0 {
+		bad("jobs.approvals", "must be between 1 and the number of admins (%d)", len(c.Admins))
+	}
+	if d, err := time.ParseDuration(c.Jobs.ExpireAfter); err != nil || d <= 0 {
+		bad("jobs.expire_after", "must be a positive duration like 15m, got %q", c.Jobs.ExpireAfter)
 	}
 	switch c.Logging.Level {
 	case "trace", "debug", "info", "warn", "error":

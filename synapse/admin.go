@@ -4,6 +4,7 @@ package synapse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -34,4 +35,64 @@ func (a *Admin) ServerVersion(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("get server_version: %w", err)
 	}
 	return resp.ServerVersion, nil
+}
+
+// Destination is Synapse's federation retry state for one remote server.
+type Destination struct {
+	Destination                  string `json:"destination"`
+	RetryLastTS                  int64  `json:"retry_last_ts"`
+	RetryInterval                int64  `json:"retry_interval"`
+	FailureTS                    *int64 `json:"failure_ts"`
+	LastSuccessfulStreamOrdering *int64 `json:"last_successful_stream_ordering"`
+}
+
+// Failing tells whether Synapse is backing off from the destination.
+func (d *Destination) Failing() bool { return d.FailureTS != nil || d.RetryInterval > 0 }
+
+type respDestinations struct {
+	Destinations []*Destination `json:"destinations"`
+	NextToken    string         `json:"next_token"`
+	Total        int            `json:"total"`
+}
+
+// Destinations lists every destination Synapse knows (GET …/federation/destinations).
+func (a *Admin) Destinations(ctx context.Context) ([]*Destination, error) {
+	var all []*Destination
+	from := "0"
+	for {
+		var resp respDestinations
+		u := a.Client.Client.BuildURLWithQuery(mautrix.SynapseAdminURLPath{"v1", "federation", "destinations"},
+			map[string]string{"from": from, "limit": "500", "order_by": "failure_ts", "dir": "b"})
+		if _, err := a.Client.Client.MakeRequest(ctx, http.MethodGet, u, nil, &resp); err != nil {
+			return nil, fmt.Errorf("list federation destinations: %w", err)
+		}
+		all = append(all, resp.Destinations...)
+		if resp.NextToken == "" || len(resp.Destinations) == 0 {
+			return all, nil
+		}
+		from = resp.NextToken
+	}
+}
+
+// Destination returns one destination, or nil when Synapse does not know it.
+func (a *Admin) Destination(ctx context.Context, server string) (*Destination, error) {
+	var d Destination
+	_, err := a.Client.Client.MakeRequest(ctx, http.MethodGet, a.BuildAdminURL("v1", "federation", "destinations", server), nil, &d)
+	if errors.Is(err, mautrix.MNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("get destination %s: %w", server, err)
+	}
+	return &d, nil
+}
+
+// ResetConnection clears Synapse's backoff for a destination
+// (POST …/destinations/{d}/reset_connection), which also updates Synapse's caches.
+func (a *Admin) ResetConnection(ctx context.Context, server string) error {
+	_, err := a.Client.Client.MakeRequest(ctx, http.MethodPost,
+		a.BuildAdminURL("v1", "federation", "destinations", server, "reset_connection"), struct{}{}, nil)
+	if err != nil {
+		return fmt.Errorf("reset connection to %s: %w", server, err)
+	}
+	return nil
 }

@@ -8,6 +8,7 @@
 package terminal
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -115,4 +116,24 @@ func mustJSON(v any) json.RawMessage {
 	var buf bytes.Buffer
 	_ = json.NewEncoder(&buf).Encode(v)
 	return buf.Bytes()
+}
+
+// Confirmer returns the terminal's approval prompt: it prints the plan and reads y/N from
+// in, or approves at once when yes is set (for scripts).
+func Confirmer(in io.Reader, out io.Writer, yes bool) func(string) bool {
+	reader := bufio.NewReader(in)
+	return func(prompt string) bool {
+		fmt.Fprintln(out, format.HTMLToText(format.RenderMarkdown(prompt, true, false).FormattedBody))
+		if yes {
+			fmt.Fprintln(out, "Approved by --yes.")
+			return true
+		}
+		fmt.Fprint(out, "Approve? [y/N] ")
+		if in == nil {
+			return false
+		}
+		line, _ := reader.ReadString('\n')
+		answer := strings.ToLower(strings.TrimSpace(line))
+		return answer == "y" || answer == "yes"
+	}
 }

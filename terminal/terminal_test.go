@@ -12,6 +12,7 @@ import (
 
 	"github.com/synapse-medic/medic/commands"
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 )
 
@@ -29,7 +30,8 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 // newTestRunner returns a runner whose admin API points at a closed port: commands that need
 // Synapse fail fast with a message, which is what this unit test wants to see handled.
 func newTestRunner(t testing.TB, out *lockedBuffer) *Runner {
-	cfg, err := config.Parse([]byte("{}"), t.TempDir())
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte("data_dir: "+dir), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +39,13 @@ func newTestRunner(t testing.TB, out *lockedBuffer) *Runner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &commands.Env{Config: cfg, Admin: synapse.NewAdmin(cli), Version: "test"}
+	st, err := store.Open(context.Background(), cfg.Database, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	env := commands.NewEnv(cfg, st, synapse.NewAdmin(cli), "test", zerolog.Nop())
+	env.Confirm = Confirmer(strings.NewReader(""), out, false)
 	return NewRunner(env, out)
 }
 
@@ -58,6 +66,12 @@ func TestRunOutcomes(t *testing.T) {
 		{"!nosuchthing", true, "Unknown command `!nosuchthing`"},
 		{"!help nosuch", true, "There is no command"},
 		{"!version", true, "Could not get Synapse's version"},
+		{"!approve nosuchjob", true, "There is no job `nosuchjob`"},
+		{"!approve", true, "missing value for required parameter job"},
+		{"!jobs", false, "No jobs yet."},
+		{"!job zzz", true, "There is no job"},
+		{"!federation reset", true, "missing value for required parameter server"},
+		{"!federation", true, "Could not list destinations"},
 	} {
 		out.Reset()
 		err := r.Run(ctx, tc.line)
@@ -75,12 +89,14 @@ func TestRunOutcomes(t *testing.T) {
 // outside a handler. Run bounded by `make fuzz`; the seeds run with every `go test`.
 func FuzzRun(f *testing.F) {
 	for _, seed := range []string{"!help", "!help ping", "!ping extra args", "!", "!!", "!HELP", "!help \"unterminated",
-		"!help --command=x", "!help --command", "! help", "!pnig", "!help \x00", "!help <a> <b", "!versio n", "!ping\n!help"} {
+		"!help --command=x", "!help --command", "! help", "!approve abc", "!cancel", "!job x y", "!federation reset a b", "!pnig", "!help \x00", "!help <a> <b", "!versio n", "!ping\n!help"} {
 		f.Add(seed)
 	}
+	out := &lockedBuffer{}
+	r := newTestRunner(f, out)
 	f.Fuzz(func(t *testing.T, line string) {
-		out, logs := &lockedBuffer{}, &lockedBuffer{}
-		r := newTestRunner(t, out)
+		logs := &lockedBuffer{}
+		out.Reset()
 		ctx := zerolog.New(logs).WithContext(context.Background())
 		_ = r.Run(ctx, line)
 		if strings.Contains(strings.ToLower(logs.String()), "panic") {

@@ -99,13 +99,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s is valid\n", *cfgPath)
 		return 0
 	case "exec":
-		_ = yes // consumed by approval prompts (jobs)
 		line := strings.Join(fs.Args(), " ")
 		if line == "" {
 			fmt.Fprintln(stderr, "exec needs a command, e.g. medic exec -c config.yaml '!help'")
 			return 2
 		}
-		return execCommand(cfg, line, stdout, stderr)
+		return execCommand(cfg, line, *yes, stdin, stdout, stderr)
 	default:
 		return runBot(cfg, stderr)
 	}
@@ -146,7 +145,7 @@ func runBot(cfg *config.Config, stderr io.Writer) int {
 	return 0
 }
 
-func execCommand(cfg *config.Config, line string, stdout, stderr io.Writer) int {
+func execCommand(cfg *config.Config, line string, yes bool, stdin io.Reader, stdout, stderr io.Writer) int {
 	// The terminal logs only warnings by default: stdout is for the command's answer.
 	if cfg.Logging.Level == "info" {
 		cfg.Logging.Level = "warn"
@@ -174,7 +173,8 @@ func execCommand(cfg *config.Config, line string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	cli.Log = log
-	env := &commands.Env{Config: cfg, Store: st, Admin: synapse.NewAdmin(cli), Version: version()}
+	env := commands.NewEnv(cfg, st, synapse.NewAdmin(cli), version(), log)
+	env.Confirm = terminal.Confirmer(stdin, stdout, yes)
 	if err = terminal.NewRunner(env, stdout).Run(ctx, line); err != nil {
 		if !errors.Is(err, terminal.ErrFailed) {
 			fmt.Fprintln(stderr, err)

@@ -1,4 +1,4 @@
--- v0 -> v1: Latest revision
+-- v0 -> v2: Latest revision
 CREATE TABLE admin_room (
 	room_id    TEXT   NOT NULL PRIMARY KEY,
 	invited_by TEXT   NOT NULL,
@@ -10,3 +10,44 @@ CREATE TABLE kv (
 	key   TEXT NOT NULL PRIMARY KEY,
 	value TEXT NOT NULL
 );
+
+CREATE TABLE job (
+	id             TEXT    NOT NULL PRIMARY KEY,
+	kind           TEXT    NOT NULL,
+	args           TEXT    NOT NULL,
+	room_id        TEXT    NOT NULL,
+	requested_by   TEXT    NOT NULL,
+	requested_at   BIGINT  NOT NULL,
+	expires_at     BIGINT  NOT NULL,
+	approvals_needed INTEGER NOT NULL,
+	state          TEXT    NOT NULL,
+	plan           TEXT    NOT NULL,
+	fingerprint    TEXT    NOT NULL,
+	prompt_event   TEXT    NOT NULL DEFAULT '',
+	progress_event TEXT    NOT NULL DEFAULT '',
+	result         TEXT    NOT NULL DEFAULT ''
+);
+
+CREATE TABLE job_approval (
+	job_id      TEXT   NOT NULL REFERENCES job(id) ON DELETE CASCADE,
+	user_id     TEXT   NOT NULL,
+	approved_at BIGINT NOT NULL,
+	PRIMARY KEY (job_id, user_id)
+);
+
+CREATE TABLE job_step (
+	job_id      TEXT    NOT NULL REFERENCES job(id) ON DELETE CASCADE,
+	idx         INTEGER NOT NULL,
+	state       TEXT    NOT NULL,
+	error       TEXT    NOT NULL DEFAULT '',
+	finished_at BIGINT  NOT NULL,
+	PRIMARY KEY (job_id, idx)
+);
+
+CREATE TABLE job_event (
+	job_id TEXT   NOT NULL REFERENCES job(id) ON DELETE CASCADE,
+	at     BIGINT NOT NULL,
+	actor  TEXT   NOT NULL,
+	what   TEXT   NOT NULL
+);
+CREATE INDEX job_event_job_idx ON job_event (job_id);

@@ -1,0 +1,173 @@
+package commands
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix/event/cmdschema"
+
+	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/recovery"
+)
+
+func requester(ce *Event) jobs.Requester {
+	return jobs.Requester{User: ce.Sender, RoomID: ce.RoomID, Client: ce.Proc.Client, Confirm: ce.Meta.Confirm}
+}
+
+func jobIDParam(desc string) []*cmdschema.Parameter {
+	return []*cmdschema.Parameter{{Key: "job", Schema: cmdschema.PrimitiveTypeString.Schema(), Description: text(desc)}}
+}
+
+// jobCommand makes !approve/!cancel/!resume: each takes a job ID and answers with what the
+// manager says.
+func jobCommand(name, desc string, fn func(m *jobs.Manager, ce *Event, id string) (string, error)) *Handler {
+	return &Handler{
+		Name: name, Description: text(desc), Parameters: jobIDParam("The job ID from the plan"), TailParam: "job",
+		Func: func(ce *Event) {
+			if len(ce.Args) != 1 {
+				Fail(ce, "Usage: `%s%s <job>`", prefix(ce), name)
+				return
+			}
+			answer, err := fn(ce.Meta.Jobs, ce, ce.Args[0])
+			if err != nil {
+				msg := err.Error()
+				Fail(ce, "%s", strings.ToUpper(msg[:1])+msg[1:])
+			} else if answer != "" {
+				ce.Reply(answer)
+			}
+		},
+	}
+}
+
+func approveCommand() *Handler {
+	return jobCommand("approve", "Approve a planned job (same as reacting ✅ to its plan)",
+		func(m *jobs.Manager, ce *Event, id string) (string, error) {
+			return m.Approve(ce.Ctx, requester(ce), id)
+		})
+}
+
+func cancelCommand() *Handler {
+	return jobCommand("cancel", "Cancel a planned job, or stop a running one after its current step",
+		func(m *jobs.Manager, ce *Event, id string) (string, error) {
+			return m.Cancel(ce.Ctx, requester(ce), id)
+		})
+}
+
+func resumeCommand() *Handler {
+	return jobCommand("resume", "Finish a job that a restart interrupted (finished steps are not repeated)",
+		func(m *jobs.Manager, ce *Event, id string) (string, error) {
+			return m.Resume(ce.Ctx, requester(ce), id)
+		})
+}
+
+func jobsCommand() *Handler {
+	return &Handler{
+		Name: "jobs", Description: text("List recent jobs"), Parameters: []*cmdschema.Parameter{},
+		Func: func(ce *Event) {
+			list, err := ce.Meta.Store.RecentJobs(ce.Ctx, 20)
+			if err != nil {
+				Fail(ce, "Could not list jobs: %v", err)
+				return
+			}
+			if len(list) == 0 {
+				ce.Reply("No jobs yet.")
+				return
+			}
+			var b strings.Builder
+			b.WriteString("| job | what | state | requested by | when |\n|---|---|---|---|---|\n")
+			for _, j := range list {
+				var title string
+				if p := parsePlan(j.Plan); p != nil {
+					title = p.Title
+				}
+				fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", j.ID, title, j.State, j.RequestedBy, j.RequestedAt.UTC().Format(time.DateTime))
+			}
+			ce.Reply(b.String())
+		},
+	}
+}
+
+func jobCommandDetail() *Handler {
+	return &Handler{
+		Name: "job", Description: text("Show one job with its plan, steps and audit trail"), Parameters: jobIDParam("The job ID"), TailParam: "job",
+		Func: func(ce *Event) {
+			if len(ce.Args) != 1 {
+				Fail(ce, "Usage: `%sjob <job>`", prefix(ce))
+				return
+			}
+			j, err := ce.Meta.Store.GetJob(ce.Ctx, strings.ToLower(ce.Args[0]))
+			if err != nil || j == nil {
+				Fail(ce, "There is no job `%s` (`%sjobs` lists them).", ce.Args[0], prefix(ce))
+				return
+			}
+			var b strings.Builder
+			p := parsePlan(j.Plan)
+			fmt.Fprintf(&b, "**Job %s: %s** — %s\n\n", j.ID, p.Title, j.State)
+			fmt.Fprintf(&b, "Plan %s, %d approval(s) needed. %s\n\nChanges:\n\n", j.Fingerprint, j.ApprovalsNeeded, j.Result)
+			for _, c := range p.Changes {
+				fmt.Fprintf(&b, "* %s\n", c)
+			}
+			if steps, _ := ce.Meta.Store.Steps(ce.Ctx, j.ID); len(steps) > 0 {
+				b.WriteString("\nSteps:\n\n")
+				for _, s := range steps {
+					fmt.Fprintf(&b, "* %s: %s %s\n", p.Steps[min(s.Idx, len(p.Steps)-1)], s.State, s.Error)
+				}
+			}
+			b.WriteString("\nAudit trail:\n\n")
+			trail, _ := ce.Meta.Store.AuditTrail(ce.Ctx, j.ID)
+			for _, e := range trail {
+				fmt.Fprintf(&b, "* %s %s: %s\n", e.At.UTC().Format(time.DateTime), e.Actor, e.What)
+			}
+			ce.Reply(b.String())
+		},
+	}
+}
+
+func parsePlan(raw string) *jobs.Plan {
+	var p jobs.Plan
+	_ = json.Unmarshal([]byte(raw), &p)
+	if len(p.Steps) == 0 {
+		p.Steps = []string{"?"}
+	}
+	return &p
+}
+
+func federationCommand() *Handler {
+	return &Handler{
+		Name: "federation", Description: text("List the servers Synapse is failing to reach"), Parameters: []*cmdschema.Parameter{},
+		Func: func(ce *Event) {
+			failing, err := recovery.FailingDestinations(ce.Ctx, ce.Meta.Admin)
+			if err != nil {
+				Fail(ce, "Could not list destinations: %v", err)
+				return
+			}
+			if len(failing) == 0 {
+				ce.Reply("Synapse is not backing off from any server. ✅")
+				return
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "Synapse is failing to reach %d server(s):\n\n| server | state |\n|---|---|\n", len(failing))
+			for _, d := range failing {
+				fmt.Fprintf(&b, "| `%s` | %s |\n", d.Destination, recovery.DescribeRetry(d))
+			}
+			fmt.Fprintf(&b, "\n`%sfederation reset <server>` makes Synapse retry one now.", prefix(ce))
+			ce.Reply(b.String())
+		},
+		Subcommands: []*Handler{{
+			Name: "reset", Description: text("Clear Synapse's backoff for a server (asks for approval)"),
+			Parameters: []*cmdschema.Parameter{{Key: "server", Schema: cmdschema.PrimitiveTypeServerName.Schema(), Description: text("The server name, e.g. example.org")}},
+			TailParam:  "server",
+			Func: func(ce *Event) {
+				if len(ce.Args) != 1 {
+					Fail(ce, "Usage: `%sfederation reset <server>`", prefix(ce))
+					return
+				}
+				if _, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), recovery.KindFederationReset, jobs.Args{"server": ce.Args[0]}); err != nil {
+					Fail(ce, "Could not plan the reset: %v", err)
+				}
+			},
+		}},
+	}
+}

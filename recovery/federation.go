@@ -1,0 +1,74 @@
+// Package recovery holds medic's diagnoses and repairs as job operations (package jobs).
+package recovery
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/synapse"
+)
+
+// KindFederationReset is the operation that clears Synapse's backoff for destinations.
+const KindFederationReset = "federation.reset"
+
+// FailingDestinations returns the destinations Synapse is backing off from.
+func FailingDestinations(ctx context.Context, adm *synapse.Admin) ([]*synapse.Destination, error) {
+	all, err := adm.Destinations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var failing []*synapse.Destination
+	for _, d := range all {
+		if d.Failing() {
+			failing = append(failing, d)
+		}
+	}
+	return failing, nil
+}
+
+// DescribeRetry says in words how Synapse treats a destination.
+func DescribeRetry(d *synapse.Destination) string {
+	s := "not failing"
+	if d.FailureTS != nil {
+		s = "failing since " + time.UnixMilli(*d.FailureTS).UTC().Format("2006-01-02 15:04:05 MST")
+	}
+	if d.RetryInterval > 0 {
+		next := time.UnixMilli(d.RetryLastTS + d.RetryInterval)
+		s += fmt.Sprintf(", next retry after %s (backoff %s)", next.UTC().Format("15:04:05 MST"),
+			(time.Duration(d.RetryInterval) * time.Millisecond).Round(time.Second))
+	}
+	return s
+}
+
+// FederationReset clears Synapse's retry backoff for one destination through the admin API
+// (which also updates Synapse's own caches, so no restart is needed).
+func FederationReset(adm *synapse.Admin) *jobs.Operation {
+	return &jobs.Operation{
+		Kind: KindFederationReset,
+		Plan: func(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
+			server := args["server"]
+			d, err := adm.Destination(ctx, server)
+			if err != nil {
+				return nil, err
+			}
+			if d == nil {
+				return &jobs.Plan{Nothing: fmt.Sprintf("Synapse has never talked to `%s`; there is no connection to reset.", server)}, nil
+			}
+			if !d.Failing() {
+				return &jobs.Plan{Nothing: fmt.Sprintf("Synapse is not backing off from `%s`; nothing to reset.", server)}, nil
+			}
+			return &jobs.Plan{
+				Title:   "Reset federation connection to " + server,
+				Why:     "Synapse is backing off from this server and will not send to it until the retry timer expires.",
+				Changes: []string{fmt.Sprintf("`%s`: %s → retry now", server, DescribeRetry(d))},
+				Risks:   []string{"If the server is still unreachable, Synapse starts backing off again at the next failed send."},
+				Steps:   []string{"reset " + server},
+			}, nil
+		},
+		Step: func(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
+			return adm.ResetConnection(ctx, args["server"])
+		},
+	}
+}
