@@ -49,9 +49,10 @@ func (s *syncBuffer) String() string {
 
 type runningBot struct {
 	*bot.Bot
-	cfg  *config.Config
-	logs *syncBuffer
-	stop func()
+	cfg   *config.Config
+	store *store.Store
+	logs  *syncBuffer
+	stop  func()
 }
 
 // newBotAccount registers a fresh server-admin account for a bot, so each test starts with
@@ -100,7 +101,7 @@ func startBot(t *testing.T, cfg *config.Config) *runningBot {
 	}
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	rb := &runningBot{Bot: b, cfg: cfg, logs: logs}
+	rb := &runningBot{Bot: b, cfg: cfg, store: st, logs: logs}
 	var once sync.Once
 	rb.stop = func() {
 		once.Do(func() {

@@ -152,12 +152,12 @@ func federationCommand() *Handler {
 			for _, d := range failing {
 				fmt.Fprintf(&b, "| `%s` | %s |\n", d.Destination, recovery.DescribeRetry(d))
 			}
-			fmt.Fprintf(&b, "\n`%sfederation reset <server>` makes Synapse retry one now.", prefix(ce))
+			fmt.Fprintf(&b, "\n`%sfederation reset <server>` makes Synapse retry one now; `%sfederation reset all` every one.", prefix(ce), prefix(ce))
 			ce.Reply(b.String())
 		},
 		Subcommands: []*Handler{{
-			Name: "reset", Description: text("Clear Synapse's backoff for a server (asks for approval)"),
-			Parameters: []*cmdschema.Parameter{{Key: "server", Schema: cmdschema.PrimitiveTypeServerName.Schema(), Description: text("The server name, e.g. example.org")}},
+			Name: "reset", Description: text("Clear Synapse's backoff for a server, or for every failing one with `all` (asks for approval)"),
+			Parameters: []*cmdschema.Parameter{{Key: "server", Schema: cmdschema.PrimitiveTypeString.Schema(), Description: text("The server name (e.g. example.org), or all")}},
 			TailParam:  "server",
 			Func: func(ce *Event) {
 				if len(ce.Args) != 1 {

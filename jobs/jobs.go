@@ -39,14 +39,18 @@ type Plan struct {
 	Risks   []string `json:"risks,omitempty"`
 	// Steps are the units of work, run in order; a resumed job skips finished ones.
 	Steps []string `json:"steps"`
+	// Basis is what the plan rests on beyond its steps (e.g. the rows it would change, with
+	// their values). Together with Title and Steps it makes the fingerprint; Changes do not,
+	// because they may describe volatile detail (a timer) that does not alter what runs.
+	Basis []string `json:"basis,omitempty"`
 	// Nothing is set when there is nothing to do: no prompt is posted.
 	Nothing string `json:"nothing,omitempty"`
 }
 
-// Fingerprint identifies what the plan would change (title, changes, steps), so drift
-// between prompt and approval is detected.
+// Fingerprint identifies what the plan would do, so drift between prompt and approval is
+// detected.
 func (p *Plan) Fingerprint() string {
-	raw, _ := json.Marshal([]any{p.Title, p.Changes, p.Steps})
+	raw, _ := json.Marshal([]any{p.Title, p.Steps, p.Basis})
 	sum := sha256.Sum256(raw)
 	return hex.EncodeToString(sum[:8])
 }

@@ -42,33 +42,53 @@ func DescribeRetry(d *synapse.Destination) string {
 	return s
 }
 
-// FederationReset clears Synapse's retry backoff for one destination through the admin API
-// (which also updates Synapse's own caches, so no restart is needed).
+// FederationReset clears Synapse's retry backoff through the admin API (which also updates
+// Synapse's own caches, so no restart is needed), for one destination or, with "all", for
+// every failing one: one step per destination.
 func FederationReset(adm *synapse.Admin) *jobs.Operation {
 	return &jobs.Operation{
 		Kind: KindFederationReset,
 		Plan: func(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
 			server := args["server"]
-			d, err := adm.Destination(ctx, server)
-			if err != nil {
-				return nil, err
+			var targets []*synapse.Destination
+			if server == "all" {
+				failing, err := FailingDestinations(ctx, adm)
+				if err != nil {
+					return nil, err
+				}
+				if len(failing) == 0 {
+					return &jobs.Plan{Nothing: "Synapse is not backing off from any server; nothing to reset."}, nil
+				}
+				targets = failing
+			} else {
+				d, err := adm.Destination(ctx, server)
+				if err != nil {
+					return nil, err
+				}
+				if d == nil {
+					return &jobs.Plan{Nothing: fmt.Sprintf("Synapse has never talked to `%s`; there is no connection to reset.", server)}, nil
+				}
+				if !d.Failing() {
+					return &jobs.Plan{Nothing: fmt.Sprintf("Synapse is not backing off from `%s`; nothing to reset.", server)}, nil
+				}
+				targets = []*synapse.Destination{d}
 			}
-			if d == nil {
-				return &jobs.Plan{Nothing: fmt.Sprintf("Synapse has never talked to `%s`; there is no connection to reset.", server)}, nil
+			plan := &jobs.Plan{
+				Title: fmt.Sprintf("Reset federation connection to %s", server),
+				Why:   "Synapse is backing off and will not send to these servers until their retry timers expire.",
+				Risks: []string{"A server that is still unreachable puts Synapse back into backoff at the next failed send."},
 			}
-			if !d.Failing() {
-				return &jobs.Plan{Nothing: fmt.Sprintf("Synapse is not backing off from `%s`; nothing to reset.", server)}, nil
+			if server == "all" {
+				plan.Title = fmt.Sprintf("Reset federation connections to %d failing servers", len(targets))
 			}
-			return &jobs.Plan{
-				Title:   "Reset federation connection to " + server,
-				Why:     "Synapse is backing off from this server and will not send to it until the retry timer expires.",
-				Changes: []string{fmt.Sprintf("`%s`: %s → retry now", server, DescribeRetry(d))},
-				Risks:   []string{"If the server is still unreachable, Synapse starts backing off again at the next failed send."},
-				Steps:   []string{"reset " + server},
-			}, nil
+			for _, d := range targets {
+				plan.Changes = append(plan.Changes, fmt.Sprintf("`%s`: %s → retry now", d.Destination, DescribeRetry(d)))
+				plan.Steps = append(plan.Steps, d.Destination)
+			}
+			return plan, nil
 		},
 		Step: func(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
-			return adm.ResetConnection(ctx, args["server"])
+			return adm.ResetConnection(ctx, plan.Steps[idx])
 		},
 	}
 }

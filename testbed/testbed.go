@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/synapseadmin"
@@ -236,3 +237,17 @@ func UniqueName(prefix string) string {
 
 // AdminAPI returns mautrix-go's Synapse admin client for an admin's client.
 func AdminAPI(cli *mautrix.Client) *synapseadmin.Client { return &synapseadmin.Client{Client: cli} }
+
+// Exec runs SQL on the homeserver's database (for fault injection in tests).
+func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, h.DSN)
+	if err != nil {
+		t.Fatalf("connect to %s's database: %v", h.Name, err)
+	}
+	defer conn.Close(ctx)
+	if _, err = conn.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}

@@ -36,7 +36,7 @@ ensure_hosts() {
   local f
   for f in /etc/hosts "$ROOT/etc/hosts"; do
     [ -f "$f" ] || continue
-    grep -q 'hs1.test' "$f" || echo '127.0.0.1 hs1.test hs2.test hs3.test' >>"$f"
+    grep -q 'hs1.test' "$f" || echo '127.0.0.1 hs1.test hs2.test hs3.test hs4.test hs5.test' >>"$f"
   done
 }
 
@@ -88,6 +88,8 @@ configure() {
   rm -rf "$ROOT$d"; mkdir -p "$ROOT$d"
   chroot "$ROOT" python3 -m synapse.app.homeserver --server-name "$name" \
     --config-path "$d/homeserver.yaml" --data-directory "$d" --generate-config --report-stats=no >/dev/null
+  # The generated log config writes to /homeserver.log; give each server its own log.
+  sed -i "s#filename: .*homeserver.log#filename: $d/homeserver.log#" "$ROOT$d/hs$n.test:$(fed_port "$n").log.config"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=hs$n.test" \
     -addext "subjectAltName=DNS:hs$n.test" \
     -keyout "$ROOT$d/tls.key" -out "$ROOT$d/tls.crt" 2>/dev/null
