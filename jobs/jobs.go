@@ -498,7 +498,11 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op *Op
 	if stopped {
 		b.WriteString(" Stopped on request; the remaining steps were not run.")
 	}
-	for _, f := range failures {
+	for i, f := range failures {
+		if i == 10 {
+			fmt.Fprintf(&b, "\n* … and %d more failures (`!job %s` lists the steps)", len(failures)-10, job.ID)
+			break
+		}
 		fmt.Fprintf(&b, "\n* failed: %s", f)
 	}
 	send(ctx, req.Client, roomID, b.String(), nil, "")
