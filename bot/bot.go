@@ -64,7 +64,10 @@ func New(cfg *config.Config, st *store.Store, version string, log zerolog.Logger
 	for _, a := range cfg.Admins {
 		b.admins[a] = struct{}{}
 	}
-	b.env = commands.NewEnv(cfg, st, synapse.NewAdmin(cli), version, log)
+	b.env, err = commands.NewEnv(context.Background(), cfg, st, synapse.NewAdmin(cli), version, log)
+	if err != nil {
+		return nil, err
+	}
 	b.proc = commands.NewProcessor(cli, b.env)
 	return b, nil
 }
@@ -211,6 +214,7 @@ func (b *Bot) Run(ctx context.Context) error {
 	err := b.Client.SyncWithContext(ctx)
 	b.running.Wait()
 	b.env.Jobs.Wait()
+	b.env.Close()
 	if b.crypto != nil {
 		_ = b.crypto.Close()
 	}

@@ -2,6 +2,7 @@ package bot_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -296,4 +297,54 @@ func TestTwoPersonRuleAndExpiry(t *testing.T) {
 	if st := jobState(t, rb2, jobID2); st != store.JobExpired {
 		t.Errorf("late-approved job is %s", st)
 	}
+}
+
+// TestExtremities: a room with many forward extremities is listed, shown, and trimmed by an
+// approved job with Synapse's own warning in the prompt.
+func TestExtremities(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	admin := adminClient(t, tb)
+	adm := synapse.NewAdmin(admin.Client)
+	botUser := newBotAccount(t, tb)
+	cfg := botConfig(t, tb, botUser, admin.UserID)
+	cfg.Synapse.DatabaseDSN = tb.HS1.DSN
+	rb := startBot(t, cfg)
+	roomID := roomWithBot(t, admin, botUser, true)
+
+	// A room whose DAG has many tips, as after a netsplit: every message becomes an extremity.
+	target := admin.CreateRoom(false)
+	var ids []id.EventID
+	for i := 0; i < 12; i++ {
+		ids = append(ids, admin.SendText(target, fmt.Sprintf("message %d", i)))
+	}
+	for _, evtID := range ids[:11] {
+		tb.HS1.Exec(t, `INSERT INTO event_forward_extremities (event_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, evtID, target)
+	}
+	if got, err := adm.ForwardExtremities(ctx, target.String()); err != nil || len(got) != 12 {
+		t.Fatalf("setup: %d extremities (%v)", len(got), err)
+	}
+
+	list := admin.SendText(roomID, "!extremities")
+	reply := admin.WaitFor(wait, "!extremities answer", testbed.ReplyTo(botUser, list))
+	if body := testbed.Message(reply).Body; !strings.Contains(body, target.String()) || !strings.Contains(body, "| 12 |") {
+		t.Errorf("!extremities does not list the room with 12: %q", body)
+	}
+	detail := admin.SendText(roomID, "!extremities "+target.String())
+	reply = admin.WaitFor(wait, "!extremities <room> answer", testbed.ReplyTo(botUser, detail))
+	if body := testbed.Message(reply).Body; !strings.Contains(body, "has 12 forward extremities") || !strings.Contains(body, ids[0].String()) {
+		t.Errorf("!extremities <room>: %q", body)
+	}
+
+	planEvt, jobID := prompt(t, admin, roomID, botUser, "!extremities trim "+target.String())
+	if body := testbed.Message(planEvt).Body; !strings.Contains(body, "Under no situations should this API be executed as an automated maintenance task") {
+		t.Errorf("the prompt does not quote Synapse's warning: %q", body)
+	}
+	admin.SendText(roomID, "!approve "+jobID)
+	waitJobState(t, rb, jobID, store.JobDone)
+	if got, err := adm.ForwardExtremities(ctx, target.String()); err != nil || len(got) != 1 {
+		t.Fatalf("after trim: %d extremities (%v)", len(got), err)
+	}
+	// The room still works.
+	admin.SendText(target, "after the trim")
 }

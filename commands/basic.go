@@ -13,11 +13,11 @@ func pingCommand() *Handler {
 		Parameters:  []*cmdschema.Parameter{},
 		Func: func(ce *Event) {
 			if IsTerminal(ce) || ce.Timestamp == 0 {
-				ce.Reply("Pong!")
+				reply(ce, "Pong!")
 				return
 			}
 			lag := time.Since(time.UnixMilli(ce.Timestamp)).Round(time.Millisecond)
-			ce.Reply("Pong! (your message reached me after %s)", lag)
+			reply(ce, "Pong! (your message reached me after %s)", lag)
 		},
 	}
 }
@@ -33,7 +33,7 @@ func versionCommand() *Handler {
 				Fail(ce, "Synapse Medic %s. Could not get Synapse's version: %v", ce.Meta.Version, err)
 				return
 			}
-			ce.Reply("Synapse Medic %s\nSynapse %s", ce.Meta.Version, sv)
+			reply(ce, "Synapse Medic %s\nSynapse %s", ce.Meta.Version, sv)
 		},
 	}
 }

@@ -1,7 +1,7 @@
 // Package commands defines medic's commands as declarative mautrix-go command handlers.
 //
 // The same handlers serve the Matrix bot (package bot) and the terminal (package terminal):
-// both feed a commands.Processor; only the client behind ce.Reply differs. Handlers never
+// both feed a commands.Processor; only the client behind the replies differs. Handlers never
 // assume a Matrix room exists, and report failure through Fail so the terminal can exit ≠ 0.
 package commands
 
@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix"
 	mcmd "maunium.net/go/mautrix/commands"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/config"
@@ -26,9 +27,11 @@ import (
 
 // Env is what every handler can use. It is the processor's Meta, shared by all commands.
 type Env struct {
-	Config  *config.Config
-	Store   *store.Store
-	Admin   *synapse.Admin
+	Config *config.Config
+	Store  *store.Store
+	Admin  *synapse.Admin
+	// DB is Synapse's database; nil when synapse.database is not configured.
+	DB      *synapse.DB
 	Jobs    *jobs.Manager
 	Version string
 	// Confirm is set on the terminal: approval prompts are asked there and then.
@@ -44,11 +47,38 @@ type (
 )
 
 // NewEnv builds the handlers' environment with the job manager and every operation.
-func NewEnv(cfg *config.Config, st *store.Store, admin *synapse.Admin, version string, log zerolog.Logger) *Env {
-	mgr := jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger(),
+// Synapse's database is connected lazily (pgxpool), so a down database fails the commands
+// that need it, not the start.
+func NewEnv(ctx context.Context, cfg *config.Config, st *store.Store, admin *synapse.Admin, version string, log zerolog.Logger) (*Env, error) {
+	env := &Env{Config: cfg, Store: st, Admin: admin, Version: version}
+	if cfg.Synapse.DatabaseDSN != "" {
+		db, err := synapse.OpenDB(ctx, cfg.Synapse.DatabaseDSN)
+		if err != nil {
+			return nil, err
+		}
+		env.DB = db
+	}
+	env.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger(),
 		recovery.FederationReset(admin),
+		recovery.ExtremitiesTrim(admin),
 	)
-	return &Env{Config: cfg, Store: st, Admin: admin, Jobs: mgr, Version: version}
+	return env, nil
+}
+
+// Close releases the connection to Synapse's database.
+func (e *Env) Close() {
+	if e.DB != nil {
+		e.DB.Close()
+	}
+}
+
+// needDB answers that the command needs Synapse's database when none is configured.
+func needDB(ce *Event) bool {
+	if ce.Meta.DB == nil {
+		Fail(ce, "This needs Synapse's database: set `synapse.database` in medic's config.")
+		return false
+	}
+	return true
 }
 
 // Outcome records what happened to one command, for callers (the terminal) that need to
@@ -76,7 +106,22 @@ func outcome(ctx context.Context) *Outcome {
 // Fail replies with an error message and marks the command as failed.
 func Fail(ce *Event, msg string, args ...any) {
 	outcome(ce.Ctx).Failed = true
-	ce.Reply(msg, args...)
+	reply(ce, msg, args...)
+}
+
+// reply answers a command as a notice. The Markdown source is the plain-text body (tables
+// stay readable in clients without HTML, and on the terminal); the HTML is rendered from it.
+func reply(ce *Event, msg string, args ...any) {
+	if len(args) > 0 {
+		msg = fmt.Sprintf(msg, args...)
+	}
+	content := format.RenderMarkdown(msg, true, false)
+	content.Body = msg
+	content.MsgType = event.MsgNotice
+	content.SetReply(ce.Event)
+	if _, err := ce.Proc.Client.SendMessageEvent(ce.Ctx, ce.RoomID, event.EventMessage, &content); err != nil {
+		zerolog.Ctx(ce.Ctx).Err(err).Msg("Failed to send reply")
+	}
 }
 
 // guard wraps a handler body: it marks the command handled and turns a panic into a short
@@ -89,7 +134,7 @@ func guard(fn func(ce *Event)) func(ce *Event) {
 			if p := recover(); p != nil {
 				o.Failed = true
 				zerolog.Ctx(ce.Ctx).Error().Any("panic", p).Bytes("stack", debug.Stack()).Msg("Command handler panicked")
-				ce.Reply("Internal error while running `%s`; details are in medic's log.", ce.Command)
+				reply(ce, "Internal error while running `%s`; details are in medic's log.", ce.Command)
 			}
 		}()
 		fn(ce)
@@ -131,6 +176,7 @@ func All() []*Handler {
 		pingCommand(),
 		versionCommand(),
 		federationCommand(),
+		extremitiesCommand(),
 		approveCommand(),
 		cancelCommand(),
 		resumeCommand(),

@@ -37,7 +37,7 @@ func help(ce *Event) {
 		}
 	}
 	fmt.Fprintf(&b, "\n`%shelp <command>` explains one command.", pfx)
-	ce.Reply(b.String())
+	reply(ce, b.String())
 }
 
 func helpOne(ce *Event, pfx string, path []string) {
@@ -75,7 +75,7 @@ func helpOne(ce *Event, pfx string, path []string) {
 	for _, sub := range h.Subcommands {
 		fmt.Fprintf(&b, "\n* `%s` — %s", usage(pfx, sub, h.Name), describe(sub))
 	}
-	ce.Reply(b.String())
+	reply(ce, b.String())
 }
 
 func contains(list []string, s string) bool {

@@ -35,7 +35,7 @@ func jobCommand(name, desc string, fn func(m *jobs.Manager, ce *Event, id string
 				msg := err.Error()
 				Fail(ce, "%s", strings.ToUpper(msg[:1])+msg[1:])
 			} else if answer != "" {
-				ce.Reply(answer)
+				reply(ce, answer)
 			}
 		},
 	}
@@ -72,7 +72,7 @@ func jobsCommand() *Handler {
 				return
 			}
 			if len(list) == 0 {
-				ce.Reply("No jobs yet.")
+				reply(ce, "No jobs yet.")
 				return
 			}
 			var b strings.Builder
@@ -84,7 +84,7 @@ func jobsCommand() *Handler {
 				}
 				fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", j.ID, title, j.State, j.RequestedBy, j.RequestedAt.UTC().Format(time.DateTime))
 			}
-			ce.Reply(b.String())
+			reply(ce, b.String())
 		},
 	}
 }
@@ -120,7 +120,7 @@ func jobCommandDetail() *Handler {
 			for _, e := range trail {
 				fmt.Fprintf(&b, "* %s %s: %s\n", e.At.UTC().Format(time.DateTime), e.Actor, e.What)
 			}
-			ce.Reply(b.String())
+			reply(ce, b.String())
 		},
 	}
 }
@@ -144,7 +144,7 @@ func federationCommand() *Handler {
 				return
 			}
 			if len(failing) == 0 {
-				ce.Reply("Synapse is not backing off from any server. ✅")
+				reply(ce, "Synapse is not backing off from any server. ✅")
 				return
 			}
 			var b strings.Builder
@@ -153,7 +153,7 @@ func federationCommand() *Handler {
 				fmt.Fprintf(&b, "| `%s` | %s |\n", d.Destination, recovery.DescribeRetry(d))
 			}
 			fmt.Fprintf(&b, "\n`%sfederation reset <server>` makes Synapse retry one now; `%sfederation reset all` every one.", prefix(ce), prefix(ce))
-			ce.Reply(b.String())
+			reply(ce, b.String())
 		},
 		Subcommands: []*Handler{{
 			Name: "reset", Description: text("Clear Synapse's backoff for a server, or for every failing one with `all` (asks for approval)"),

@@ -103,6 +103,7 @@ func (m *Manager) Wait() { m.wg.Wait() }
 
 func send(ctx context.Context, cli *mautrix.Client, roomID id.RoomID, md string, extra map[string]any, edit id.EventID) id.EventID {
 	content := format.RenderMarkdown(md, true, false)
+	content.Body = md // the Markdown source reads well as plain text (tables included)
 	content.MsgType = event.MsgNotice
 	if edit != "" {
 		content.SetEdit(edit)

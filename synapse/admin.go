@@ -96,3 +96,39 @@ func (a *Admin) ResetConnection(ctx context.Context, server string) error {
 	}
 	return nil
 }
+
+// Extremity is one forward extremity of a room.
+type Extremity struct {
+	EventID    string `json:"event_id"`
+	StateGroup int64  `json:"state_group"`
+	Depth      int64  `json:"depth"`
+	ReceivedTS int64  `json:"received_ts"`
+}
+
+type respExtremities struct {
+	Count   int          `json:"count"`
+	Results []*Extremity `json:"results"`
+}
+
+// ForwardExtremities lists a room's forward extremities (GET …/rooms/{r}/forward_extremities).
+func (a *Admin) ForwardExtremities(ctx context.Context, room string) ([]*Extremity, error) {
+	var resp respExtremities
+	_, err := a.Client.Client.MakeRequest(ctx, http.MethodGet, a.BuildAdminURL("v1", "rooms", room, "forward_extremities"), nil, &resp)
+	if err != nil {
+		return nil, fmt.Errorf("get forward extremities of %s: %w", room, err)
+	}
+	return resp.Results, nil
+}
+
+// DeleteForwardExtremities makes Synapse drop all but the newest forward extremities of a
+// room; it updates Synapse's caches itself.
+func (a *Admin) DeleteForwardExtremities(ctx context.Context, room string) (int, error) {
+	var resp struct {
+		Deleted int `json:"deleted"`
+	}
+	_, err := a.Client.Client.MakeRequest(ctx, http.MethodDelete, a.BuildAdminURL("v1", "rooms", room, "forward_extremities"), nil, &resp)
+	if err != nil {
+		return 0, fmt.Errorf("delete forward extremities of %s: %w", room, err)
+	}
+	return resp.Deleted, nil
+}

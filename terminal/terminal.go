@@ -21,7 +21,6 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/commands"
@@ -65,11 +64,7 @@ func (p *printer) print(raw []byte) {
 	if content.NewContent != nil { // an edit (progress update): show the new text
 		content = *content.NewContent
 	}
-	text := content.Body
-	if content.Format == event.FormatHTML {
-		text = format.HTMLToText(content.FormattedBody)
-	}
-	fmt.Fprintln(p.out, strings.TrimRight(text, "\n"))
+	fmt.Fprintln(p.out, strings.TrimRight(content.Body, "\n"))
 }
 
 // Runner executes commands typed on the terminal.
@@ -123,7 +118,7 @@ func mustJSON(v any) json.RawMessage {
 func Confirmer(in io.Reader, out io.Writer, yes bool) func(string) bool {
 	reader := bufio.NewReader(in)
 	return func(prompt string) bool {
-		fmt.Fprintln(out, format.HTMLToText(format.RenderMarkdown(prompt, true, false).FormattedBody))
+		fmt.Fprintln(out, prompt)
 		if yes {
 			fmt.Fprintln(out, "Approved by --yes.")
 			return true

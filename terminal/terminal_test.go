@@ -44,7 +44,10 @@ func newTestRunner(t testing.TB, out *lockedBuffer) *Runner {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	env := commands.NewEnv(cfg, st, synapse.NewAdmin(cli), "test", zerolog.Nop())
+	env, err := commands.NewEnv(context.Background(), cfg, st, synapse.NewAdmin(cli), "test", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
 	env.Confirm = Confirmer(strings.NewReader(""), out, false)
 	return NewRunner(env, out)
 }
@@ -72,6 +75,8 @@ func TestRunOutcomes(t *testing.T) {
 		{"!job zzz", true, "There is no job"},
 		{"!federation reset", true, "missing value for required parameter server"},
 		{"!federation", true, "Could not list destinations"},
+		{"!extremities", true, "This needs Synapse's database"},
+		{"!extremities trim", true, "missing value for required parameter room"},
 	} {
 		out.Reset()
 		err := r.Run(ctx, tc.line)

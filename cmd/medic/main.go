@@ -173,7 +173,12 @@ func execCommand(cfg *config.Config, line string, yes bool, stdin io.Reader, std
 		return 1
 	}
 	cli.Log = log
-	env := commands.NewEnv(cfg, st, synapse.NewAdmin(cli), version(), log)
+	env, err := commands.NewEnv(ctx, cfg, st, synapse.NewAdmin(cli), version(), log)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer env.Close()
 	env.Confirm = terminal.Confirmer(stdin, stdout, yes)
 	if err = terminal.NewRunner(env, stdout).Run(ctx, line); err != nil {
 		if !errors.Is(err, terminal.ErrFailed) {

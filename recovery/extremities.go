@@ -1,0 +1,56 @@
+package recovery
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/synapse"
+)
+
+// KindExtremitiesTrim drops a room's extra forward extremities.
+const KindExtremitiesTrim = "extremities.trim"
+
+// ExtremitiesWarn is the count from which a room's forward extremities are worth a look.
+const ExtremitiesWarn = 10
+
+// SynapseExtremitiesWarning is Synapse's own warning on the delete API (docs/admin_api/rooms.md).
+const SynapseExtremitiesWarning = "Synapse's documentation: \"WARNING: Please ensure you know what you're doing and have read " +
+	"the related issue #1760. Under no situations should this API be executed as an automated maintenance task!\""
+
+// ExtremitiesTrim deletes all but the newest forward extremities of a room through the admin API.
+func ExtremitiesTrim(adm *synapse.Admin) *jobs.Operation {
+	return &jobs.Operation{
+		Kind: KindExtremitiesTrim,
+		Plan: func(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
+			room := args["room"]
+			extremities, err := adm.ForwardExtremities(ctx, room)
+			if err != nil {
+				return nil, err
+			}
+			if len(extremities) <= 1 {
+				return &jobs.Plan{Nothing: fmt.Sprintf("`%s` has %d forward extremities; nothing to trim.", room, len(extremities))}, nil
+			}
+			ids := make([]string, 0, len(extremities))
+			for _, e := range extremities {
+				ids = append(ids, e.EventID)
+			}
+			slices.Sort(ids)
+			return &jobs.Plan{
+				Title: "Trim forward extremities of " + room,
+				Why:   "Many forward extremities make Synapse resolve state over all of them for every new event, which slows the room and the server (synapse#1760).",
+				Changes: []string{fmt.Sprintf("`%s`: %d forward extremities → the newest only; %d dropped from event_forward_extremities (events themselves stay)",
+					room, len(extremities), len(extremities)-1)},
+				Risks: []string{SynapseExtremitiesWarning,
+					"Medic runs it only on your approval, for this one room; Synapse updates its caches itself, no restart needed."},
+				Steps: []string{"trim " + room},
+				Basis: ids,
+			}, nil
+		},
+		Step: func(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
+			_, err := adm.DeleteForwardExtremities(ctx, args["room"])
+			return err
+		},
+	}
+}

@@ -1,0 +1,210 @@
+package synapse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/synapse-medic/medic/testbed"
+)
+
+func TestMain(m *testing.M) { testbed.Main(m) }
+
+// scratchDB creates a database holding a copy of Synapse's real events and rejections
+// schema (from hs1, by pg_dump), with rows in two rooms, and returns it.
+func scratchDB(t *testing.T) *DB {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	name := testbed.UniqueName("journal_test_")
+	tb.HS1.Exec(t, "CREATE DATABASE "+name)
+	t.Cleanup(func() { tb.HS1.Exec(t, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	u, err := url.Parse(tb.HS1.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	dump, err := exec.Command("pg_dump", "--schema-only", "--no-owner", "-t", "events", "-t", "rejections", tb.HS1.DSN).Output()
+	if err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	load := exec.Command("psql", "-q", "-v", "ON_ERROR_STOP=1", u.String())
+	load.Stdin = strings.NewReader(string(dump))
+	if out, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("load schema: %v\n%s", err, out)
+	}
+	db, err := OpenDB(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	// Values that a lossy round trip would break: bigints beyond 2^53, NULLs, unicode,
+	// quotes, booleans.
+	for i := 0; i < 60; i++ {
+		room := "!a:hs2.test"
+		if i%2 == 1 {
+			room = "!b:hs2.test"
+		}
+		var reason any
+		if i%3 != 0 {
+			reason = "auth_error"
+		}
+		_, err = db.Pool.Exec(ctx, `INSERT INTO events (stream_ordering, topological_ordering, event_id, type, room_id,
+			processed, outlier, depth, origin_server_ts, received_ts, sender, contains_url, instance_name, state_key, rejection_reason)
+			VALUES ($1, $2, $3, 'm.room.power_levels', $4, true, false, $2, $5, $5, '@mod:hs2.test', NULL, 'master', '', $6)`,
+			int64(9007199254740993)+int64(i), i+1, fmt.Sprintf("$ev%d-é'\"", i), room, int64(1795000000000+i), reason)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reason != nil {
+			if _, err = db.Pool.Exec(ctx, `INSERT INTO rejections (event_id, reason, last_check) VALUES ($1, 'auth_error', $2)`,
+				fmt.Sprintf("$ev%d-é'\"", i), fmt.Sprint(1795000000000+i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return db
+}
+
+// snapshot is the text form of every row of both tables, in a fixed order.
+func snapshot(t *testing.T, db *DB) string {
+	var out string
+	err := db.Pool.QueryRow(context.Background(), `SELECT
+		coalesce((SELECT string_agg(e::text, E'\n' ORDER BY e.event_id) FROM events e), '') || E'\n--\n' ||
+		coalesce((SELECT string_agg(r::text, E'\n' ORDER BY r.event_id) FROM rejections r), '')`).Scan(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// unrejectRoomA is the shape of !unreject's change: scoped to one room by joining events.
+var unrejectRoomA = []RowChange{
+	{Table: "rejections", Key: []string{"event_id"}, Where: "t.event_id IN (SELECT event_id FROM events WHERE room_id = $1)", Args: []any{"!a:hs2.test"}},
+	{Table: "events", Key: []string{"event_id"}, Where: "t.room_id = $1 AND t.rejection_reason IS NOT NULL", Set: "rejection_reason = NULL", Args: []any{"!a:hs2.test"}},
+}
+
+var errCrash = errors.New("simulated crash")
+
+// crashPoints lists the points a change passes, by running it once with a recorder inside a
+// transaction that is then rolled back by failing at the last point.
+func crashPoints(t *testing.T, db *DB, run func(CrashPoint) error) []string {
+	var points []string
+	_ = run(func(ctx context.Context, tx pgx.Tx, p string) error {
+		points = append(points, p)
+		if p == "before commit" {
+			return errCrash
+		}
+		return nil
+	})
+	if len(points) < 3 {
+		t.Fatalf("too few crash points: %v", points)
+	}
+	return points
+}
+
+// crashers: fail the step, or kill the transaction's connection (as a crashed process would
+// leave it) and carry on as if nothing happened.
+func crashers(db *DB, point string) map[string]CrashPoint {
+	return map[string]CrashPoint{
+		"error": func(ctx context.Context, tx pgx.Tx, p string) error {
+			if p == point {
+				return errCrash
+			}
+			return nil
+		},
+		"killed connection": func(ctx context.Context, tx pgx.Tx, p string) error {
+			if p != point {
+				return nil
+			}
+			var pid int
+			if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+				return err
+			}
+			_, err := db.Pool.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid)
+			return err
+		},
+	}
+}
+
+func TestJournalCrashPointsAndExactUndo(t *testing.T) {
+	db := scratchDB(t)
+	ctx := context.Background()
+	original := snapshot(t, db)
+
+	apply := func(job string) func(CrashPoint) error {
+		return func(cp CrashPoint) error {
+			_, err := db.ApplyJournaled(ctx, job, "@admin:hs1.test", unrejectRoomA, cp)
+			return err
+		}
+	}
+	for _, point := range crashPoints(t, db, apply("probe")) {
+		for how, cp := range crashers(db, point) {
+			if err := apply("crash")(cp); err == nil {
+				t.Fatalf("apply with %s at %q succeeded", how, point)
+			}
+			if got := snapshot(t, db); got != original {
+				t.Fatalf("%s at %q left the tables changed", how, point)
+			}
+			if open, _, err := db.JournalCount(ctx, "crash"); err != nil || open != 0 {
+				t.Fatalf("%s at %q left %d journal rows (%v)", how, point, open, err)
+			}
+		}
+	}
+
+	n, err := db.ApplyJournaled(ctx, "job1", "@admin:hs1.test", unrejectRoomA, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := snapshot(t, db)
+	if changed == original || n != 40 { // room a: 30 events, 20 rejected -> 20 events + 20 rejections
+		t.Fatalf("apply changed %d rows", n)
+	}
+	var otherRoom int
+	_ = db.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE room_id = '!b:hs2.test' AND rejection_reason IS NOT NULL`).Scan(&otherRoom)
+	if otherRoom != 20 {
+		t.Fatalf("the other room was touched: %d rejected events left, want 20", otherRoom)
+	}
+
+	// Undo, crashed at each of its points: the change stays whole and undo can run again.
+	undo := func(cp CrashPoint) error { _, err := db.Undo(ctx, "job1", cp); return err }
+	for _, point := range crashPoints(t, db, undo) {
+		for how, cp := range crashers(db, point) {
+			if err := undo(cp); err == nil {
+				t.Fatalf("undo with %s at %q succeeded", how, point)
+			}
+			if snapshot(t, db) != changed {
+				t.Fatalf("undo %s at %q left a half-restored state", how, point)
+			}
+		}
+	}
+	if _, err = db.Undo(ctx, "job1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := snapshot(t, db); got != original {
+		t.Fatalf("undo did not restore byte-identical rows:\nwant %s\ngot  %s", original, got)
+	}
+	if _, err = db.Undo(ctx, "job1", nil); err == nil {
+		t.Fatal("a second undo succeeded")
+	}
+
+	// A row changed after the job: undo refuses and restores nothing.
+	if _, err = db.ApplyJournaled(ctx, "job2", "@admin:hs1.test", unrejectRoomA, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = db.Pool.Exec(ctx, `UPDATE events SET rejection_reason = 'auth_error' WHERE event_id = $1`, "$ev4-é'\""); err != nil {
+		t.Fatal(err)
+	}
+	drifted := snapshot(t, db)
+	if _, err = db.Undo(ctx, "job2", nil); !errors.Is(err, ErrDrifted) {
+		t.Fatalf("undo over a changed row: %v", err)
+	}
+	if snapshot(t, db) != drifted {
+		t.Fatal("a refused undo changed rows")
+	}
+}
