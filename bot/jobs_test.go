@@ -348,3 +348,89 @@ func TestExtremities(t *testing.T) {
 	// The room still works.
 	admin.SendText(target, "after the trim")
 }
+
+// TestUndoCommand: !undo, itself approval-gated, restores exactly the rows a job changed in
+// Synapse's database from medic's journal. (The journaled change here is made directly
+// through the journal, standing in for a repair; !unreject proves the same end to end.)
+func TestUndoCommand(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	admin := adminClient(t, tb)
+	botUser := newBotAccount(t, tb)
+	cfg := botConfig(t, tb, botUser, admin.UserID)
+	cfg.Synapse.DatabaseDSN = tb.HS1.DSN
+	rb := startBot(t, cfg)
+	roomID := roomWithBot(t, admin, botUser, true)
+
+	ghost := testbed.UniqueName("undo") + ".test"
+	tb.HS1.Exec(t, `INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts) VALUES ($1, 1795000000123, 600000, 1795000000123)`, ghost)
+	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM destinations WHERE destination = $1`, ghost) })
+	db, err := synapse.OpenDB(ctx, tb.HS1.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	row := func() string {
+		var s string
+		if err := db.Pool.QueryRow(ctx, `SELECT d::text FROM destinations d WHERE destination = $1`, ghost).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := row()
+	changedJob := "tst" + testbed.UniqueName("")[:3]
+	if _, err = db.ApplyJournaled(ctx, changedJob, "@admin:test", []synapse.RowChange{{
+		Table: "destinations", Key: []string{"destination"}, Where: "t.destination = $1", Args: []any{ghost},
+		Set: "retry_interval = 0, failure_ts = NULL, retry_last_ts = 0",
+	}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if row() == before {
+		t.Fatal("the journaled change changed nothing")
+	}
+
+	planEvt, undoJob := prompt(t, admin, roomID, botUser, "!undo "+changedJob)
+	if body := testbed.Message(planEvt).Body; !strings.Contains(body, "1 row(s) of `destinations`") {
+		t.Errorf("undo plan: %q", body)
+	}
+	react(t, admin, roomID, planEvt.ID, "✅")
+	waitJobState(t, rb, undoJob, store.JobDone)
+	if got := row(); got != before {
+		t.Fatalf("undo did not restore the row exactly:\nwant %s\ngot  %s", before, got)
+	}
+	admin.SendText(roomID, "!undo "+changedJob)
+	admin.WaitFor(wait, "the answer to a second undo", fromBotContaining(botUser, "has no changed rows to restore"))
+}
+
+// TestStopRunningJob: ⏹ on the progress message stops a running job at its next step.
+func TestStopRunningJob(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	admin := adminClient(t, tb)
+	botUser := newBotAccount(t, tb)
+	rb := startBot(t, botConfig(t, tb, botUser, admin.UserID))
+	roomID := roomWithBot(t, admin, botUser, true)
+	run := testbed.UniqueName("s")
+	var ghosts []string
+	for i := 0; i < 300; i++ {
+		ghosts = append(ghosts, fmt.Sprintf("%s-%d.stop.test", run, i))
+	}
+	tb.HS1.Exec(t, `INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts)
+		SELECT d, 1795000000000, 600000, 1795000000000 FROM unnest($1::text[]) AS d`, ghosts)
+	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM destinations WHERE destination LIKE '%.stop.test'`) })
+
+	planEvt, jobID := prompt(t, admin, roomID, botUser, "!federation reset all")
+	react(t, admin, roomID, planEvt.ID, "✅")
+	progress := admin.WaitFor(wait, "the progress message", fromBotContaining(botUser, "⏳ Job `"+jobID+"`"))
+	react(t, admin, roomID, progress.ID, "⏹")
+	waitJobState(t, rb, jobID, store.JobCancelled)
+	steps, err := rb.store.Steps(ctx, jobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) == 0 || len(steps) >= len(ghosts) {
+		t.Fatalf("%d of %d steps ran before the stop", len(steps), len(ghosts))
+	}
+	admin.WaitFor(wait, "the report", fromBotContaining(botUser, "Stopped on request"))
+	t.Logf("stopped after %d of %d steps", len(steps), len(ghosts))
+}

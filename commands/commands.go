@@ -61,6 +61,7 @@ func NewEnv(ctx context.Context, cfg *config.Config, st *store.Store, admin *syn
 	env.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger(),
 		recovery.FederationReset(admin),
 		recovery.ExtremitiesTrim(admin),
+		recovery.Undo(env.DB),
 	)
 	return env, nil
 }
@@ -180,6 +181,7 @@ func All() []*Handler {
 		approveCommand(),
 		cancelCommand(),
 		resumeCommand(),
+		undoCommand(),
 		jobsCommand(),
 		jobCommandDetail(),
 	}

@@ -171,3 +171,22 @@ func federationCommand() *Handler {
 		}},
 	}
 }
+
+func undoCommand() *Handler {
+	return &Handler{
+		Name: "undo", Description: text("Restore the rows a job changed in Synapse's database (asks for approval)"),
+		Parameters: jobIDParam("The job whose changes to undo"), TailParam: "job",
+		Func: func(ce *Event) {
+			if len(ce.Args) != 1 {
+				Fail(ce, "Usage: `%sundo <job>`", prefix(ce))
+				return
+			}
+			if !needDB(ce) {
+				return
+			}
+			if _, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), recovery.KindUndo, jobs.Args{"job": strings.ToLower(ce.Args[0])}); err != nil {
+				Fail(ce, "Could not plan the undo: %v", err)
+			}
+		},
+	}
+}

@@ -310,3 +310,25 @@ func (db *DB) JournalCount(ctx context.Context, jobID string) (open, all int, er
 	err = db.Pool.QueryRow(ctx, journalCountQuery, jobID).Scan(&open, &all)
 	return
 }
+
+const journalSummaryQuery = `SELECT tbl, op, count(*) FROM medic.journal WHERE job_id = $1 AND undone_at IS NULL GROUP BY tbl, op ORDER BY tbl, op`
+
+// JournalSummary describes what undoing a job would restore, one line per table and operation.
+func (db *DB) JournalSummary(ctx context.Context, jobID string) ([]string, error) {
+	if err := db.EnsureJournal(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := db.Pool.Query(ctx, journalSummaryQuery, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("summarise journal of %s: %w", jobID, err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+		var tbl, op string
+		var n int
+		if err := r.Scan(&tbl, &op, &n); err != nil {
+			return "", err
+		}
+		verb := map[string]string{OpUpdate: "put back the previous values of", OpDelete: "re-insert"}[op]
+		return fmt.Sprintf("%s %d row(s) of `%s`", verb, n, tbl), nil
+	})
+}
