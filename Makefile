@@ -1,8 +1,11 @@
 # Build flags live here so nobody has to remember them:
 # - goolm: pure-Go Olm for end-to-end encryption (no libolm/cgo for crypto).
-# - GOEXPERIMENT=jsonv2 is deliberately NOT set: with it, mautrix-go v0.30.0's one-time-key
-#   signature check fails and the bot cannot decrypt (TestPingInEncryptedAndUnencryptedRooms
-#   fails). The packages that need it (federation/pdu, eventauth) are not used yet.
+# - GOEXPERIMENT=jsonv2 is deliberately NOT set: with it, mautrix-go v0.30.0 signs one-time
+#   keys over the wrong JSON (canonicaljson.Marshal of a mautrix.OneTimeKey value yields the
+#   bare key string, because the pointer-receiver MarshalJSON is then called), so no peer can
+#   verify them and encrypted rooms break (TestPingInEncryptedAndUnencryptedRooms fails with
+#   "One-time key has invalid signature"). Only federation/pdu and federation/eventauth need
+#   jsonv2; they are not linked into medic.
 # cgo stays on: the bot's SQLite store uses mattn/go-sqlite3.
 GO ?= go
 TAGS := goolm
