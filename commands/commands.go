@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"sync"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	mcmd "maunium.net/go/mautrix/commands"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
@@ -36,6 +38,10 @@ type Env struct {
 	Version string
 	// Confirm is set on the terminal: approval prompts are asked there and then.
 	Confirm func(prompt string) bool
+
+	fedOnce sync.Once
+	fed     *federation.Client
+	fedErr  error
 	// Commands is the definition list the processor was built from (for !help).
 	Commands []*Handler
 }
@@ -71,6 +77,20 @@ func (e *Env) Close() {
 	if e.DB != nil {
 		e.DB.Close()
 	}
+}
+
+// Federation returns a federation client signing as the server (nil, without error, when
+// synapse.signing_key_path is not configured).
+func (e *Env) Federation() (*federation.Client, error) {
+	e.fedOnce.Do(func() {
+		cfg := e.Config
+		if cfg.Synapse.SigningKeyPath == "" {
+			return
+		}
+		e.fed, e.fedErr = synapse.NewFederationClient(cfg.Homeserver.ServerName, cfg.Synapse.SigningKeyPath,
+			cfg.Federation.DangerouslyAllowLoopbackAndSelfSignedTestingOnly)
+	})
+	return e.fed, e.fedErr
 }
 
 // needDB answers that the command needs Synapse's database when none is configured.
@@ -178,6 +198,7 @@ func All() []*Handler {
 		versionCommand(),
 		federationCommand(),
 		extremitiesCommand(),
+		recoverCommand(),
 		approveCommand(),
 		cancelCommand(),
 		resumeCommand(),

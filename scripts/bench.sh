@@ -9,4 +9,6 @@ if [ -z "${MEDIC_TESTBED_HS1_URL:-}" ]; then
   # shellcheck disable=SC2046
   export $(./testbed/testbed.sh up | grep '^MEDIC_TESTBED_' | xargs)
 fi
-go test -run '^$' -bench "${MEDIC_BENCH:-.}" -benchtime "${MEDIC_BENCHTIME:-50x}" -count 1 ./bench
+go test -run '^$' -bench "${MEDIC_BENCH:-PingRoundTrip}" -benchtime "${MEDIC_BENCHTIME:-50x}" -count 1 ./bench
+# The log scan against grep on a generated 1 GB log (MEDIC_BENCH_LOG_MB to change the size).
+go test -run '^$' -bench RecoverScan -benchtime 1x -count 1 ./bench

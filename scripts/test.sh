@@ -24,3 +24,4 @@ go test -p 1 -count=1 -timeout 20m ./...
 # Bounded fuzzing of the parsers (the seed corpora already ran above).
 go test -run '^$' -fuzz '^FuzzRun$' -fuzztime "${MEDIC_FUZZTIME:-20s}" ./terminal
 go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "${MEDIC_FUZZTIME:-20s}" ./config
+go test -run '^$' -fuzz '^FuzzParseLine$' -fuzztime "${MEDIC_FUZZTIME:-20s}" ./synapselog

@@ -20,6 +20,43 @@ const (
 		LIMIT $2`
 )
 
+const (
+	// roomStatusQuery tells, for rooms named in the logs, whether Synapse knows them, how
+	// many local users are joined, and their name: small primary-key lookups per room.
+	roomStatusQuery = `
+		SELECT r.room_id,
+			EXISTS (SELECT 1 FROM rooms WHERE rooms.room_id = r.room_id),
+			(SELECT count(*) FROM local_current_membership m WHERE m.room_id = r.room_id AND m.membership = 'join'),
+			coalesce((SELECT s.name FROM room_stats_state s WHERE s.room_id = r.room_id), '')
+		FROM unnest($1::text[]) AS r(room_id)`
+)
+
+// RoomStatus is what Synapse's database knows of a room.
+type RoomStatus struct {
+	Known       bool
+	LocalJoined int
+	Name        string
+}
+
+// RoomStatuses looks rooms up in Synapse's database.
+func (db *DB) RoomStatuses(ctx context.Context, roomIDs []string) (map[string]RoomStatus, error) {
+	rows, err := db.Pool.Query(ctx, roomStatusQuery, roomIDs)
+	if err != nil {
+		return nil, fmt.Errorf("look up rooms: %w", err)
+	}
+	out := make(map[string]RoomStatus, len(roomIDs))
+	var roomID string
+	var st RoomStatus
+	_, err = pgx.ForEachRow(rows, []any{&roomID, &st.Known, &st.LocalJoined, &st.Name}, func() error {
+		out[roomID] = st
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up rooms: %w", err)
+	}
+	return out, nil
+}
+
 // RoomCount is a room with a count of something.
 type RoomCount struct {
 	RoomID string

@@ -251,3 +251,19 @@ func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }
+
+// Count runs a query returning one integer on the homeserver's database.
+func (h *Homeserver) Count(t testing.TB, sql string, args ...any) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, h.DSN)
+	if err != nil {
+		t.Fatalf("connect to %s's database: %v", h.Name, err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err = conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}

@@ -158,9 +158,20 @@ logging: {level: info}
 	// Every destination was reset, and no finished step ran twice: count the reset requests
 	// per destination in Synapse's own access log. (The one step in flight at the kill may
 	// have been sent and not recorded; it is the only one allowed to run twice.)
-	raw, err := os.ReadFile(tb.HS1.LogPath())
-	if err != nil {
-		t.Fatal(err)
+	// Synapse's log handler flushes every few seconds: wait until every reset is logged.
+	var raw []byte
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if raw, err = os.ReadFile(tb.HS1.LogPath()); err != nil {
+			t.Fatal(err)
+		}
+		all := true
+		for _, g := range ghosts {
+			all = all && strings.Contains(string(raw), "/federation/destinations/"+g+"/reset_connection HTTP")
+		}
+		if all || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	twice := 0
 	for _, g := range ghosts {

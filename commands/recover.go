@@ -1,0 +1,122 @@
+package commands
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix/event/cmdschema"
+
+	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/synapselog"
+)
+
+// parseSince reads "--since 24h" / "--since=7d" from the arguments (default 24h).
+func parseSince(args []string) (time.Duration, error) {
+	d := 24 * time.Hour
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		var v string
+		switch {
+		case strings.HasPrefix(a, "--since="):
+			v = strings.TrimPrefix(a, "--since=")
+		case a == "--since" && i+1 < len(args):
+			i++
+			v = args[i]
+		default:
+			return 0, fmt.Errorf("unexpected argument %q (only --since <duration> is accepted)", a)
+		}
+		var err error
+		if d, err = parseDuration(v); err != nil {
+			return 0, err
+		}
+	}
+	return d, nil
+}
+
+// parseDuration accepts Go durations and whole days ("7d").
+func parseDuration(v string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		var days int
+		if _, err := fmt.Sscanf(n, "%d", &days); err == nil && days > 0 && fmt.Sprint(days) == n {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a duration like 24h or 7d", v)
+	}
+	return d, nil
+}
+
+func recoverCommand() *Handler {
+	return &Handler{
+		Name:        "recover",
+		Description: text("Find and bring back rooms the server forgot (e.g. after a database restore)"),
+		Parameters:  []*cmdschema.Parameter{},
+		Func: func(ce *Event) {
+			reply(ce, "Use `%srecover scan [--since 24h]` to find rooms Synapse drops traffic for.", prefix(ce))
+		},
+		Subcommands: []*Handler{{
+			Name:        "scan",
+			Description: text("List rooms whose traffic Synapse drops because it forgot them, from its logs"),
+			Parameters: []*cmdschema.Parameter{{Key: "since", Schema: cmdschema.PrimitiveTypeString.Schema(), Optional: true,
+				Description: text("How far back to read, e.g. 24h or 7d (default 24h)")}},
+			Func: recoverScan,
+		}},
+	}
+}
+
+func recoverScan(ce *Event) {
+	since, err := parseSince(ce.Args)
+	if err != nil {
+		Fail(ce, "%v", err)
+		return
+	}
+	logs := ce.Meta.Config.Synapse.Logs
+	if len(logs) == 0 {
+		Fail(ce, "No log sources: set `synapse.logs` in medic's config (files, journald or a container's log file).")
+		return
+	}
+	fc, err := ce.Meta.Federation()
+	if err != nil {
+		Fail(ce, "%v", err)
+		return
+	}
+	rooms, rep, err := recovery.ScanForgotten(ce.Ctx, recovery.Sources(logs), time.Now().Add(-since), ce.Meta.DB, fc)
+	if err != nil {
+		Fail(ce, "Could not scan the logs: %v", err)
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Read %d lines (%.1f MB) from %d log file(s), last %s.\n\n", rep.Lines, float64(rep.Bytes)/1e6, len(rep.Sources), since)
+	if len(rooms) == 0 && len(rep.Unresolved) == 0 {
+		b.WriteString("No dropped traffic for unknown rooms. ✅")
+		reply(ce, b.String())
+		return
+	}
+	if len(rooms) > 0 {
+		fmt.Fprintf(&b, "Synapse dropped traffic for %d room(s):\n\n| room | name | servers seen | first seen | last seen | lines | state |\n|---|---|---|---|---|---|---|\n", len(rooms))
+		for _, r := range rooms {
+			servers := strings.Join(synapselog.ServerList(r.Servers), ", ")
+			if servers == "" {
+				servers = "?"
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %d | %s |\n", r.RoomID, r.Name, servers,
+				r.First.UTC().Format(time.DateTime), r.Last.UTC().Format(time.DateTime), r.Count, r.State())
+		}
+	}
+	if n := len(rep.Unresolved); n > 0 {
+		fmt.Fprintf(&b, "\n%d event(s) were dropped for rooms Synapse knows but has no member in (the log names the event, not the room):\n\n", n)
+		i := 0
+		for _, u := range rep.Unresolved {
+			if i == 10 {
+				fmt.Fprintf(&b, "* … and %d more\n", n-10)
+				break
+			}
+			fmt.Fprintf(&b, "* `%s` from %s (%d times)\n", u.EventID, strings.Join(synapselog.ServerList(u.Servers), ", "), u.Count)
+			i++
+		}
+	}
+	reply(ce, b.String())
+}

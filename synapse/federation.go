@@ -1,0 +1,81 @@
+package synapse
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"go.mau.fi/util/exhttp"
+	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+)
+
+// LoadSigningKey reads the key file Synapse signs federation requests with
+// ("ed25519 a_XXXX <base64 seed>", one key per line; the first is used). It checks the file
+// itself because federation.ParseSynapseKey panics on a seed of the wrong length.
+func LoadSigningKey(path string) (*federation.SigningKey, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read signing key: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		parts := strings.Fields(line)
+		if len(parts) != 3 || parts[0] != "ed25519" {
+			return nil, fmt.Errorf("%s line %d: expected \"ed25519 <key id> <base64 seed>\"", path, n)
+		}
+		seed, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(parts[2], "="))
+		if err != nil || len(seed) != ed25519.SeedSize {
+			return nil, fmt.Errorf("%s line %d: the seed is not %d bytes of unpadded base64", path, n, ed25519.SeedSize)
+		}
+		return federation.ParseSynapseKey(strings.Join([]string{parts[0], parts[1], base64.RawStdEncoding.EncodeToString(seed)}, " "))
+	}
+	return nil, fmt.Errorf("%s: no signing key in the file", path)
+}
+
+// NewFederationClient makes a federation client that signs requests as serverName with
+// Synapse's own key. testingLoopback lets it reach loopback addresses with self-signed
+// certificates (the local testbed only).
+func NewFederationClient(serverName, keyPath string, testingLoopback bool) (*federation.Client, error) {
+	key, err := LoadSigningKey(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	settings := exhttp.SensibleClientSettings
+	// /state of a big room can take long before the first byte.
+	settings.ResponseHeaderTimeout = 2 * time.Minute
+	settings.InsecureTLS = testingLoopback
+	fc := federation.NewClient(serverName, key, federation.NewInMemoryCache(), settings)
+	if testingLoopback {
+		fc.AllowIP = func(ip net.IP) bool { return ip.IsLoopback() || federation.DefaultAllowIP(ip) }
+	}
+	return fc, nil
+}
+
+// EventRoom asks a server for an event and returns the room it belongs to.
+func EventRoom(ctx context.Context, fc *federation.Client, server string, eventID id.EventID) (id.RoomID, error) {
+	resp, err := fc.GetEvent(ctx, server, eventID)
+	if err != nil {
+		return "", err
+	}
+	if len(resp.PDUs) == 0 {
+		return "", fmt.Errorf("%s returned no event", server)
+	}
+	room := gjson.GetBytes(resp.PDUs[0], "room_id").Str
+	if room == "" {
+		return "", fmt.Errorf("%s returned an event without room_id", server)
+	}
+	return id.RoomID(room), nil
+}

@@ -1,0 +1,152 @@
+// Package synapselog reads Synapse's logs for the traces of rooms the server has forgotten:
+// federation traffic it drops because it does not know the room or is not in it. It streams
+// any number of sources in constant memory.
+package synapselog
+
+import (
+	"bytes"
+	"strings"
+	"time"
+)
+
+// Kind is what a line says.
+type Kind int
+
+const (
+	KindOther Kind = iota
+	// KindUnknownRoom: "Ignoring PDU for unknown room_id: <room>" (room not in `rooms`).
+	KindUnknownRoom
+	// KindNotInRoomPDU: "Ignoring PDU from <server> as we're not in the room"; the room is
+	// not named, the event ID is at the end of the request tag.
+	KindNotInRoomPDU
+	// KindReceipt / KindTyping: "Ignoring receipt|typing update for room '<room>' from server <server> as we're not in the room".
+	KindReceipt
+	KindTyping
+	// KindTxn: "Received txn <id> from <origin>. (PDUs: n, EDUs: m)" ties a request tag to its origin.
+	KindTxn
+	// KindStart: "***** STARTING SERVER *****": request tags restart at 0.
+	KindStart
+)
+
+// Line is one parsed Synapse log record.
+type Line struct {
+	Kind    Kind
+	Time    time.Time // zero when the line carries no Synapse timestamp
+	Tag     string    // request tag, e.g. PUT-2
+	RoomID  string
+	Server  string // origin server named in the message
+	EventID string
+}
+
+// quick rejects most lines with one search for a byte string all interesting lines share.
+var (
+	markIgnoring = []byte("Ignoring ")
+	markTxn      = []byte("Received txn ")
+	markStart    = []byte("STARTING SERVER")
+)
+
+// Interesting reports whether a raw line can be a line ParseLine cares about. It is the hot
+// path of a scan: two or three substring searches per line.
+func Interesting(raw []byte) bool {
+	return bytes.Contains(raw, markIgnoring) || bytes.Contains(raw, markTxn) || bytes.Contains(raw, markStart)
+}
+
+const timeLayout = "2006-01-02 15:04:05,000"
+
+// ParseLine parses a Synapse log line in the default format
+// "time - logger - lineno - LEVEL - request - message", also when a prefix precedes it
+// (journald, container runtimes). Lines it does not understand come back as KindOther.
+func ParseLine(s string) Line {
+	var l Line
+	if strings.Contains(s, "***** STARTING SERVER *****") {
+		l.Kind = KindStart
+		l.Time = findTime(s)
+		return l
+	}
+	// The level is fixed text; the earliest level marker ends the head (time, logger, line).
+	head := -1
+	var rest string
+	for _, level := range []string{" - INFO - ", " - WARNING - ", " - DEBUG - ", " - ERROR - ", " - CRITICAL - "} {
+		if i := strings.Index(s, level); i >= 0 && (head < 0 || i < head) {
+			head, rest = i, s[i+len(level):]
+		}
+	}
+	if head < 0 {
+		return l
+	}
+	tag, msg, ok := strings.Cut(rest, " - ")
+	if !ok {
+		return l
+	}
+	l.Tag = tag
+	l.Time = findTime(s[:head])
+	switch {
+	case strings.HasPrefix(msg, "Ignoring PDU for unknown room_id: "):
+		l.Kind = KindUnknownRoom
+		l.RoomID = firstField(msg[len("Ignoring PDU for unknown room_id: "):])
+	case strings.HasPrefix(msg, "Ignoring PDU from ") && strings.Contains(msg, " as we're not in the room"):
+		l.Kind = KindNotInRoomPDU
+		l.Server = firstField(msg[len("Ignoring PDU from "):])
+		if i := strings.LastIndex(l.Tag, "-$"); i >= 0 {
+			l.EventID = l.Tag[i+1:]
+		}
+	case strings.HasPrefix(msg, "Ignoring receipt for room "):
+		l.Kind = KindReceipt
+		l.RoomID, l.Server = roomAndServer(msg[len("Ignoring receipt for room "):])
+	case strings.HasPrefix(msg, "Ignoring typing update for room "):
+		l.Kind = KindTyping
+		l.RoomID, l.Server = roomAndServer(msg[len("Ignoring typing update for room "):])
+	case strings.HasPrefix(msg, "Received txn "):
+		if _, after, ok := strings.Cut(msg[len("Received txn "):], " from "); ok {
+			l.Kind = KindTxn
+			l.Server = strings.TrimSuffix(firstField(after), ".")
+		}
+	}
+	if (l.Kind == KindUnknownRoom || l.Kind == KindReceipt || l.Kind == KindTyping) && !validRoomID(l.RoomID) {
+		l.Kind = KindOther
+	}
+	return l
+}
+
+func firstField(s string) string {
+	if i := strings.IndexAny(s, " \t\r\n"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// roomAndServer parses "'<room>' from server <server> as we're not in the room".
+func roomAndServer(s string) (room, server string) {
+	s = strings.TrimSpace(s)
+	if len(s) < 2 || (s[0] != '\'' && s[0] != '"') {
+		return "", ""
+	}
+	q := s[0]
+	end := strings.IndexByte(s[1:], q)
+	if end < 0 {
+		return "", ""
+	}
+	room = s[1 : 1+end]
+	rest := s[2+end:]
+	if _, after, ok := strings.Cut(rest, " from server "); ok {
+		server = firstField(after)
+	}
+	return room, server
+}
+
+func validRoomID(r string) bool {
+	return len(r) > 1 && r[0] == '!' && !strings.ContainsAny(r, " \t'\"")
+}
+
+// findTime finds a Synapse timestamp ("2026-11-21 21:39:36,351") at the start of the line or
+// right after a prefix.
+func findTime(s string) time.Time {
+	for i := 0; i+len(timeLayout) <= len(s) && i < 200; i++ {
+		if s[i] >= '0' && s[i] <= '9' && (i == 0 || s[i-1] == ' ' || s[i-1] == '"' || s[i-1] == ':') {
+			if t, err := time.Parse(timeLayout, s[i:i+len(timeLayout)]); err == nil {
+				return t
+			}
+		}
+	}
+	return time.Time{}
+}

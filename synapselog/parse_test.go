@@ -1,0 +1,149 @@
+package synapselog
+
+import (
+	"bytes"
+	"compress/gzip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Lines as Synapse 1.160 writes them (from the incidents, reproduced on the testbed).
+const sample = `2026-11-21 21:39:36,100 - synapse.federation.transport.server.federation - 118 - INFO - PUT-2 - Received txn 1795293753415 from hs2.test:8482. (PDUs: 1, EDUs: 0)
+2026-11-21 21:39:36,120 - synapse.federation.federation_server - 1331 - INFO - PUT-2 - Ignoring PDU for unknown room_id: !cOTYYYiwcKsXEVAnxV:hs2.test:8482
+2026-11-21 21:39:36,130 - synapse.handlers.receipts - 160 - INFO - PUT-1 - Ignoring receipt for room '!cOTYYYiwcKsXEVAnxV:hs2.test:8482' from server hs2.test:8482 as we're not in the room
+2026-11-21 21:39:36,140 - synapse.access.https.8481 - 473 - INFO - PUT-2 - 127.0.0.1 - 8481 - {hs2.test:8482} Processed request: 0.021sec/0.000sec (0.000sec, 0.000sec) (0.001sec/0.003sec/2) 59B 200 "PUT /_matrix/federation/v1/send/1795293753415 HTTP/1.1" "Synapse/1.160.0" [0 dbevts]
+2026-11-21 21:40:00,000 - synapse.handlers.typing - 396 - INFO - PUT-7 - Ignoring typing update for room '!v12roomhashwithoutserverpart' from server hs3.test:8483 as we're not in the room
+2026-11-21 21:40:01,000 - synapse.handlers.federation_event - 195 - INFO - _process_incoming_pdus_in_room_inner-3-$AbCdEf123 - Ignoring PDU from hs2.test:8482 as we're not in the room
+2026-11-21 21:40:02,000 - synapse.app.homeserver - 398 - INFO - main - ***** STARTING SERVER *****
+2026-11-21 21:40:03,000 - synapse.federation.federation_server - 1331 - INFO - PUT-2 - Ignoring PDU for unknown room_id: !second:hs2.test:8482
+`
+
+func TestParseLineKinds(t *testing.T) {
+	lines := strings.Split(strings.TrimSpace(sample), "\n")
+	want := []Line{
+		{Kind: KindTxn, Tag: "PUT-2", Server: "hs2.test:8482"},
+		{Kind: KindUnknownRoom, Tag: "PUT-2", RoomID: "!cOTYYYiwcKsXEVAnxV:hs2.test:8482"},
+		{Kind: KindReceipt, Tag: "PUT-1", RoomID: "!cOTYYYiwcKsXEVAnxV:hs2.test:8482", Server: "hs2.test:8482"},
+		{Kind: KindOther, Tag: "PUT-2"},
+		{Kind: KindTyping, Tag: "PUT-7", RoomID: "!v12roomhashwithoutserverpart", Server: "hs3.test:8483"},
+		{Kind: KindNotInRoomPDU, Tag: "_process_incoming_pdus_in_room_inner-3-$AbCdEf123", Server: "hs2.test:8482", EventID: "$AbCdEf123"},
+		{Kind: KindStart},
+		{Kind: KindUnknownRoom, Tag: "PUT-2", RoomID: "!second:hs2.test:8482"},
+	}
+	for i, raw := range lines {
+		got := ParseLine(raw)
+		got.Time = time.Time{}
+		if got != want[i] {
+			t.Errorf("line %d:\n got %+v\nwant %+v", i, got, want[i])
+		}
+	}
+	if ts := ParseLine(lines[1]).Time; !ts.Equal(time.Date(2026, 11, 21, 21, 39, 36, 120e6, time.UTC)) {
+		t.Errorf("time = %v", ts)
+	}
+}
+
+func TestPrefixedLines(t *testing.T) {
+	journald := "Nov 21 21:39:36 host matrix-synapse[812]: " + strings.Split(sample, "\n")[1]
+	docker := `{"log":"` + strings.ReplaceAll(strings.Split(sample, "\n")[2], `'`, `'`) + `\n","stream":"stderr","time":"2026-11-21T21:39:36.1Z"}`
+	if l := ParseLine(journald); l.Kind != KindUnknownRoom || l.RoomID != "!cOTYYYiwcKsXEVAnxV:hs2.test:8482" || l.Time.IsZero() {
+		t.Errorf("journald line: %+v", l)
+	}
+	if l := ParseLine(unwrap([]byte(docker + "\n"))); l.Kind != KindReceipt || l.Server != "hs2.test:8482" {
+		t.Errorf("container line: %+v", l)
+	}
+}
+
+// TestScanAttributesOriginsAndRestarts: the origin of an unknown-room PDU comes from its
+// request tag; after a restart tags start again and an old tag must not be reused.
+func TestScanAttributesOriginsAndRestarts(t *testing.T) {
+	sc := NewScanner(time.Time{})
+	if err := sc.Scan(strings.NewReader(sample)); err != nil {
+		t.Fatal(err)
+	}
+	rep := sc.Report()
+	r := rep.Rooms["!cOTYYYiwcKsXEVAnxV:hs2.test:8482"]
+	if r == nil || r.Count != 2 || r.Servers["hs2.test:8482"] != 2 {
+		t.Fatalf("room 1: %+v", r)
+	}
+	second := rep.Rooms["!second:hs2.test:8482"]
+	if second == nil || len(second.Servers) != 0 {
+		t.Fatalf("after a restart PUT-2 must not map to the old origin: %+v", second)
+	}
+	if v12 := rep.Rooms["!v12roomhashwithoutserverpart"]; v12 == nil || v12.Servers["hs3.test:8483"] != 1 {
+		t.Fatalf("v12 room: %+v", v12)
+	}
+	if u := rep.Unresolved["$AbCdEf123"]; u == nil || u.Servers["hs2.test:8482"] != 1 {
+		t.Fatalf("unresolved: %+v", rep.Unresolved)
+	}
+	if rep.Lines != 8 {
+		t.Errorf("lines = %d", rep.Lines)
+	}
+}
+
+func TestScanSinceAndRotatedGzipFiles(t *testing.T) {
+	dir := t.TempDir()
+	lines := strings.SplitAfter(sample, "\n")
+	older := strings.Join(lines[:3], "")
+	newer := strings.Join(lines[3:], "")
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	_, _ = w.Write([]byte(older))
+	_ = w.Close()
+	if err := os.WriteFile(filepath.Join(dir, "homeserver.log.1.gz"), gz.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	_ = os.Chtimes(filepath.Join(dir, "homeserver.log.1.gz"), old, old)
+	if err := os.WriteFile(filepath.Join(dir, "homeserver.log"), []byte(newer), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := ScanSources(t.Context(), []Source{{Type: "file", Path: filepath.Join(dir, "homeserver.log*")}}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Sources) != 2 || rep.Rooms["!cOTYYYiwcKsXEVAnxV:hs2.test:8482"].Count != 2 {
+		t.Fatalf("rotated scan: sources %v, rooms %+v", rep.Sources, rep.Rooms)
+	}
+	rep, err = ScanSources(t.Context(), []Source{{Type: "file", Path: filepath.Join(dir, "homeserver.log*")}},
+		time.Date(2026, 11, 21, 21, 39, 59, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rep.Rooms["!cOTYYYiwcKsXEVAnxV:hs2.test:8482"]; ok || len(rep.Rooms) != 2 {
+		t.Fatalf("--since kept old lines: %+v", rep.Rooms)
+	}
+}
+
+// FuzzParseLine: no input may panic the parser or the scanner.
+func FuzzParseLine(f *testing.F) {
+	for _, l := range strings.Split(sample, "\n") {
+		f.Add(l)
+	}
+	f.Add(`{"log":"x - INFO - PUT-1 - Ignoring receipt for room '`)
+	f.Add("2026-11-21 21:39:36,100 - a - 1 - INFO - - Ignoring typing update for room \"")
+	f.Fuzz(func(t *testing.T, s string) {
+		_ = ParseLine(s)
+		sc := NewScanner(time.Time{})
+		_ = sc.Scan(strings.NewReader(s))
+		_ = sc.Report().SortedRooms()
+	})
+}
+
+func TestScanGiantLineAndNoFinalNewline(t *testing.T) {
+	lines := strings.Split(sample, "\n")
+	in := strings.Repeat("x", 9<<20) + "\n" + lines[0] + "\n" + lines[1] // 9 MiB line, then no final newline
+	sc := NewScanner(time.Time{})
+	if err := sc.Scan(strings.NewReader(in)); err != nil {
+		t.Fatal(err)
+	}
+	rep := sc.Report()
+	if r := rep.Rooms["!cOTYYYiwcKsXEVAnxV:hs2.test:8482"]; r == nil || r.Servers["hs2.test:8482"] != 1 {
+		t.Fatalf("lines after a giant line were not parsed: %+v", rep.Rooms)
+	}
+	if rep.Lines != 3 || rep.Bytes != int64(len(in)) {
+		t.Errorf("lines=%d bytes=%d, want 3 and %d", rep.Lines, rep.Bytes, len(in))
+	}
+}
