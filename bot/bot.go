@@ -21,6 +21,7 @@ import (
 
 	"github.com/synapse-medic/medic/commands"
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 )
@@ -103,6 +104,9 @@ func (b *Bot) Start(ctx context.Context) error {
 		if err = b.Client.SetDisplayName(ctx, b.cfg.Bot.DisplayName); err != nil {
 			b.log.Warn().Err(err).Msg("Failed to set display name")
 		}
+	}
+	if err = recovery.RevokeMinted(ctx, b.store, b.cfg.Homeserver.URL); err != nil {
+		b.log.Warn().Err(err).Msg("Could not log out tokens left by an interrupted recovery")
 	}
 	if err = b.env.Jobs.ReportInterrupted(ctx, b.Client); err != nil {
 		return fmt.Errorf("check interrupted jobs: %w", err)

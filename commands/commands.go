@@ -64,10 +64,16 @@ func NewEnv(ctx context.Context, cfg *config.Config, st *store.Store, admin *syn
 		}
 		env.DB = db
 	}
+	rejoiner := &recovery.Rejoiner{
+		Admin: admin, DB: env.DB, Store: st, Federation: env.Federation,
+		ServerName: cfg.Homeserver.ServerName, HomeserverURL: cfg.Homeserver.URL, BotUser: cfg.Bot.UserID,
+		Logs: recovery.Sources(cfg.Synapse.Logs),
+	}
 	env.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger(),
 		recovery.FederationReset(admin),
 		recovery.ExtremitiesTrim(admin),
 		recovery.Undo(env.DB),
+		rejoiner.Operation(),
 	)
 	return env, nil
 }

@@ -57,9 +57,7 @@ func extremitiesCommand() *Handler {
 					Fail(ce, "Usage: `%sextremities trim <room>`", prefix(ce))
 					return
 				}
-				if _, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), recovery.KindExtremitiesTrim, jobs.Args{"room": ce.Args[0]}); err != nil {
-					Fail(ce, "Could not plan the trim: %v", err)
-				}
+				propose(ce, recovery.KindExtremitiesTrim, jobs.Args{"room": ce.Args[0]})
 			},
 		}},
 	}

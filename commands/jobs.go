@@ -10,10 +10,24 @@ import (
 
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/store"
 )
 
 func requester(ce *Event) jobs.Requester {
 	return jobs.Requester{User: ce.Sender, RoomID: ce.RoomID, Client: ce.Proc.Client, Confirm: ce.Meta.Confirm}
+}
+
+// propose plans an operation for approval. On the terminal the job also runs here and now,
+// so a job that failed or was declined makes the command fail (exit code ≠ 0).
+func propose(ce *Event, kind string, args jobs.Args) {
+	job, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), kind, args)
+	if err != nil {
+		Fail(ce, "Could not plan this: %v", err)
+		return
+	}
+	if IsTerminal(ce) && job != nil && job.State != store.JobDone {
+		outcome(ce.Ctx).Failed = true
+	}
 }
 
 func jobIDParam(desc string) []*cmdschema.Parameter {
@@ -164,9 +178,7 @@ func federationCommand() *Handler {
 					Fail(ce, "Usage: `%sfederation reset <server>`", prefix(ce))
 					return
 				}
-				if _, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), recovery.KindFederationReset, jobs.Args{"server": ce.Args[0]}); err != nil {
-					Fail(ce, "Could not plan the reset: %v", err)
-				}
+				propose(ce, recovery.KindFederationReset, jobs.Args{"server": ce.Args[0]})
 			},
 		}},
 	}
@@ -184,9 +196,7 @@ func undoCommand() *Handler {
 			if !needDB(ce) {
 				return
 			}
-			if _, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), recovery.KindUndo, jobs.Args{"job": strings.ToLower(ce.Args[0])}); err != nil {
-				Fail(ce, "Could not plan the undo: %v", err)
-			}
+			propose(ce, recovery.KindUndo, jobs.Args{"job": strings.ToLower(ce.Args[0])})
 		},
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/event/cmdschema"
+	"maunium.net/go/mautrix/id"
 
+	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/synapselog"
 )
@@ -63,6 +65,19 @@ func recoverCommand() *Handler {
 			Parameters: []*cmdschema.Parameter{{Key: "since", Schema: cmdschema.PrimitiveTypeString.Schema(), Optional: true,
 				Description: text("How far back to read, e.g. 24h or 7d (default 24h)")}},
 			Func: recoverScan,
+		}, {
+			Name:        "room",
+			Description: text("Rejoin every local member of one forgotten room (asks for approval)"),
+			Parameters: []*cmdschema.Parameter{{Key: "room", Schema: cmdschema.PrimitiveTypeString.Schema(),
+				Description: text("Room ID or alias, optionally followed by: via <server> …")}},
+			TailParam: "room",
+			Func:      recoverRoom,
+		}, {
+			Name:        "all",
+			Description: text("Rejoin local members to every room `!recover scan` finds, as one job (asks for approval)"),
+			Parameters: []*cmdschema.Parameter{{Key: "since", Schema: cmdschema.PrimitiveTypeString.Schema(), Optional: true,
+				Description: text("How far back to read the logs (default 24h)")}},
+			Func: recoverAll,
 		}},
 	}
 }
@@ -119,4 +134,42 @@ func recoverScan(ce *Event) {
 		}
 	}
 	reply(ce, b.String())
+}
+
+func recoverRoom(ce *Event) {
+	if len(ce.Args) == 0 {
+		Fail(ce, "Usage: `%srecover room <room id|alias> [via <server> …]`", prefix(ce))
+		return
+	}
+	room := ce.Args[0]
+	var via []string
+	if len(ce.Args) > 1 {
+		if ce.Args[1] != "via" || len(ce.Args) < 3 {
+			Fail(ce, "Usage: `%srecover room <room id|alias> [via <server> …]`", prefix(ce))
+			return
+		}
+		via = ce.Args[2:]
+	}
+	if strings.HasPrefix(room, "#") {
+		resp, err := ce.Meta.Admin.Client.Client.ResolveAlias(ce.Ctx, id.RoomAlias(room))
+		if err != nil {
+			Fail(ce, "Could not resolve `%s`: %v", room, err)
+			return
+		}
+		room = resp.RoomID.String()
+		via = append(via, resp.Servers...)
+	} else if !strings.HasPrefix(room, "!") {
+		Fail(ce, "`%s` is not a room ID (`!…`) or alias (`#…`).", room)
+		return
+	}
+	propose(ce, recovery.KindRecover, jobs.Args{"rooms": room, "via": strings.Join(via, ",")})
+}
+
+func recoverAll(ce *Event) {
+	since, err := parseSince(ce.Args)
+	if err != nil {
+		Fail(ce, "%v", err)
+		return
+	}
+	propose(ce, recovery.KindRecover, jobs.Args{"rooms": "all", "since": since.String()})
 }

@@ -43,6 +43,8 @@ type Plan struct {
 	// their values). Together with Title and Steps it makes the fingerprint; Changes do not,
 	// because they may describe volatile detail (a timer) that does not alter what runs.
 	Basis []string `json:"basis,omitempty"`
+	// Data is what the steps need to know beyond their own description (operation-specific).
+	Data map[string]string `json:"data,omitempty"`
 	// Nothing is set when there is nothing to do: no prompt is posted.
 	Nothing string `json:"nothing,omitempty"`
 }
@@ -50,7 +52,7 @@ type Plan struct {
 // Fingerprint identifies what the plan would do, so drift between prompt and approval is
 // detected.
 func (p *Plan) Fingerprint() string {
-	raw, _ := json.Marshal([]any{p.Title, p.Steps, p.Basis})
+	raw, _ := json.Marshal([]any{p.Title, p.Steps, p.Basis, p.Data})
 	sum := sha256.Sum256(raw)
 	return hex.EncodeToString(sum[:8])
 }
@@ -63,6 +65,16 @@ type Operation struct {
 	// Step performs step idx of the plan. A step must be safe to run again if it was cut off
 	// before it was recorded as done.
 	Step func(ctx context.Context, args Args, plan *Plan, idx int) error
+	// Parallel is how many steps may run at once (default 1: in order).
+	Parallel int
+}
+
+type jobIDKey struct{}
+
+// JobIDFrom returns the ID of the job a step runs in.
+func JobIDFrom(ctx context.Context) string {
+	s, _ := ctx.Value(jobIDKey{}).(string)
+	return s
 }
 
 // Requester is who asked, where, and how to reach them.
@@ -453,33 +465,52 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op *Op
 	lastEdit := time.Now()
 	stopped := false
 	var failures []string
-	for idx := range plan.Steps {
-		if finished[idx] {
-			continue
-		}
-		if m.stopRequested(job.ID) {
-			stopped = true
-			break
-		}
-		err := op.Step(ctx, args, plan, idx)
+	var mu sync.Mutex // guards the counters above while steps run in parallel
+	stepCtx := context.WithValue(ctx, jobIDKey{}, job.ID)
+	runStep := func(idx int) {
+		err := op.Step(stepCtx, args, plan, idx)
 		state, msg := stepDone, ""
 		if err != nil {
 			state, msg = stepFailed, err.Error()
-			failed++
-			lastErr = msg
-			failures = append(failures, fmt.Sprintf("%s: %s", plan.Steps[idx], msg))
 			log.Warn().Err(err).Int("step", idx).Msg("Job step failed")
-		} else {
-			done++
 		}
 		if err := m.store.SetStep(ctx, job.ID, idx, state, msg); err != nil {
 			log.Err(err).Msg("Failed to record step")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed++
+			lastErr = msg
+			failures = append(failures, fmt.Sprintf("%s: %s", plan.Steps[idx], msg))
+		} else {
+			done++
 		}
 		if time.Since(lastEdit) >= m.ProgressInterval {
 			send(ctx, req.Client, roomID, progress(false), progressExtra, progressID)
 			lastEdit = time.Now()
 		}
 	}
+	workers := max(op.Parallel, 1)
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	for idx := range plan.Steps {
+		if finished[idx] {
+			continue
+		}
+		sem <- struct{}{}
+		if m.stopRequested(job.ID) {
+			<-sem
+			stopped = true
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			runStep(idx)
+		}()
+	}
+	wg.Wait()
 	state := store.JobDone
 	switch {
 	case stopped:

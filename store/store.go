@@ -37,6 +37,8 @@ const (
 	// call the admin API without creating another device.
 	KeyAccessToken = "access_token"
 	KeyDeviceID    = "device_id"
+	// KeyTerminalToken is the token `medic exec` logged in for, as device MEDIC_TERMINAL.
+	KeyTerminalToken = "terminal_access_token"
 )
 
 // Store wraps the bot's database. DB is shared with the crypto helper, which keeps its own

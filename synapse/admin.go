@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/synapseadmin"
 )
 
@@ -131,4 +133,18 @@ func (a *Admin) DeleteForwardExtremities(ctx context.Context, room string) (int,
 		return 0, fmt.Errorf("delete forward extremities of %s: %w", room, err)
 	}
 	return resp.Deleted, nil
+}
+
+// LoginAsUser mints an access token for a local user (POST …/users/{u}/login), valid until
+// validUntil. It creates no device. Disabled when Synapse delegates auth to MAS.
+func (a *Admin) LoginAsUser(ctx context.Context, user id.UserID, validUntil time.Time) (string, error) {
+	var resp struct {
+		AccessToken string `json:"access_token"`
+	}
+	_, err := a.Client.Client.MakeRequest(ctx, http.MethodPost, a.BuildAdminURL("v1", "users", user, "login"),
+		map[string]any{"valid_until_ms": validUntil.UnixMilli()}, &resp)
+	if err != nil {
+		return "", fmt.Errorf("log in as %s: %w", user, err)
+	}
+	return resp.AccessToken, nil
 }

@@ -74,3 +74,67 @@ func (db *DB) RoomsWithExtremities(ctx context.Context, min, limit int) ([]RoomC
 		return rc, r.Scan(&rc.RoomID, &rc.Count)
 	})
 }
+
+const (
+	// candidateServersQuery names servers likely to be in a room, from what Synapse still
+	// has: the federation queue's per-room destinations, servers of members it has seen,
+	// and the senders of invites its users got. Primary-key or indexed lookups by room.
+	candidateServersQuery = `
+		SELECT server FROM (
+			SELECT destination AS server, 1 AS prio FROM destination_rooms WHERE room_id = $1
+			UNION ALL
+			SELECT substring(user_id FROM position(':' IN user_id) + 1), 2 FROM room_memberships
+				WHERE room_id = $1 AND membership = 'join'
+			UNION ALL
+			SELECT substring(e.sender FROM position(':' IN e.sender) + 1), 3 FROM local_current_membership m
+				JOIN events e ON e.event_id = m.event_id WHERE m.room_id = $1 AND m.membership = 'invite'
+			UNION ALL
+			SELECT server_name, 4 FROM partial_state_rooms_servers WHERE room_id = $1
+		) s
+		WHERE server <> $2
+		GROUP BY server ORDER BY min(prio), count(*) DESC, server`
+	// localUsersQuery says which of the given local users exist and whether they are deactivated.
+	localUsersQuery = `SELECT name, deactivated = 1 FROM users WHERE name = ANY($1)`
+	// localMembershipQuery gives local users' current membership in a room.
+	localMembershipQuery = `SELECT user_id, membership FROM local_current_membership WHERE room_id = $1`
+)
+
+// CandidateServers lists servers that may be in a room, best first, excluding ourselves.
+func (db *DB) CandidateServers(ctx context.Context, roomID, ownServer string) ([]string, error) {
+	rows, err := db.Pool.Query(ctx, candidateServersQuery, roomID, ownServer)
+	if err != nil {
+		return nil, fmt.Errorf("find servers in %s: %w", roomID, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// LocalUsers returns, for each given user that exists locally, whether it is deactivated.
+func (db *DB) LocalUsers(ctx context.Context, users []string) (map[string]bool, error) {
+	rows, err := db.Pool.Query(ctx, localUsersQuery, users)
+	if err != nil {
+		return nil, fmt.Errorf("look up local users: %w", err)
+	}
+	out := map[string]bool{}
+	var name string
+	var deactivated bool
+	_, err = pgx.ForEachRow(rows, []any{&name, &deactivated}, func() error {
+		out[name] = deactivated
+		return nil
+	})
+	return out, err
+}
+
+// LocalMemberships returns local users' current membership in a room.
+func (db *DB) LocalMemberships(ctx context.Context, roomID string) (map[string]string, error) {
+	rows, err := db.Pool.Query(ctx, localMembershipQuery, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("local memberships of %s: %w", roomID, err)
+	}
+	out := map[string]string{}
+	var user, membership string
+	_, err = pgx.ForEachRow(rows, []any{&user, &membership}, func() error {
+		out[user] = membership
+		return nil
+	})
+	return out, err
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/synapse-medic/medic/bot"
 	"github.com/synapse-medic/medic/commands"
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/terminal"
@@ -158,16 +159,7 @@ func execCommand(cfg *config.Config, line string, yes bool, stdin io.Reader, std
 		return 1
 	}
 	defer st.Close()
-	// Admin API calls use the bot's token from the config, else the one the running bot
-	// saved; commands that need none (e.g. !version) work either way.
-	token := cfg.Bot.AccessToken
-	if token == "" {
-		if token, err = st.Get(ctx, store.KeyAccessToken); err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-	}
-	cli, err := mautrix.NewClient(cfg.Homeserver.URL, cfg.Bot.UserID, token)
+	cli, err := terminalClient(ctx, cfg, st)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -179,6 +171,9 @@ func execCommand(cfg *config.Config, line string, yes bool, stdin io.Reader, std
 		return 1
 	}
 	defer env.Close()
+	if err = recovery.RevokeMinted(ctx, st, cfg.Homeserver.URL); err != nil {
+		fmt.Fprintln(stderr, "warning:", err)
+	}
 	env.Confirm = terminal.Confirmer(stdin, stdout, yes)
 	if err = terminal.NewRunner(env, stdout).Run(ctx, line); err != nil {
 		if !errors.Is(err, terminal.ErrFailed) {
@@ -195,4 +190,46 @@ func openStore(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*st
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	return store.Open(ctx, cfg.Database, log.With().Str("component", "db").Logger())
+}
+
+// terminalClient returns a client for the admin API: with the configured token, else a token
+// the terminal saved before, else the running bot's, else it logs in with the password as the
+// fixed device MEDIC_TERMINAL (so repeated runs do not pile up devices) and saves the token.
+// When Synapse is unreachable it returns a client anyway: commands that only need the
+// database still work.
+func terminalClient(ctx context.Context, cfg *config.Config, st *store.Store) (*mautrix.Client, error) {
+	cli, err := mautrix.NewClient(cfg.Homeserver.URL, cfg.Bot.UserID, cfg.Bot.AccessToken)
+	if err != nil || cfg.Bot.AccessToken != "" {
+		return cli, err
+	}
+	cli.Log = *zerolog.Ctx(ctx)
+	for _, key := range []string{store.KeyTerminalToken, store.KeyAccessToken} {
+		token, err := st.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		} else if token == "" {
+			continue
+		}
+		cli.AccessToken = token
+		if _, err = cli.Whoami(ctx); err == nil || !errors.Is(err, mautrix.MUnknownToken) {
+			return cli, nil
+		}
+	}
+	cli.AccessToken = ""
+	if cfg.Bot.Password == "" {
+		return cli, nil
+	}
+	_, err = cli.Login(ctx, &mautrix.ReqLogin{
+		Type:                     mautrix.AuthTypePassword,
+		Identifier:               mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: cfg.Bot.UserID.String()},
+		Password:                 cfg.Bot.Password,
+		DeviceID:                 "MEDIC_TERMINAL",
+		InitialDeviceDisplayName: "Synapse Medic (terminal)",
+		StoreCredentials:         true,
+	})
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Could not log in; commands that need the admin API will fail")
+		return cli, nil
+	}
+	return cli, st.Set(ctx, store.KeyTerminalToken, cli.AccessToken)
 }

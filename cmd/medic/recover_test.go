@@ -68,8 +68,10 @@ func TestRecoverScanAfterRestore(t *testing.T) {
 	if strings.Contains(v12.RoomID.String(), ":") {
 		t.Fatalf("room version 12 ID has a server part: %s", v12.RoomID)
 	}
+	carol := tb.Register(t, tb.HS1, testbed.UniqueName("carol"), false) // created after the backup
 	joinVia(t, alice, public.RoomID, tb.HS2.Name)
 	joinVia(t, bob, public.RoomID, tb.HS2.Name)
+	joinVia(t, carol, public.RoomID, tb.HS2.Name)
 	joinVia(t, alice, invited.RoomID, tb.HS2.Name)
 	joinVia(t, alice, v12.RoomID, tb.HS2.Name)
 
@@ -126,6 +128,63 @@ federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 		t.Errorf("invited room state: %s", l)
 	}
 	t.Logf("scan output:\n%s", out)
+
+	// One room, asking hs1 itself first: it has forgotten the room and says so; the plan
+	// moves on to hs2 and reports who answered what. Declined at the prompt: nothing runs.
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"exec", "-c", cfg, "!recover room " + public.RoomID.String() + " via " + tb.HS1.Name},
+		strings.NewReader("n\n"), &stdout, &stderr)
+	plan := stdout.String()
+	if code == 0 || !strings.Contains(plan, "Cancelled; nothing was changed") {
+		t.Fatalf("declined recovery: exit %d\n%s%s", code, plan, stderr.String())
+	}
+	if !strings.Contains(plan, tb.HS1.Name+": 40") || !strings.Contains(plan, tb.HS2.Name+": state at") {
+		t.Errorf("the plan does not say which server answered what:\n%s", plan)
+	}
+	if !strings.Contains(plan, "missing locally, not created: "+carol.UserID.String()) {
+		t.Errorf("the plan does not report the user missing since the restore:\n%s", plan)
+	}
+	for _, u := range []id.UserID{alice.UserID, bob.UserID} {
+		if !strings.Contains(plan, u.String()) {
+			t.Errorf("the plan does not list %s:\n%s", u, plan)
+		}
+	}
+
+	// Everything, approved with --yes: every local member is back in every room.
+	stdout.Reset()
+	stderr.Reset()
+	if code = run([]string{"exec", "-c", cfg, "--yes", "!recover all --since 1h"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("recover all: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	t.Logf("recover all:\n%s", stdout.String())
+	members := map[id.RoomID][]id.UserID{public.RoomID: {alice.UserID, bob.UserID}, invited.RoomID: {alice.UserID}, v12.RoomID: {alice.UserID}}
+	for room, users := range members {
+		for _, u := range users {
+			if n := tb.HS1.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND user_id = $2 AND membership = 'join'`, room, u); n != 1 {
+				t.Errorf("%s is not joined to %s after recovery", u, room)
+			}
+		}
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM users WHERE name = $1`, carol.UserID); n != 0 {
+		t.Errorf("the missing user was created")
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM access_tokens WHERE puppets_user_id IS NOT NULL AND user_id = ANY($1)`,
+		[]string{alice.UserID.String(), bob.UserID.String()}); n != 0 {
+		t.Errorf("%d minted tokens are still valid", n)
+	}
+	// A second run has nothing to do.
+	stdout.Reset()
+	if code = run([]string{"exec", "-c", cfg, "--yes", "!recover all --since 1h"}, nil, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "Nothing to rejoin") {
+		t.Errorf("second run: exit %d\n%s", code, stdout.String())
+	}
+
+	// hs2's next message reaches alice through /sync.
+	aliceSync := testbed.Syncing(t, alice)
+	msg, err := remote.SendMessageEvent(ctx, public.RoomID, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "welcome back"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceSync.WaitFor(60*time.Second, "hs2's message after recovery", func(evt *event.Event) bool { return evt.ID == msg.EventID })
 }
 
 func lineWith(s, sub string) string {

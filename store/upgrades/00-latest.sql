@@ -1,4 +1,4 @@
--- v0 -> v2: Latest revision
+-- v0 -> v3: Latest revision
 CREATE TABLE admin_room (
 	room_id    TEXT   NOT NULL PRIMARY KEY,
 	invited_by TEXT   NOT NULL,
@@ -51,3 +51,12 @@ CREATE TABLE job_event (
 	what   TEXT   NOT NULL
 );
 CREATE INDEX job_event_job_idx ON job_event (job_id);
+
+-- Access tokens minted for users during a repair, until they are logged out. A crash between
+-- minting and logout leaves the row, and the next start logs the token out.
+CREATE TABLE minted_token (
+	token     TEXT   NOT NULL PRIMARY KEY,
+	user_id   TEXT   NOT NULL,
+	job_id    TEXT   NOT NULL,
+	minted_at BIGINT NOT NULL
+);

@@ -1,0 +1,412 @@
+package recovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/synapseadmin"
+
+	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapselog"
+)
+
+// KindRecover rejoins local users to rooms the server forgot.
+const KindRecover = "recover"
+
+// tokenLifetime bounds every minted token even if medic dies before logging it out.
+const tokenLifetime = 10 * time.Minute
+
+// Rejoiner plans and runs the rejoin of local users to forgotten rooms.
+type Rejoiner struct {
+	Admin         *synapse.Admin
+	DB            *synapse.DB
+	Store         *store.Store
+	Federation    func() (*federation.Client, error)
+	ServerName    string
+	HomeserverURL string
+	BotUser       id.UserID
+	Logs          []synapselog.Source
+
+	roomLocks sync.Map // room ID → *sync.Mutex: one bootstrap join per room
+}
+
+// roomPlan is what one room's plan found.
+type roomPlan struct {
+	room                  string
+	server                string
+	public                bool
+	join, already         []string
+	missing, deactivated  []string
+	invited, banned, left int
+	answers               []string
+	err                   error
+}
+
+func (r *Rejoiner) candidates(ctx context.Context, room string, via []string, seen []string) []string {
+	list := append([]string{}, via...)
+	list = append(list, seen...)
+	if r.DB != nil {
+		if fromDB, err := r.DB.CandidateServers(ctx, room, r.ServerName); err == nil {
+			list = append(list, fromDB...)
+		} else {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Could not read candidate servers from the database")
+		}
+	}
+	if _, server, ok := strings.Cut(room, ":"); ok { // rooms before version 12 name their creator's server
+		list = append(list, server)
+	}
+	var out []string
+	for _, s := range list {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// recentEvent finds a recent event ID in the room known to server: timestamp_to_event, or,
+// for servers without it, the prev_events of a make_join template.
+func (r *Rejoiner) recentEvent(ctx context.Context, fc *federation.Client, server string, room id.RoomID) (id.EventID, error) {
+	resp, err := fc.TimestampToEvent(ctx, server, room, time.Now(), mautrix.DirectionBackward)
+	if err == nil && resp.EventID != "" {
+		return resp.EventID, nil
+	}
+	tsErr := err
+	mj, err := fc.MakeJoin(ctx, &federation.ReqMakeJoin{RoomID: room, UserID: r.BotUser, Via: server,
+		SupportedVersions: []id.RoomVersion{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}})
+	if err != nil {
+		return "", fmt.Errorf("timestamp_to_event: %v; make_join: %w", tsErr, err)
+	}
+	prev := gjson.GetBytes(mj.Event, "prev_events.0")
+	if prev.IsArray() { // room versions 1 and 2: [event_id, hashes]
+		prev = prev.Get("0")
+	}
+	if prev.Str == "" {
+		return "", fmt.Errorf("timestamp_to_event: %v; make_join template has no prev_events", tsErr)
+	}
+	return id.EventID(prev.Str), nil
+}
+
+func shortErr(err error) string {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.RespError != nil {
+		return fmt.Sprintf("%d %s %s", httpErr.Response.StatusCode, httpErr.RespError.ErrCode, httpErr.RespError.Err)
+	}
+	msg := err.Error()
+	if len(msg) > 120 {
+		msg = msg[:120] + "…"
+	}
+	return msg
+}
+
+func (r *Rejoiner) planRoom(ctx context.Context, fc *federation.Client, room string, via, seen []string) *roomPlan {
+	rp := &roomPlan{room: room}
+	var state *federation.RespGetState
+	for _, server := range r.candidates(ctx, room, via, seen) {
+		eventID, err := r.recentEvent(ctx, fc, server, id.RoomID(room))
+		if err == nil {
+			state, err = fc.GetState(ctx, server, id.RoomID(room), eventID)
+		}
+		if err != nil {
+			rp.answers = append(rp.answers, fmt.Sprintf("%s: %s", server, shortErr(err)))
+			continue
+		}
+		rp.server = server
+		rp.answers = append(rp.answers, server+": state at "+eventID.String())
+		break
+	}
+	if state == nil {
+		rp.err = fmt.Errorf("no server gave the room's state (%s)", strings.Join(rp.answers, "; "))
+		return rp
+	}
+	suffix := ":" + r.ServerName
+	var joined []string
+	for _, pdu := range state.PDUs {
+		ev := gjson.ParseBytes(pdu)
+		switch ev.Get("type").Str {
+		case "m.room.join_rules":
+			rp.public = ev.Get("content.join_rule").Str == "public"
+		case "m.room.member":
+			user := ev.Get("state_key").Str
+			if !strings.HasSuffix(user, suffix) {
+				continue
+			}
+			switch ev.Get("content.membership").Str {
+			case "join":
+				joined = append(joined, user)
+			case "invite":
+				rp.invited++
+			case "ban":
+				rp.banned++
+			case "leave":
+				rp.left++
+			}
+		}
+	}
+	slices.Sort(joined)
+	local, err := r.DB.LocalUsers(ctx, joined)
+	if err != nil {
+		rp.err = err
+		return rp
+	}
+	memberships, err := r.DB.LocalMemberships(ctx, room)
+	if err != nil {
+		rp.err = err
+		return rp
+	}
+	for _, u := range joined {
+		deactivated, exists := local[u]
+		switch {
+		case id.UserID(u) == r.BotUser:
+			continue
+		case !exists:
+			rp.missing = append(rp.missing, u)
+		case deactivated:
+			rp.deactivated = append(rp.deactivated, u)
+		case memberships[u] == "join":
+			rp.already = append(rp.already, u)
+		default:
+			rp.join = append(rp.join, u)
+		}
+	}
+	return rp
+}
+
+func listSome(users []string) string {
+	if len(users) > 5 {
+		return strings.Join(users[:5], ", ") + fmt.Sprintf(" and %d more", len(users)-5)
+	}
+	return strings.Join(users, ", ")
+}
+
+// Operation returns the job operation. Args: rooms (comma-separated room IDs, or "all" for
+// every room the logs show since "since"), via (comma-separated servers to ask first).
+func (r *Rejoiner) Operation() *jobs.Operation {
+	return &jobs.Operation{
+		Kind:     KindRecover,
+		Parallel: 8,
+		Plan:     r.plan,
+		Step:     r.step,
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (r *Rejoiner) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
+	if r.DB == nil {
+		return nil, fmt.Errorf("recovery needs Synapse's database: set synapse.database in medic's config")
+	}
+	fc, err := r.Federation()
+	if err != nil {
+		return nil, err
+	} else if fc == nil {
+		return nil, fmt.Errorf("recovery asks other servers for room state, signed with the server's key: set synapse.signing_key_path in medic's config")
+	}
+	via := splitList(args["via"])
+	rooms := splitList(args["rooms"])
+	seen := map[string][]string{}
+	if args["rooms"] == "all" {
+		since, _ := time.ParseDuration(args["since"])
+		found, _, err := ScanForgotten(ctx, r.Logs, time.Now().Add(-since), r.DB, fc)
+		if err != nil {
+			return nil, fmt.Errorf("scan the logs: %w", err)
+		}
+		rooms = nil
+		for _, f := range found {
+			rooms = append(rooms, f.RoomID)
+			seen[f.RoomID] = synapselog.ServerList(f.Servers)
+		}
+		if len(rooms) == 0 {
+			return &jobs.Plan{Nothing: "The logs show no forgotten rooms; nothing to recover."}, nil
+		}
+	}
+	plan := &jobs.Plan{Data: map[string]string{}}
+	var failures []string
+	users := 0
+	for _, room := range rooms {
+		rp := r.planRoom(ctx, fc, room, via, seen[room])
+		if rp.err != nil {
+			failures = append(failures, fmt.Sprintf("`%s`: cannot recover: %v", room, rp.err))
+			continue
+		}
+		line := fmt.Sprintf("`%s` (state from %s): rejoin %d user(s)", room, rp.server, len(rp.join))
+		if len(rp.join) > 0 {
+			line += ": " + listSome(rp.join)
+		}
+		if len(rp.already) > 0 {
+			line += fmt.Sprintf("; %d already joined", len(rp.already))
+		}
+		if len(rp.missing) > 0 {
+			line += fmt.Sprintf("; missing locally, not created: %s", listSome(rp.missing))
+		}
+		if len(rp.deactivated) > 0 {
+			line += fmt.Sprintf("; deactivated, skipped: %s", listSome(rp.deactivated))
+		}
+		if rp.invited+rp.banned+rp.left > 0 {
+			line += fmt.Sprintf("; also %d invited, %d banned, %d left (not touched)", rp.invited, rp.banned, rp.left)
+		}
+		if len(rp.answers) > 1 {
+			line += "; servers asked: " + strings.Join(rp.answers, "; ")
+		}
+		plan.Changes = append(plan.Changes, line)
+		viaList := append([]string{rp.server}, via...)
+		plan.Data["via "+room] = strings.Join(viaList, ",")
+		if rp.public {
+			plan.Data["public "+room] = "yes"
+		}
+		for _, u := range rp.join {
+			plan.Steps = append(plan.Steps, room+" "+u)
+		}
+		users += len(rp.join)
+	}
+	plan.Changes = append(plan.Changes, failures...)
+	if len(plan.Steps) == 0 {
+		return &jobs.Plan{Nothing: "Nothing to rejoin.\n\n* " + strings.Join(plan.Changes, "\n* ")}, nil
+	}
+	plan.Title = fmt.Sprintf("Rejoin %d local user(s) to %d forgotten room(s)", users, len(rooms)-len(failures))
+	plan.Why = "Other servers still list these users as members, but this server forgot the rooms (e.g. after a database restore) and drops their traffic."
+	plan.Risks = []string{
+		fmt.Sprintf("Medic acts as each user with a short-lived token from Synapse's login-as-user admin API (valid %s, logged out right after the join).", tokenLifetime),
+		"Users who do not exist locally any more are reported, never created.",
+	}
+	return plan, nil
+}
+
+func (r *Rejoiner) roomLock(room string) *sync.Mutex {
+	l, _ := r.roomLocks.LoadOrStore(room, &sync.Mutex{})
+	return l.(*sync.Mutex)
+}
+
+func (r *Rejoiner) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
+	room, user, _ := strings.Cut(plan.Steps[idx], " ")
+	via := splitList(plan.Data["via "+room])
+	// The first join of a room brings the server back into it; until then others wait, so
+	// that the rest can use the admin join API (not rate limited) where the room is public.
+	lock := r.roomLock(room)
+	lock.Lock()
+	memberships, err := r.DB.LocalMemberships(ctx, room)
+	if err != nil {
+		lock.Unlock()
+		return err
+	}
+	if memberships[user] == "join" {
+		lock.Unlock()
+		return nil // already in (e.g. the step ran before a crash)
+	}
+	serverIn := false
+	for _, m := range memberships {
+		serverIn = serverIn || m == "join"
+	}
+	if !serverIn {
+		defer lock.Unlock()
+		return r.puppetJoin(ctx, room, user, via)
+	}
+	lock.Unlock()
+	if plan.Data["public "+room] == "yes" {
+		err := r.Admin.JoinUserToRoom(ctx, id.RoomID(room), synapseadmin.ReqJoinUserToRoom{UserID: id.UserID(user)})
+		if err == nil {
+			return nil
+		}
+		zerolog.Ctx(ctx).Debug().Err(err).Str("user", user).Msg("Admin join failed, joining as the user")
+	}
+	return r.puppetJoin(ctx, room, user, via)
+}
+
+// puppetJoin joins as the user with a minted token, honouring 429, and logs the token out.
+func (r *Rejoiner) puppetJoin(ctx context.Context, room, user string, via []string) error {
+	token, err := r.Admin.LoginAsUser(ctx, id.UserID(user), time.Now().Add(tokenLifetime))
+	if err != nil {
+		var httpErr mautrix.HTTPError
+		if errors.As(err, &httpErr) && httpErr.Response != nil && (httpErr.Response.StatusCode == 404 || httpErr.Response.StatusCode == 403) {
+			return fmt.Errorf("%w (if Synapse delegates authentication to MAS, login-as-user is unavailable; see the README for the appservice alternative)", err)
+		}
+		return err
+	}
+	if err = r.Store.AddMinted(ctx, token, user, jobs.JobIDFrom(ctx)); err != nil {
+		_ = logoutToken(ctx, r.HomeserverURL, user, token)
+		return err
+	}
+	defer func() {
+		if err := logoutToken(context.WithoutCancel(ctx), r.HomeserverURL, user, token); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Str("user", user).Msg("Could not log out minted token; it stays recorded and is retried at start")
+			return
+		}
+		_ = r.Store.DeleteMinted(context.WithoutCancel(ctx), token)
+	}()
+	cli, err := mautrix.NewClient(r.HomeserverURL, id.UserID(user), token)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		_, err = cli.JoinRoom(ctx, room, &mautrix.ReqJoinRoom{Via: via})
+		var httpErr mautrix.HTTPError
+		if err == nil || attempt >= 20 || !errors.As(err, &httpErr) || httpErr.RespError == nil || httpErr.RespError.ErrCode != "M_LIMIT_EXCEEDED" {
+			if err != nil {
+				return fmt.Errorf("join: %s", shortErr(err))
+			}
+			return nil
+		}
+		wait := time.Second
+		if ms, ok := httpErr.RespError.ExtraData["retry_after_ms"].(float64); ok && ms > 0 {
+			wait = time.Duration(ms) * time.Millisecond
+		}
+		select {
+		case <-time.After(min(wait, 30*time.Second)):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func logoutToken(ctx context.Context, hsURL, user, token string) error {
+	cli, err := mautrix.NewClient(hsURL, id.UserID(user), token)
+	if err != nil {
+		return err
+	}
+	_, err = cli.Logout(ctx)
+	if errors.Is(err, mautrix.MUnknownToken) {
+		return nil // already invalid
+	}
+	return err
+}
+
+// RevokeMinted logs out every token a run minted and could not log out (medic died
+// mid-join). Called at start.
+func RevokeMinted(ctx context.Context, st *store.Store, hsURL string) error {
+	tokens, err := st.AllMinted(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range tokens {
+		if err = logoutToken(ctx, hsURL, t.UserID, t.Token); err != nil {
+			return fmt.Errorf("log out a token minted for %s: %w", t.UserID, err)
+		}
+		if err = st.DeleteMinted(ctx, t.Token); err != nil {
+			return err
+		}
+	}
+	if len(tokens) > 0 {
+		zerolog.Ctx(ctx).Info().Int("count", len(tokens)).Msg("Logged out tokens left by an interrupted recovery")
+	}
+	return nil
+}
