@@ -105,7 +105,7 @@ func (b *Bot) Start(ctx context.Context) error {
 			b.log.Warn().Err(err).Msg("Failed to set display name")
 		}
 	}
-	if err = recovery.RevokeMinted(ctx, b.store, b.cfg.Homeserver.URL); err != nil {
+	if err = recovery.RevokeMinted(ctx, b.store, b.env.DB, b.Client.UserID, b.cfg.Homeserver.URL); err != nil {
 		b.log.Warn().Err(err).Msg("Could not log out tokens left by an interrupted recovery")
 	}
 	if err = b.env.Jobs.ReportInterrupted(ctx, b.Client); err != nil {

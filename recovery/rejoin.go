@@ -14,7 +14,6 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
-	"maunium.net/go/mautrix/synapseadmin"
 
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/store"
@@ -323,7 +322,7 @@ func (r *Rejoiner) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, id
 	}
 	lock.Unlock()
 	if plan.Data["public "+room] == "yes" {
-		err := r.Admin.JoinUserToRoom(ctx, id.RoomID(room), synapseadmin.ReqJoinUserToRoom{UserID: id.UserID(user)})
+		err := r.Admin.JoinUser(ctx, id.RoomID(room), id.UserID(user), via)
 		if err == nil {
 			return nil
 		}
@@ -357,26 +356,56 @@ func (r *Rejoiner) puppetJoin(ctx context.Context, room, user string, via []stri
 	if err != nil {
 		return err
 	}
+	backoff := time.Second
 	for attempt := 0; ; attempt++ {
 		_, err = cli.JoinRoom(ctx, room, &mautrix.ReqJoinRoom{Via: via})
-		var httpErr mautrix.HTTPError
-		if err == nil || attempt >= 20 || !errors.As(err, &httpErr) || httpErr.RespError == nil || httpErr.RespError.ErrCode != "M_LIMIT_EXCEEDED" {
-			if err != nil {
-				return fmt.Errorf("join: %s", shortErr(err))
-			}
+		if err == nil {
 			return nil
 		}
-		wait := time.Second
-		if ms, ok := httpErr.RespError.ExtraData["retry_after_ms"].(float64); ok && ms > 0 {
-			wait = time.Duration(ms) * time.Millisecond
+		wait, retry := retryAfter(err)
+		if !retry || attempt >= 20 {
+			return fmt.Errorf("join: %s", shortErr(err))
+		}
+		if wait == backoffMarker {
+			// One refused make_join (e.g. the other server's own join rate limit) makes
+			// Synapse back off from that server for 10 minutes, which would stall the whole
+			// recovery: clear that backoff (admin API) before trying again.
+			for _, server := range via {
+				_ = r.Admin.ResetConnection(ctx, server)
+			}
+			wait = min(backoff, 16*time.Second)
+			backoff = min(backoff*2, 16*time.Second)
 		}
 		select {
-		case <-time.After(min(wait, 30*time.Second)):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 }
+
+// retryAfter says whether a failed join is worth retrying and after how long: 429 (as long
+// as the server asks), and a 502 from a remote join whose make_join was rate limited by the
+// other server (Synapse does not pass that server's retry_after_ms on, so back off).
+func retryAfter(err error) (time.Duration, bool) {
+	var httpErr mautrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.RespError == nil {
+		return 0, false
+	}
+	switch {
+	case httpErr.RespError.ErrCode == "M_LIMIT_EXCEEDED":
+		if ms, ok := httpErr.RespError.ExtraData["retry_after_ms"].(float64); ok && ms > 0 {
+			return min(time.Duration(ms)*time.Millisecond, 30*time.Second), true
+		}
+		return time.Second, true
+	case httpErr.Response != nil && httpErr.Response.StatusCode == 502 && strings.Contains(httpErr.RespError.Err, "make_join"):
+		return backoffMarker, true
+	}
+	return 0, false
+}
+
+// backoffMarker tells puppetJoin to clear Synapse's federation backoff and wait its own.
+const backoffMarker = -1
 
 func logoutToken(ctx context.Context, hsURL, user, token string) error {
 	cli, err := mautrix.NewClient(hsURL, id.UserID(user), token)
@@ -391,17 +420,32 @@ func logoutToken(ctx context.Context, hsURL, user, token string) error {
 }
 
 // RevokeMinted logs out every token a run minted and could not log out (medic died
-// mid-join). Called at start.
-func RevokeMinted(ctx context.Context, st *store.Store, hsURL string) error {
-	tokens, err := st.AllMinted(ctx)
+// mid-join). Called at start. Synapse's database, when configured, names every
+// login-as-user token the bot's account minted, including one minted in the instant before
+// a crash, before medic could record it.
+func RevokeMinted(ctx context.Context, st *store.Store, db *synapse.DB, botUser id.UserID, hsURL string) error {
+	recorded, err := st.AllMinted(ctx)
 	if err != nil {
 		return err
 	}
-	for _, t := range tokens {
-		if err = logoutToken(ctx, hsURL, t.UserID, t.Token); err != nil {
-			return fmt.Errorf("log out a token minted for %s: %w", t.UserID, err)
+	tokens := map[string]string{}
+	for _, t := range recorded {
+		tokens[t.Token] = t.UserID
+	}
+	if db != nil {
+		fromDB, err := db.PuppetTokens(ctx, botUser.String())
+		if err != nil {
+			return err
 		}
-		if err = st.DeleteMinted(ctx, t.Token); err != nil {
+		for _, p := range fromDB {
+			tokens[p[0]] = p[1]
+		}
+	}
+	for token, user := range tokens {
+		if err = logoutToken(ctx, hsURL, user, token); err != nil {
+			return fmt.Errorf("log out a token minted for %s: %w", user, err)
+		}
+		if err = st.DeleteMinted(ctx, token); err != nil {
 			return err
 		}
 	}

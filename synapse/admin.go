@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -147,4 +148,19 @@ func (a *Admin) LoginAsUser(ctx context.Context, user id.UserID, validUntil time
 		return "", fmt.Errorf("log in as %s: %w", user, err)
 	}
 	return resp.AccessToken, nil
+}
+
+// JoinUser makes a local user join a room (POST …/join/{room}), which is not rate limited.
+// Synapse needs the room to be public or the admin in it; via names servers in the room.
+func (a *Admin) JoinUser(ctx context.Context, room id.RoomID, user id.UserID, via []string) error {
+	u := a.Client.Client.BuildURLWithFullQuery(mautrix.SynapseAdminURLPath{"v1", "join", room}, func(q url.Values) {
+		for _, s := range via {
+			q.Add("server_name", s)
+		}
+	})
+	_, err := a.Client.Client.MakeRequest(ctx, http.MethodPost, u, map[string]any{"user_id": user}, nil)
+	if err != nil {
+		return fmt.Errorf("admin join %s to %s: %w", user, room, err)
+	}
+	return nil
 }

@@ -138,3 +138,18 @@ func (db *DB) LocalMemberships(ctx context.Context, roomID string) (map[string]s
 	})
 	return out, err
 }
+
+// puppetTokensQuery finds login-as-user tokens an admin account minted and nobody logged out.
+const puppetTokensQuery = `SELECT token, user_id FROM access_tokens WHERE puppets_user_id = $1`
+
+// PuppetTokens returns (token, user) pairs of tokens minted by admin with login-as-user.
+func (db *DB) PuppetTokens(ctx context.Context, admin string) ([][2]string, error) {
+	rows, err := db.Pool.Query(ctx, puppetTokensQuery, admin)
+	if err != nil {
+		return nil, fmt.Errorf("find minted tokens: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]string, error) {
+		var p [2]string
+		return p, r.Scan(&p[0], &p[1])
+	})
+}

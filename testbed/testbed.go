@@ -238,8 +238,8 @@ func UniqueName(prefix string) string {
 // AdminAPI returns mautrix-go's Synapse admin client for an admin's client.
 func AdminAPI(cli *mautrix.Client) *synapseadmin.Client { return &synapseadmin.Client{Client: cli} }
 
-// Exec runs SQL on the homeserver's database (for fault injection in tests).
-func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
+// withConn runs fn with a connection to the homeserver's database.
+func (h *Homeserver) withConn(t testing.TB, fn func(ctx context.Context, conn *pgx.Conn) error) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, h.DSN)
@@ -247,23 +247,30 @@ func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
 		t.Fatalf("connect to %s's database: %v", h.Name, err)
 	}
 	defer conn.Close(ctx)
-	if _, err = conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
+	if err = fn(ctx, conn); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// Count runs a query returning one integer on the homeserver's database.
-func (h *Homeserver) Count(t testing.TB, sql string, args ...any) int {
+// Exec runs SQL on the homeserver's database (for fault injection in tests).
+func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, h.DSN)
-	if err != nil {
-		t.Fatalf("connect to %s's database: %v", h.Name, err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err = conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
+	h.withConn(t, func(ctx context.Context, conn *pgx.Conn) error {
+		if _, err := conn.Exec(ctx, sql, args...); err != nil {
+			return fmt.Errorf("%s: %w", sql, err)
+		}
+		return nil
+	})
+}
+
+// Count runs a query returning one integer on the homeserver's database.
+func (h *Homeserver) Count(t testing.TB, sql string, args ...any) (n int) {
+	t.Helper()
+	h.withConn(t, func(ctx context.Context, conn *pgx.Conn) error {
+		if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+			return fmt.Errorf("%s: %w", sql, err)
+		}
+		return nil
+	})
 	return n
 }

@@ -171,7 +171,7 @@ func execCommand(cfg *config.Config, line string, yes bool, stdin io.Reader, std
 		return 1
 	}
 	defer env.Close()
-	if err = recovery.RevokeMinted(ctx, st, cfg.Homeserver.URL); err != nil {
+	if err = recovery.RevokeMinted(ctx, st, env.DB, cfg.Bot.UserID, cfg.Homeserver.URL); err != nil {
 		fmt.Fprintln(stderr, "warning:", err)
 	}
 	env.Confirm = terminal.Confirmer(stdin, stdout, yes)

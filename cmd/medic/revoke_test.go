@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/synapse-medic/medic/testbed"
+)
+
+// joinHonouring429 joins as a user, waiting as long as Synapse asks on 429.
+func joinHonouring429(t *testing.T, cli *mautrix.Client, roomID id.RoomID, via string) {
+	t.Helper()
+	for attempt := 0; attempt < 60; attempt++ {
+		_, err := cli.JoinRoom(context.Background(), roomID.String(), &mautrix.ReqJoinRoom{Via: []string{via}})
+		var httpErr mautrix.HTTPError
+		if err == nil {
+			return
+		} else if !errors.As(err, &httpErr) || httpErr.RespError == nil || httpErr.RespError.ErrCode != "M_LIMIT_EXCEEDED" {
+			t.Fatalf("%s join: %v", cli.UserID, err)
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("%s could not join", cli.UserID)
+}
+
+// TestRecoverKillRevokesTokens kills medic (SIGKILL) while it joins users with minted tokens;
+// the next start logs every such token out.
+func TestRecoverKillRevokesTokens(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	const n = 25
+	var users []*mautrix.Client
+	var ids []string
+	for i := 0; i < n; i++ {
+		u := tb.Register(t, tb.HS1, testbed.UniqueName("k"), false)
+		users = append(users, u)
+		ids = append(ids, u.UserID.String())
+	}
+	dump := filepath.Join(t.TempDir(), "hs1.dump")
+	tb.Dump(t, tb.HS1, dump)
+
+	// An invite-only room: every rejoin must go through a minted token (no admin join).
+	remote := tb.Admin(t, tb.HS2)
+	room, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if _, err = remote.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: u.UserID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, u := range users {
+		joinHonouring429(t, u, room.RoomID, tb.HS2.Name)
+	}
+	tb.Restore(t, tb.HS1, dump)
+	if _, err = remote.SendMessageEvent(ctx, room.RoomID, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	p := &medicProcess{bin: buildMedic(t), cfg: filepath.Join(dir, "config.yaml"), dataDir: filepath.Join(dir, "data")}
+	err = os.WriteFile(p.cfg, []byte(fmt.Sprintf(`
+homeserver: {url: %q, server_name: %q}
+bot: {user_id: "@medic:%s", password: %q}
+admins: ["@admin:%s"]
+data_dir: %s
+synapse:
+  database: %q
+  signing_key_path: %q
+federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
+`, tb.HS1.URL, tb.HS1.Name, tb.HS1.Name, tb.MedicPassword, tb.HS1.Name, p.dataDir, tb.HS1.DSN, tb.HS1.SigningKeyPath())), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(p.bin, "exec", "-c", p.cfg, "--yes", "!recover room "+room.RoomID.String()+" via "+tb.HS2.Name)
+	if err = p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
+
+	db, err := sql.Open("sqlite3-fk-wal", "file:"+filepath.Join(p.dataDir, "medic.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	inFlight := func() int {
+		var c int
+		_ = db.QueryRow(`SELECT count(*) FROM minted_token`).Scan(&c)
+		return c
+	}
+	for deadline := time.Now().Add(90 * time.Second); inFlight() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("medic never minted a token")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	p.kill(t)
+	left := inFlight()
+	live := tb.HS1.Count(t, `SELECT count(*) FROM access_tokens WHERE puppets_user_id IS NOT NULL AND user_id = ANY($1)`, ids)
+	t.Logf("killed with %d recorded tokens, %d live puppet tokens in Synapse", left, live)
+	if left == 0 {
+		t.Fatal("no token was in flight at the kill")
+	}
+
+	// Any start of medic logs them out (here the terminal; the bot does the same).
+	if code := run([]string{"exec", "-c", p.cfg, "!jobs"}, nil, os.Stdout, os.Stderr); code != 0 {
+		t.Fatalf("restart exit %d", code)
+	}
+	if n := inFlight(); n != 0 {
+		t.Errorf("%d tokens still recorded after restart", n)
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM access_tokens WHERE puppets_user_id IS NOT NULL AND user_id = ANY($1)`, ids); n != 0 {
+		t.Errorf("%d minted tokens are still valid after restart", n)
+	}
+}
