@@ -139,8 +139,9 @@ func (db *DB) LocalMemberships(ctx context.Context, roomID string) (map[string]s
 	return out, err
 }
 
-// puppetTokensQuery finds login-as-user tokens an admin account minted and nobody logged out.
-const puppetTokensQuery = `SELECT token, user_id FROM access_tokens WHERE puppets_user_id = $1`
+// puppetTokensQuery finds login-as-user tokens an admin account minted and nobody logged out
+// (Synapse stores the minting admin in user_id and the user acted as in puppets_user_id).
+const puppetTokensQuery = `SELECT token, puppets_user_id FROM access_tokens WHERE user_id = $1 AND puppets_user_id IS NOT NULL`
 
 // PuppetTokens returns (token, user) pairs of tokens minted by admin with login-as-user.
 func (db *DB) PuppetTokens(ctx context.Context, admin string) ([][2]string, error) {

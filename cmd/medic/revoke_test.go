@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,6 +87,13 @@ federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 		t.Fatal(err)
 	}
 	p.cmd = exec.Command(p.bin, "exec", "-c", p.cfg, "--yes", "!recover room "+room.RoomID.String()+" via "+tb.HS2.Name)
+	var out lockedOutput
+	p.cmd.Stdout, p.cmd.Stderr = &out, &out
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("medic output:\n%s", out.String())
+		}
+	})
 	if err = p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -100,18 +109,20 @@ federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 		_ = db.QueryRow(`SELECT count(*) FROM minted_token`).Scan(&c)
 		return c
 	}
-	for deadline := time.Now().Add(90 * time.Second); inFlight() == 0; {
+	live := func() int {
+		return tb.HS1.Count(t, `SELECT count(*) FROM access_tokens WHERE puppets_user_id = ANY($1)`, ids)
+	}
+	// Kill while Synapse holds a live minted token (between its login and its logout).
+	for deadline := time.Now().Add(90 * time.Second); live() == 0; {
 		if time.Now().After(deadline) {
 			t.Fatal("medic never minted a token")
 		}
-		time.Sleep(2 * time.Millisecond)
 	}
 	p.kill(t)
-	left := inFlight()
-	live := tb.HS1.Count(t, `SELECT count(*) FROM access_tokens WHERE puppets_user_id IS NOT NULL AND user_id = ANY($1)`, ids)
-	t.Logf("killed with %d recorded tokens, %d live puppet tokens in Synapse", left, live)
-	if left == 0 {
-		t.Fatal("no token was in flight at the kill")
+	left, stillLive := inFlight(), live()
+	t.Logf("killed with %d recorded tokens, %d live minted tokens in Synapse", left, stillLive)
+	if stillLive == 0 {
+		t.Fatal("no minted token was live at the kill")
 	}
 
 	// Any start of medic logs them out (here the terminal; the bot does the same).
@@ -121,7 +132,25 @@ federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 	if n := inFlight(); n != 0 {
 		t.Errorf("%d tokens still recorded after restart", n)
 	}
-	if n := tb.HS1.Count(t, `SELECT count(*) FROM access_tokens WHERE puppets_user_id IS NOT NULL AND user_id = ANY($1)`, ids); n != 0 {
+	if n := live(); n != 0 {
 		t.Errorf("%d minted tokens are still valid after restart", n)
 	}
+}
+
+// lockedOutput collects a child process's output.
+type lockedOutput struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (o *lockedOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.Write(p)
+}
+
+func (o *lockedOutput) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
 }
