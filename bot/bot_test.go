@@ -29,29 +29,11 @@ func TestMain(m *testing.M) { testbed.Main(m) }
 
 const wait = 30 * time.Second
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	lock sync.Mutex
-	buf  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.lock.Lock()
-	defer s.lock.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.lock.Lock()
-	defer s.lock.Unlock()
-	return s.buf.String()
-}
-
 type runningBot struct {
 	*bot.Bot
 	cfg   *config.Config
 	store *store.Store
-	logs  *syncBuffer
+	logs  *testbed.Buffer
 	stop  func()
 }
 
@@ -82,7 +64,7 @@ func botConfig(t *testing.T, tb *testbed.Testbed, botUser id.UserID, admins ...i
 
 func startBot(t *testing.T, cfg *config.Config) *runningBot {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testbed.Buffer{}
 	log := zerolog.New(logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 	ctx, cancel := context.WithCancel(log.WithContext(context.Background()))
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {

@@ -1,10 +1,8 @@
 package terminal
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -14,22 +12,12 @@ import (
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/testbed"
 )
-
-type lockedBuffer struct {
-	sync.Mutex
-	bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.Lock()
-	defer b.Unlock()
-	return b.Buffer.Write(p)
-}
 
 // newTestRunner returns a runner whose admin API points at a closed port: commands that need
 // Synapse fail fast with a message, which is what this unit test wants to see handled.
-func newTestRunner(t testing.TB, out *lockedBuffer) *Runner {
+func newTestRunner(t testing.TB, out *testbed.Buffer) *Runner {
 	dir := t.TempDir()
 	cfg, err := config.Parse([]byte("data_dir: "+dir), dir)
 	if err != nil {
@@ -53,7 +41,7 @@ func newTestRunner(t testing.TB, out *lockedBuffer) *Runner {
 }
 
 func TestRunOutcomes(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &testbed.Buffer{}
 	r := newTestRunner(t, out)
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -97,10 +85,10 @@ func FuzzRun(f *testing.F) {
 		"!help --command=x", "!help --command", "! help", "!approve abc", "!cancel", "!job x y", "!federation reset a b", "!pnig", "!help \x00", "!help <a> <b", "!versio n", "!ping\n!help"} {
 		f.Add(seed)
 	}
-	out := &lockedBuffer{}
+	out := &testbed.Buffer{}
 	r := newTestRunner(f, out)
 	f.Fuzz(func(t *testing.T, line string) {
-		logs := &lockedBuffer{}
+		logs := &testbed.Buffer{}
 		out.Reset()
 		ctx := zerolog.New(logs).WithContext(context.Background())
 		_ = r.Run(ctx, line)

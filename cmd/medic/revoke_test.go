@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -89,7 +87,7 @@ federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 		t.Fatal(err)
 	}
 	p.cmd = exec.Command(p.bin, "exec", "-c", p.cfg, "--yes", "!recover room "+room.RoomID.String()+" via "+tb.HS2.Name)
-	var out lockedOutput
+	var out testbed.Buffer
 	p.cmd.Stdout, p.cmd.Stderr = &out, &out
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -153,7 +151,7 @@ federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 	if len(suspended) == 0 {
 		t.Fatal("every user was back before the kill; nothing left to fail")
 	}
-	var again lockedOutput
+	var again testbed.Buffer
 	code := run([]string{"exec", "-c", p.cfg, "--yes", "!recover room " + room.RoomID.String() + " via " + tb.HS2.Name}, nil, &again, &again)
 	if code == 0 || !strings.Contains(again.String(), "failed: ") {
 		t.Fatalf("joins of suspended users did not fail (exit %d):\n%s", code, again.String())
@@ -162,22 +160,4 @@ federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 		t.Errorf("%d minted tokens are still valid after failed joins", n)
 	}
 	t.Logf("%d joins failed as expected; no minted token left", len(suspended))
-}
-
-// lockedOutput collects a child process's output.
-type lockedOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *lockedOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *lockedOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
 }
