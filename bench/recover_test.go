@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -99,20 +98,7 @@ func BenchmarkRecoverRoom200(b *testing.B) {
 	if out, err := exec.Command("go", "build", "-tags", "goolm", "-o", bin, "../cmd/medic").CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
-	cfg := filepath.Join(dir, "config.yaml")
-	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
-homeserver: {url: %q, server_name: %q}
-bot: {user_id: "@medic:%s", password: %q}
-admins: ["@admin:%s"]
-data_dir: %s
-synapse:
-  database: %q
-  signing_key_path: %q
-federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
-`, tb.HS1.URL, tb.HS1.Name, tb.HS1.Name, tb.MedicPassword, tb.HS1.Name, filepath.Join(dir, "data"), tb.HS1.DSN, tb.HS1.SigningKeyPath())), 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := tb.MedicConfig(b, dir, tb.HS1.UserID("medic"), tb.MedicPassword)
 	b.ResetTimer()
 	start := time.Now()
 	out, err := exec.Command(bin, "exec", "-c", cfg, "--yes", "!recover room "+room.String()+" via "+tb.HS2.Name).CombinedOutput()

@@ -3,6 +3,7 @@
 package bot
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -178,7 +179,7 @@ func (b *Bot) crossSign(ctx context.Context) error {
 			b.log.Warn().Str("recovery_key_file", path).Msg("Cross-signing keys exist but the recovery key file is unreadable; the bot's device stays unverified")
 			return nil
 		}
-		if err = mach.VerifyWithRecoveryKey(ctx, string(trimSpace(raw))); err != nil {
+		if err = mach.VerifyWithRecoveryKey(ctx, string(bytes.TrimSpace(raw))); err != nil {
 			return fmt.Errorf("verify device with the recovery key in %s: %w", path, err)
 		}
 		b.log.Info().Msg("Device cross-signed with the stored recovery key")
@@ -231,7 +232,7 @@ func (b *Bot) Run(ctx context.Context) error {
 func readOrCreateSecret(path string) ([]byte, error) {
 	raw, err := os.ReadFile(path)
 	if err == nil {
-		return trimSpace(raw), nil
+		return bytes.TrimSpace(raw), nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
@@ -244,11 +245,4 @@ func writeSecret(path string, data []byte) error {
 		return err
 	}
 	return os.WriteFile(path, data, 0o600)
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"maunium.net/go/mautrix/event/cmdschema"
@@ -44,7 +45,7 @@ func helpOne(ce *Event, pfx string, path []string) {
 	name := strings.TrimPrefix(strings.ToLower(path[0]), pfx)
 	var h *Handler
 	for _, c := range ce.Meta.Commands {
-		if c.Name == name || contains(c.Aliases, name) {
+		if c.Name == name || slices.Contains(c.Aliases, name) {
 			h = c
 		}
 	}
@@ -76,13 +77,4 @@ func helpOne(ce *Event, pfx string, path []string) {
 		fmt.Fprintf(&b, "\n* `%s` — %s", usage(pfx, sub, h.Name), describe(sub))
 	}
 	reply(ce, b.String())
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -299,3 +299,27 @@ func (b *Buffer) Reset() {
 	defer b.mu.Unlock()
 	b.buf.Reset()
 }
+
+// MedicConfig writes a medic config for hs1 into dir (data in dir/data): the given bot
+// account, hs1's admin as the admin, and Synapse's database, signing key and logs, with the
+// testing-only federation switch on. It returns the config's path.
+func (tb *Testbed) MedicConfig(t testing.TB, dir string, bot id.UserID, password string) string {
+	t.Helper()
+	h := tb.HS1
+	path := filepath.Join(dir, "config.yaml")
+	err := os.WriteFile(path, []byte(fmt.Sprintf(`
+homeserver: {url: %q, server_name: %q}
+bot: {user_id: %q, password: %q}
+admins: [%q]
+data_dir: %s
+synapse:
+  database: %q
+  signing_key_path: %q
+  logs: [{type: file, path: %q}]
+federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
+`, h.URL, h.Name, bot, password, h.UserID("admin"), filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*")), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -85,17 +85,7 @@ func TestKillMidJobAndResume(t *testing.T) {
 	acct := tb.Register(t, tb.HS1, testbed.UniqueName("medickill"), true)
 	_, _ = acct.Logout(ctx)
 	dir := t.TempDir()
-	p := &medicProcess{bin: buildMedic(t), cfg: filepath.Join(dir, "config.yaml"), dataDir: filepath.Join(dir, "data")}
-	err := os.WriteFile(p.cfg, []byte(fmt.Sprintf(`
-homeserver: {url: %q, server_name: %q}
-bot: {user_id: %q, password: %q}
-admins: ["@admin:%s"]
-data_dir: %s
-logging: {level: info}
-`, tb.HS1.URL, tb.HS1.Name, acct.UserID, tb.UserPassword, tb.HS1.Name, p.dataDir)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := &medicProcess{bin: buildMedic(t), cfg: tb.MedicConfig(t, dir, acct.UserID, tb.UserPassword), dataDir: filepath.Join(dir, "data")}
 	p.start(t)
 	admin := testbed.Syncing(t, tb.Admin(t, tb.HS1))
 	var roomID id.RoomID
@@ -118,7 +108,7 @@ logging: {level: info}
 	plan := admin.WaitFor(60*time.Second, "the plan", fromBot("Plan "))
 	body := testbed.Message(plan).Body
 	jobID := strings.Trim(strings.TrimSuffix(strings.Fields(body[strings.Index(body, "Plan ")+5:])[0], ":"), "*")
-	if _, err = admin.SendReaction(ctx, roomID, plan.ID, "✅"); err != nil {
+	if _, err := admin.SendReaction(ctx, roomID, plan.ID, "✅"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -83,16 +82,7 @@ func TestRecoverScanAfterRestore(t *testing.T) {
 		}
 	}
 
-	cfg := writeConfig(t, fmt.Sprintf(`
-homeserver: {url: %q, server_name: %q}
-bot: {user_id: "@medic:%s", password: %q}
-admins: ["@admin:%s"]
-synapse:
-  database: %q
-  signing_key_path: %q
-  logs: [{type: file, path: %q}]
-federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
-`, tb.HS1.URL, tb.HS1.Name, tb.HS1.Name, tb.MedicPassword, tb.HS1.Name, tb.HS1.DSN, tb.HS1.SigningKeyPath(), tb.HS1.LogPath()+"*"))
+	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
 
 	// hs2 delivers over federation at its own pace: scan until every room shows up.
 	var out string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,20 +69,7 @@ func TestRecoverKillRevokesTokens(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	p := &medicProcess{bin: buildMedic(t), cfg: filepath.Join(dir, "config.yaml"), dataDir: filepath.Join(dir, "data")}
-	err = os.WriteFile(p.cfg, []byte(fmt.Sprintf(`
-homeserver: {url: %q, server_name: %q}
-bot: {user_id: "@medic:%s", password: %q}
-admins: ["@admin:%s"]
-data_dir: %s
-synapse:
-  database: %q
-  signing_key_path: %q
-federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
-`, tb.HS1.URL, tb.HS1.Name, tb.HS1.Name, tb.MedicPassword, tb.HS1.Name, p.dataDir, tb.HS1.DSN, tb.HS1.SigningKeyPath())), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := &medicProcess{bin: buildMedic(t), cfg: tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword), dataDir: filepath.Join(dir, "data")}
 	p.cmd = exec.Command(p.bin, "exec", "-c", p.cfg, "--yes", "!recover room "+room.RoomID.String()+" via "+tb.HS2.Name)
 	var out testbed.Buffer
 	p.cmd.Stdout, p.cmd.Stderr = &out, &out
