@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:--tags=goolm}"
 if [ -z "${MEDIC_TESTBED_HS1_URL:-}" ]; then
+  # This run brings the testbed up and down: hold the testbed lock for all of it.
+  exec 9>/tmp/medic-testbed.lock
+  flock 9
+  export MEDIC_TESTBED_LOCK_HELD=1
   trap './testbed/testbed.sh down' EXIT
   # shellcheck disable=SC2046
   export $(./testbed/testbed.sh up | grep '^MEDIC_TESTBED_' | xargs)

@@ -11,6 +11,11 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 command -v curl >/dev/null || { apt-get update -qq; apt-get install -y -qq curl >/dev/null; }
 
+# One user of the testbed at a time on this machine (see testbed/lock.go).
+exec 9>/tmp/medic-testbed.lock
+flock 9
+export MEDIC_TESTBED_LOCK_HELD=1
+
 trap './testbed/testbed.sh down' EXIT
 env_out=$(./testbed/testbed.sh up)
 # shellcheck disable=SC2046

@@ -64,6 +64,7 @@ func Script() string {
 
 // Main runs the package's tests against the testbed.
 func Main(m *testing.M) {
+	lockTestbed()
 	ownUp := os.Getenv("MEDIC_TESTBED_HS1_URL") == ""
 	if ownUp {
 		out, err := exec.Command(Script(), "up").Output()
