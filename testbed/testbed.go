@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,7 +66,10 @@ func Script() string {
 // Main runs the package's tests against the testbed.
 func Main(m *testing.M) {
 	lockTestbed()
-	ownUp := os.Getenv("MEDIC_TESTBED_HS1_URL") == ""
+	// Whoever brings the testbed up under the lock takes it down again. An environment that
+	// names a testbed is trusted only while both servers answer: another package run may have
+	// taken its own testbed down since.
+	ownUp := !answers(os.Getenv("MEDIC_TESTBED_HS1_URL")) || !answers(os.Getenv("MEDIC_TESTBED_HS2_URL"))
 	if ownUp {
 		out, err := exec.Command(Script(), "up").Output()
 		if err != nil {
@@ -84,6 +88,20 @@ func Main(m *testing.M) {
 		_ = exec.Command(Script(), "down").Run()
 	}
 	os.Exit(code)
+}
+
+// answers reports whether a homeserver's client API responds.
+func answers(url string) bool {
+	if url == "" {
+		return false
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url + "/_matrix/client/versions")
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 func parseEnv(out []byte) map[string]string {
