@@ -325,6 +325,7 @@ func (b *Buffer) Reset() {
 func (tb *Testbed) MedicConfig(t testing.TB, dir string, bot id.UserID, password string) string {
 	t.Helper()
 	h := tb.HS1
+	checker := AuthChecker(t)
 	path := filepath.Join(dir, "config.yaml")
 	err := os.WriteFile(path, []byte(fmt.Sprintf(`
 homeserver: {url: %q, server_name: %q}
@@ -335,10 +336,43 @@ synapse:
   database: %q
   signing_key_path: %q
   logs: [{type: file, path: %q}]
+  restart_command: %q
 federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
-`, h.URL, h.Name, bot, password, h.UserID("admin"), filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*")), 0o600)
+unreject: {auth_checker: %q}
+`, h.URL, h.Name, bot, password, h.UserID("admin"), filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*",
+		tb.script+" restart "+fmt.Sprint(h.N), checker)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+var (
+	checkerOnce sync.Once
+	checkerPath string
+	checkerErr  error
+)
+
+// AuthChecker builds medic-authcheck (with GOEXPERIMENT=jsonv2, as the Makefile does) once per
+// test process and returns its path.
+func AuthChecker(t testing.TB) string {
+	t.Helper()
+	checkerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "medic-authcheck")
+		if err != nil {
+			checkerErr = err
+			return
+		}
+		checkerPath = filepath.Join(dir, "medic-authcheck")
+		cmd := exec.Command("go", "build", "-o", checkerPath, "./cmd/medic-authcheck")
+		cmd.Dir = filepath.Join(filepath.Dir(Script()), "..")
+		cmd.Env = append(os.Environ(), "GOEXPERIMENT=jsonv2", "GOFLAGS=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			checkerErr = fmt.Errorf("build medic-authcheck: %w\n%s", err, out)
+		}
+	})
+	if checkerErr != nil {
+		t.Fatal(checkerErr)
+	}
+	return checkerPath
 }
