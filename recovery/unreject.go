@@ -62,6 +62,15 @@ type Verification struct {
 	ByID        map[string]string   // event ID → type, for the report
 }
 
+func (v *Verification) verdict(eventID string) authcheck.Verdict {
+	for _, f := range v.Fail {
+		if f.EventID == eventID {
+			return f
+		}
+	}
+	return authcheck.Verdict{EventID: eventID, OK: true}
+}
+
 // Verify checks a room's rejected events with the auth checker: the roots (all chains', or
 // the one given) against their own auth events, then every event of their chains in depth
 // order with the roots' verdicts applied. Nothing is changed.
@@ -263,9 +272,9 @@ func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, erro
 		status := "passes the auth rules against its own auth events, its content hash and its signature"
 		switch {
 		case slices.Contains(v.Forced, r):
-			status = "**FAILS** the auth rules but is forced by `--force`"
+			status = "**FAILS** (" + VerdictText(v.verdict(r)) + ") but is forced by `--force`"
 		case !slices.Contains(v.Pass, r):
-			status = "fails the auth rules: stays rejected"
+			status = "fails (" + VerdictText(v.verdict(r)) + "): stays rejected"
 		}
 		line := fmt.Sprintf("Root `%s` (%s from %s, reason %s): %s; %d event(s) rejected after it.", r, c.Root.Type, c.Root.Sender, c.Root.Reason, status, c.Descendants)
 		if c.Log != nil {
@@ -305,11 +314,18 @@ func writeFailures(b *strings.Builder, fails []authcheck.Verdict, limit int) {
 			fmt.Fprintf(b, "\n* … and %d more", len(fails)-limit)
 			break
 		}
-		fmt.Fprintf(b, "\n* `%s`: rule %s", f.EventID, f.Rule)
-		if f.Error != "" && !strings.Contains(f.Rule, f.Error) {
-			fmt.Fprintf(b, " — %s", f.Error)
-		}
+		fmt.Fprintf(b, "\n* `%s`: %s", f.EventID, VerdictText(f))
 	}
+}
+
+// VerdictText says why an event fails, e.g. "auth rule 8: sender does not have sufficient
+// power level to send event (100 > 0)".
+func VerdictText(v authcheck.Verdict) string {
+	switch v.Rule {
+	case "signature", "event id", "parse", "auth":
+		return v.Rule + " check failed: " + v.Error
+	}
+	return "auth rule " + v.Rule + ": " + v.Error
 }
 
 func typeList(types map[string]int, byID map[string]string, forced []string) string {

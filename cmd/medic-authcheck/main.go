@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"maunium.net/go/mautrix/federation/eventauth"
@@ -133,12 +134,12 @@ func (c *checker) check(in authcheck.Input) (v authcheck.Verdict) {
 	}
 	if err = eventauth.Authorize(c.rv, p, nil, c.getEvents, c.getKey); err != nil {
 		var afe eventauth.AuthFailError
+		v.Rule, v.Error = "auth", err.Error()
 		if errors.As(err, &afe) {
-			v.Rule = afe.Index + " " + afe.Message
-		} else {
-			v.Rule = "auth"
+			// "fail 8: sender does not have … (100 > 0)" → rule "8", the rest as the detail.
+			v.Rule = afe.Index
+			v.Error = strings.TrimPrefix(err.Error(), "fail "+afe.Index+": ")
 		}
-		v.Error = err.Error()
 		return v
 	}
 	accepted = true

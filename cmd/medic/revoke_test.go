@@ -147,6 +147,10 @@ func TestRecoverFailedJoinRevokesToken(t *testing.T) {
 		}
 		joinHonouring429(t, u, room.RoomID, tb.HS2.Name)
 	}
+	// The second join is local to hs1 (already in the room) and reaches hs2 by a federation
+	// transaction: wait for it before the restore throws hs1's queue away.
+	waitRows(t, tb.HS2, 2, "hs2 has both joins", `SELECT count(*) FROM current_state_events c JOIN room_memberships m USING (event_id)
+		WHERE c.room_id = $1 AND m.membership = 'join' AND c.state_key = ANY($2)`, room.RoomID, ids)
 	tb.Restore(t, tb.HS1, dump)
 
 	dir := t.TempDir()
