@@ -97,6 +97,12 @@ func Say(ctx context.Context, format string, args ...any) {
 	}
 }
 
+// WithJobID is the context a step of job jobID runs with (for running a step outside the
+// manager, e.g. in a benchmark).
+func WithJobID(ctx context.Context, jobID string) context.Context {
+	return context.WithValue(ctx, jobIDKey{}, jobID)
+}
+
 // JobIDFrom returns the ID of the job a step runs in.
 func JobIDFrom(ctx context.Context) string {
 	s, _ := ctx.Value(jobIDKey{}).(string)

@@ -52,7 +52,7 @@ const (
 	serverKeysQuery = `SELECT server_name, key_id, ts_valid_until_ms, key_json FROM server_keys_json`
 	// currentStateQuery is the room's current state (indexed by room).
 	currentStateQuery = `SELECT type, state_key, event_id FROM current_state_events WHERE room_id = $1`
-	stateKeysQuery = `SELECT event_id, type, state_key FROM events WHERE event_id = ANY($1) AND state_key IS NOT NULL`
+	stateKeysQuery    = `SELECT event_id, type, state_key FROM events WHERE event_id = ANY($1) AND state_key IS NOT NULL`
 	// rejectedCountQuery counts a set of events of a room that are rejected either way.
 	rejectedCountQuery = `
 		SELECT count(*) FROM events AS e

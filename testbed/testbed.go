@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -385,6 +386,10 @@ func buildJSONv2(t testing.TB, pkg string) string {
 // AuthChecker returns medic-authcheck, built as the Makefile builds it.
 func AuthChecker(t testing.TB) string { return buildJSONv2(t, "./cmd/medic-authcheck") }
 
+// CraftEventBinary returns the craftevent tool (see testbed/craftevent), for streaming many
+// templates through it.
+func CraftEventBinary(t testing.TB) string { return buildJSONv2(t, "./testbed/craftevent") }
+
 // CraftEvent signs an event template as homeserver h (content hash, signature) for a room of
 // the given version and returns its event ID and PDU: for events h itself would refuse to
 // create, delivered over federation by the test.
@@ -408,4 +413,33 @@ func CraftEvent(t testing.TB, h *Homeserver, roomVersion string, template map[st
 		t.Fatalf("craftevent output %q: %v", out, err)
 	}
 	return res.EventID, res.PDU
+}
+
+// ScratchDB creates a database on the testbed's PostgreSQL with a copy of homeserver h's
+// Synapse schema (all tables, or the ones named), without rows, drops it when the test ends,
+// and returns its DSN. Benchmarks and tests fill it with generated rows.
+func ScratchDB(t testing.TB, h *Homeserver, tables ...string) string {
+	t.Helper()
+	name := UniqueName("scratch_")
+	h.Exec(t, "CREATE DATABASE "+name)
+	t.Cleanup(func() { h.Exec(t, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	u, err := url.Parse(h.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	args := []string{"--schema-only", "--no-owner"}
+	for _, tbl := range tables {
+		args = append(args, "-t", tbl)
+	}
+	dump, err := exec.Command("pg_dump", append(args, h.DSN)...).Output()
+	if err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	load := exec.Command("psql", "-q", "-v", "ON_ERROR_STOP=1", u.String())
+	load.Stdin = bytes.NewReader(dump)
+	if out, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("load schema: %v\n%s", err, out)
+	}
+	return u.String()
 }

@@ -315,7 +315,7 @@ func TestUnrejectKilled(t *testing.T) {
 	}
 	all := len(p.chainIDs)
 	var jobID string
-	for _, point := range []string{"after reading events", "after reading rejections", "before commit", "before restart"} {
+	for _, point := range []string{"before changing events", "after changing events", "after changing rejections", "before commit", "before restart"} {
 		cmd := exec.Command(bin, "exec", "-c", cfg, "--yes", "!unreject "+p.room.String())
 		cmd.Env = append(os.Environ(), synapse.HoldPointEnv+"="+point)
 		var out testbed.Buffer
