@@ -333,7 +333,7 @@ func (m *Manager) Approve(ctx context.Context, req Requester, jobID string) (str
 		return "", fmt.Errorf("Job `%s` is already running or finished.", job.ID)
 	}
 	job.State = store.JobRunning
-	m.start(ctx, req, job, op, plan, false)
+	m.start(ctx, req, job, op, plan, req.Confirm != nil) // the terminal waits for the job
 	return "", nil
 }
 
@@ -403,7 +403,8 @@ func (m *Manager) Resume(ctx context.Context, req Requester, jobID string) (stri
 	}
 	job.State = store.JobRunning
 	m.audit(ctx, job.ID, req.User, "resumed")
-	m.start(ctx, req, job, op, plan, false)
+	// On the terminal the command returns when the job ends (its process exits after).
+	m.start(ctx, req, job, op, plan, req.Confirm != nil)
 	return "", nil
 }
 
