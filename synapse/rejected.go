@@ -23,24 +23,19 @@ const (
 		WHERE e.received_ts >= $1 AND ($2 = '' OR e.room_id = $2)
 		GROUP BY e.room_id, r.reason, e.type
 		ORDER BY e.room_id, count(*) DESC`
-	// roomRejectedQuery walks one room's events in depth order (index events_order_room)
-	// and keeps the rejected ones, with the IDs of their auth events.
-	roomRejectedQuery = `
-		SELECT e.event_id, e.type, e.state_key, e.sender, e.depth, coalesce(r.reason, e.rejection_reason),
-			e.received_ts, coalesce(j.json::jsonb -> 'auth_events', '[]'::jsonb)
+	// roomRejectedFrom walks one room's events in depth order (index events_order_room) and
+	// keeps the rejected ones.
+	roomRejectedFrom = `
 		FROM events AS e
 		LEFT JOIN rejections AS r USING (event_id)
 		JOIN event_json AS j USING (event_id)
 		WHERE e.room_id = $1 AND (e.rejection_reason IS NOT NULL OR r.event_id IS NOT NULL)
 		ORDER BY e.topological_ordering, e.stream_ordering`
-	// roomRejectedJSONQuery is the same walk with the events' JSON, for the auth checker.
-	roomRejectedJSONQuery = `
-		SELECT e.event_id, j.json
-		FROM events AS e
-		LEFT JOIN rejections AS r USING (event_id)
-		JOIN event_json AS j USING (event_id)
-		WHERE e.room_id = $1 AND (e.rejection_reason IS NOT NULL OR r.event_id IS NOT NULL)
-		ORDER BY e.topological_ordering, e.stream_ordering`
+	// roomRejectedQuery: the rejected events with the IDs of their auth events.
+	roomRejectedQuery = `SELECT e.event_id, e.type, e.state_key, e.sender, e.depth, coalesce(r.reason, e.rejection_reason),
+		e.received_ts, coalesce(j.json::jsonb -> 'auth_events', '[]'::jsonb)` + roomRejectedFrom
+	// roomRejectedJSONQuery: the same walk with the events' JSON, for the auth checker.
+	roomRejectedJSONQuery = `SELECT e.event_id, j.json` + roomRejectedFrom
 	eventsByIDQuery = `
 		SELECT e.event_id, j.json, (e.rejection_reason IS NOT NULL OR r.event_id IS NOT NULL)
 		FROM events AS e
