@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -58,8 +59,42 @@ type Verification struct {
 	Pass        []string            // events that now pass, in depth order
 	Fail        []authcheck.Verdict // events that still fail, in depth order
 	Forced      []string            // roots accepted despite failing (--force)
-	Types       map[string]int      // types of the passing events
-	ByID        map[string]string   // event ID → type, for the report
+	Types       map[string]int      // types of the events to un-reject
+}
+
+// typeQueue hands event types from the feeding goroutine to the verdict reader, in order.
+// Types are interned: a chain has few distinct ones.
+type typeQueue struct {
+	mu     sync.Mutex
+	items  []string
+	next   int
+	intern map[string]string
+}
+
+func (q *typeQueue) push(t string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.intern == nil {
+		q.intern = map[string]string{}
+	}
+	if s, ok := q.intern[t]; ok {
+		t = s
+	} else {
+		q.intern[t] = t
+	}
+	q.items = append(q.items, t)
+}
+
+func (q *typeQueue) pop() string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.next >= len(q.items) {
+		return ""
+	}
+	t := q.items[q.next]
+	q.items[q.next] = ""
+	q.next++
+	return t
 }
 
 func (v *Verification) verdict(eventID string) authcheck.Verdict {
@@ -90,7 +125,7 @@ func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) 
 	if err != nil {
 		return nil, nil, err
 	}
-	v := &Verification{RoomID: room, RoomVersion: rv, Types: map[string]int{}, ByID: map[string]string{}}
+	v := &Verification{RoomID: room, RoomVersion: rv, Types: map[string]int{}}
 	if rr.Total == 0 {
 		return v, rr, nil
 	}
@@ -111,27 +146,17 @@ func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) 
 		}
 	}
 	selected := map[string]bool{}
-	for _, r := range v.Roots {
-		selected[r] = true
-	}
-	// Which events to check, which servers signed them, and which accepted events they cite.
-	inChain := map[string]bool{}
 	servers := map[string]bool{}
 	cited := map[string]bool{}
-	err = u.DB.RoomRejected(ctx, room, func(ev synapse.RejectedEvent) error {
-		if !selected[rr.RootOf(ev.EventID)] {
-			return nil
+	for _, r := range v.Roots {
+		selected[r] = true
+		c := rr.Chain(r)
+		for s := range c.Servers {
+			servers[s] = true
 		}
-		inChain[ev.EventID] = true
-		v.ByID[ev.EventID] = ev.Type
-		servers[id.UserID(ev.Sender).Homeserver()] = true
-		for _, a := range ev.AuthEvents {
+		for a := range c.Cites {
 			cited[a] = true
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, rr, err
 	}
 	if rv == "12" || strings.HasPrefix(rv, "org.matrix.hydra") {
 		cited["$"+strings.TrimPrefix(room, "!")] = true // the create event's ID is the room ID
@@ -155,26 +180,33 @@ func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) 
 		return nil, rr, err
 	}
 	hdr := authcheck.Header{RoomVersion: rv, Keys: keys}
+	// Verdicts come in the order events were sent to be checked: their types wait in a queue.
+	types := &typeQueue{}
 	feed := func(send func(authcheck.Input) error) error {
 		for _, ev := range contextEvents {
 			if err := send(authcheck.Input{EventID: ev.EventID, Event: ev.JSON, Rejected: ev.Rejected}); err != nil {
 				return err
 			}
 		}
-		return u.DB.RoomRejectedJSON(ctx, room, func(eventID string, js []byte) error {
-			check := inChain[eventID]
+		return u.DB.RoomRejectedJSON(ctx, room, func(eventID, evType string, js []byte) error {
+			check := selected[rr.RootOf(eventID)]
+			if check {
+				types.push(evType)
+			}
 			return send(authcheck.Input{EventID: eventID, Event: js, Rejected: true, Check: check,
 				Force: check && force && eventID == root})
 		})
 	}
 	err = authcheck.Run(ctx, checker, hdr, feed, func(vd authcheck.Verdict) error {
+		evType := types.pop()
 		switch {
 		case vd.OK:
 			v.Pass = append(v.Pass, vd.EventID)
-			v.Types[v.ByID[vd.EventID]]++
+			v.Types[evType]++
 		case force && vd.EventID == root:
 			v.Forced = append(v.Forced, vd.EventID)
 			v.Fail = append(v.Fail, vd)
+			v.Types[evType]++
 		default:
 			v.Fail = append(v.Fail, vd)
 		}
@@ -262,7 +294,7 @@ func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, erro
 	slices.Sort(unreject)
 	sum := sha256.Sum256([]byte(strings.Join(unreject, "\n")))
 	changes := []string{fmt.Sprintf("`%s` (room version %s): un-reject **%d** event(s) (%s): `events.rejection_reason` → NULL and their `rejections` rows deleted, in one transaction scoped to this room; the old rows are kept for `!undo`.",
-		room, v.RoomVersion, len(unreject), typeList(v.Types, v.ByID, v.Forced))}
+		room, v.RoomVersion, len(unreject), typeList(v.Types))}
 	for i, r := range v.Roots {
 		if i == 5 {
 			changes = append(changes, fmt.Sprintf("… and %d more chains", len(v.Roots)-5))
@@ -328,22 +360,15 @@ func VerdictText(v authcheck.Verdict) string {
 	return "auth rule " + v.Rule + ": " + v.Error
 }
 
-func typeList(types map[string]int, byID map[string]string, forced []string) string {
-	t := map[string]int{}
-	for k, n := range types {
-		t[k] += n
-	}
-	for _, f := range forced {
-		t[byID[f]]++
-	}
-	keys := make([]string, 0, len(t))
-	for k := range t {
+func typeList(types map[string]int) string {
+	keys := make([]string, 0, len(types))
+	for k := range types {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%d %s", t[k], k)
+		parts[i] = fmt.Sprintf("%d %s", types[k], k)
 	}
 	return strings.Join(parts, ", ")
 }
@@ -358,9 +383,9 @@ func (u *Unrejecter) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, 
 		if open, _, err := u.DB.JournalCount(ctx, jobID); err == nil && open > 0 {
 			return nil // committed before a restart of medic: the journal is the proof
 		}
-		n, err := u.DB.ApplyJournaled(ctx, jobID, "job "+jobID, []synapse.RowChange{
-			{Table: "events", Key: []string{"event_id"}, Where: synapse.UnrejectEventsWhere, Args: []any{room, events}, Set: synapse.UnrejectEventsSet},
-			{Table: "rejections", Key: []string{"event_id"}, Where: synapse.UnrejectRejectionsWhere, Args: []any{room, events}},
+		n, err := u.DB.ApplyJournaledWith(ctx, jobID, "job "+jobID, synapse.LoadUnrejectIDs(events), []synapse.RowChange{
+			{Table: "events", Key: []string{"event_id"}, Where: synapse.UnrejectEventsWhere, Args: []any{room}, Set: synapse.UnrejectEventsSet},
+			{Table: "rejections", Key: []string{"event_id"}, Where: synapse.UnrejectRejectionsWhere, Args: []any{room}},
 		}, hold)
 		if err != nil {
 			return fmt.Errorf("un-reject: %w", err)
