@@ -103,6 +103,11 @@ func (db *DB) ApplyJournaledWith(ctx context.Context, jobID, actor string, prepa
 	}
 	total := 0
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		// Pairing before- and after-images of 100k rows sorts or hashes them: in memory,
+		// not in temporary files (the default 4 MB would spill).
+		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '64MB'`); err != nil {
+			return err
+		}
 		if prepare != nil {
 			if err := prepare(ctx, tx); err != nil {
 				return err
@@ -161,7 +166,7 @@ func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange,
 		a AS (%[4]s RETURNING %[1]s AS k, to_jsonb(t) AS j),
 		ins AS (
 			INSERT INTO medic.journal (job_id, seq, tbl, op, key, before, after, actor)
-			SELECT $%[6]d, $%[7]d + row_number() OVER (ORDER BY b.k), $%[8]d, $%[9]d, b.k, b.j, %[5]s, $%[10]d
+			SELECT $%[6]d, $%[7]d + row_number() OVER (), $%[8]d, $%[9]d, b.k, b.j, %[5]s, $%[10]d
 			FROM b LEFT JOIN a ON a.k = b.k
 			RETURNING 1)
 		SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM a), (SELECT count(*) FROM ins)`,
