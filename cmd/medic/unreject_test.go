@@ -77,6 +77,10 @@ func newPoisonedRoom(t *testing.T, tb *testbed.Testbed, messages int) *poisonedR
 	tb.HS1.Exec(t, `UPDATE events SET rejection_reason = 'auth_error' WHERE event_id = $1`, p.pl)
 	tb.HS1.Exec(t, `INSERT INTO rejections (event_id, reason, last_check) VALUES ($1, 'auth_error', $2)`, p.pl, fmt.Sprint(time.Now().UnixMilli()))
 	tb.Start(t, tb.HS1)
+	// hs2 may have started backing off from hs1 while it was down; hs2's messages must go now.
+	if err = synapse.NewAdmin(p.remote).ResetConnection(ctx, tb.HS1.Name); err != nil {
+		t.Fatal(err)
+	}
 
 	for i := 0; i < messages; i++ {
 		body := fmt.Sprintf("lost message %d %s", i, testbed.UniqueName(""))
