@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -29,10 +28,6 @@ const RiskRejectedStays = "Synapse assumes that a rejected event stays rejected 
 	"events with their rejection status: the change takes effect only after Synapse restarts, and events it " +
 	"already built on the rejection (e.g. state computed while the event was rejected) are not recomputed."
 
-// RestartWait is how long medic waits for an admin to restart Synapse when no restart
-// command is configured.
-var RestartWait = 30 * time.Minute
-
 // Unrejecter plans and runs !unreject.
 type Unrejecter struct {
 	DB         *synapse.DB
@@ -44,6 +39,10 @@ type Unrejecter struct {
 	// Checker is the configured medic-authcheck path ("" to look next to medic and in $PATH).
 	Checker        string
 	RestartCommand string
+}
+
+func (u *Unrejecter) restarter() *Restarter {
+	return &Restarter{Admin: u.Admin, Command: u.RestartCommand}
 }
 
 // Operation is the job operation.
@@ -264,13 +263,6 @@ func (u *Unrejecter) keys(ctx context.Context, servers map[string]bool) (map[str
 	return out, nil
 }
 
-func (u *Unrejecter) restartText() string {
-	if u.RestartCommand != "" {
-		return fmt.Sprintf("Right after the change medic restarts Synapse with `%s` and waits until it answers again.", u.RestartCommand)
-	}
-	return fmt.Sprintf("No restart command is configured: after the change medic asks you to restart Synapse and waits (up to %s) until it has gone down and answers again.", RestartWait)
-}
-
 func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
 	room, root, force := args["room"], args["root"], args["force"] == "true"
 	v, rr, err := u.Verify(ctx, room, root, force)
@@ -320,7 +312,7 @@ func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, erro
 		writeFailures(&b, v.Fail, 10)
 		changes = append(changes, b.String())
 	}
-	risks := []string{RiskRejectedStays, u.restartText(),
+	risks := []string{RiskRejectedStays, u.restarter().Text(),
 		"Afterwards medic compares the room's state with another server in the room and reports any difference that un-rejecting alone does not fix."}
 	if len(v.Forced) > 0 {
 		risks = append([]string{"⚠️ **--force**: the root breaks the auth rules. Accepting it may hand someone power they never had, and other servers keep rejecting it, so this server's view of the room splits from theirs. Only do this if you know why the rules are wrong here."}, risks...)
@@ -396,59 +388,11 @@ func (u *Unrejecter) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, 
 		if err := hold.At(ctx, "before restart"); err != nil {
 			return err
 		}
-		return u.restart(ctx)
+		return u.restarter().Restart(ctx)
 	case 2:
 		return u.postCheck(ctx, room, events)
 	}
 	return fmt.Errorf("no step %d", idx)
-}
-
-// restart restarts Synapse with the configured command, or asks the admin to, and waits
-// until Synapse answers again.
-func (u *Unrejecter) restart(ctx context.Context) error {
-	if u.RestartCommand != "" {
-		out, err := exec.CommandContext(ctx, "sh", "-c", u.RestartCommand).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("restart command failed: %w: %s", err, lastLine(string(out)))
-		}
-		return u.waitUp(ctx, 5*time.Minute, false)
-	}
-	jobs.Say(ctx, "⚠️ **Restart Synapse now** (e.g. `systemctl restart matrix-synapse`): the change takes effect only after a restart. I'm waiting up to %s and will confirm when it is back.", RestartWait)
-	return u.waitUp(ctx, RestartWait, true)
-}
-
-func lastLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		s = s[i+1:]
-	}
-	return s
-}
-
-// waitUp waits until Synapse answers; with mustGoDown, only after it has been seen down.
-func (u *Unrejecter) waitUp(ctx context.Context, limit time.Duration, mustGoDown bool) error {
-	deadline := time.Now().Add(limit)
-	sawDown := !mustGoDown
-	for time.Now().Before(deadline) {
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		version, err := u.Admin.ServerVersion(pctx)
-		cancel()
-		if err != nil {
-			sawDown = true
-		} else if sawDown {
-			jobs.Note(ctx, "Synapse %s is back up after the restart.", version)
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-	if !sawDown {
-		return fmt.Errorf("Synapse was not restarted within %s; restart it, then `!resume` this job", limit)
-	}
-	return fmt.Errorf("Synapse did not answer within %s of the restart", limit)
 }
 
 // postCheck confirms the events are accepted and compares the room's current state with a

@@ -365,3 +365,42 @@ func TestUnrejectKilled(t *testing.T) {
 		t.Fatalf("after resume: %d events, %d rejections rows still rejected", ev, rej)
 	}
 }
+
+// TestUnrejectAsksForRestart: without a restart command medic asks the admin to restart
+// Synapse, waits until it has gone down and come back, and only then runs the post-check.
+func TestUnrejectAsksForRestart(t *testing.T) {
+	tb := testbed.Get(t)
+	p := newPoisonedRoom(t, tb, 1)
+	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noRestart := regexp.MustCompile(`(?m)^  restart_command: .*$`).ReplaceAllString(string(raw), `  restart_command: ""`)
+	if noRestart == string(raw) {
+		t.Fatal("the test config has no restart_command line to clear")
+	}
+	if err = os.WriteFile(cfg, []byte(noRestart), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out testbed.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"exec", "-c", cfg, "--yes", "!unreject " + p.room.String()}, nil, &out, &out) }()
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(out.String(), "Restart Synapse now"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("medic did not ask for a restart:\n%s", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// It waits: no post-check before the restart.
+	time.Sleep(3 * time.Second)
+	if strings.Contains(out.String(), "Post-check") {
+		t.Fatalf("medic went on without the restart:\n%s", out.String())
+	}
+	tb.Restart(t, tb.HS1)
+	code := <-done
+	t.Logf("output:\n%s", out.String())
+	if code != 0 || !strings.Contains(out.String(), "back up after the restart") || !strings.Contains(out.String(), "Post-check") {
+		t.Fatalf("the job did not finish after the restart (exit %d)", code)
+	}
+}
