@@ -194,7 +194,6 @@ func rejectionRows(t *testing.T, h *testbed.Homeserver) string {
 	return out
 }
 
-var jobIDPattern = regexp.MustCompile("Job `([a-z0-9]+)`")
 
 func execMedic(t *testing.T, cfg string, args ...string) (string, int) {
 	t.Helper()
