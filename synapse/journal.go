@@ -55,7 +55,8 @@ type RowChange struct {
 	// Where selects the rows, over the table aliased as t (e.g. "t.event_id = ANY($1)").
 	Where string
 	Args  []any
-	// Set is the assignment list of an update (e.g. "rejection_reason = NULL"); empty for a delete.
+	// Set is the assignment list of an update (e.g. "rejection_reason = NULL", columns not
+	// qualified); empty for a delete. An update needs Key to be a unique key.
 	Set string
 }
 
@@ -144,46 +145,60 @@ func keyJSON(row map[string]any, key []string) ([]byte, error) {
 	return json.Marshal(k)
 }
 
-// applyOne changes one table's rows and journals them in a single statement: the
-// before-images are read (and locked) in a CTE, the change runs in another, and the journal
-// rows are inserted from both, so nothing passes through medic's memory and a change of
-// 100k rows is one round trip. All parts of the statement see the same snapshot, so the
-// before-images are the rows as they were.
+// applyOne changes one table's rows and journals them in a single statement, so nothing
+// passes through medic's memory and a change of 100k rows is one round trip. A delete returns
+// the deleted rows: their before-images. An update joins the table to its own rows read (and
+// locked) in a subquery, and returns both images per row; every part of the statement sees
+// the same snapshot, so the subquery's rows are the rows as they were.
 func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange, seq *int, crash CrashPoint) (int, error) {
 	tbl := ident(ch.Table)
-	keyParts := make([]string, len(ch.Key))
-	for i, col := range ch.Key {
-		keyParts[i] = fmt.Sprintf("'%s', t.%s", strings.ReplaceAll(col, "'", "''"), pgx.Identifier{col}.Sanitize())
+	keyObj := func(alias string) string {
+		parts := make([]string, len(ch.Key))
+		for i, col := range ch.Key {
+			parts[i] = fmt.Sprintf("'%s', %s.%s", strings.ReplaceAll(col, "'", "''"), alias, pgx.Identifier{col}.Sanitize())
+		}
+		return "jsonb_build_object(" + strings.Join(parts, ", ") + ")"
 	}
-	keyObj := "jsonb_build_object(" + strings.Join(keyParts, ", ") + ")"
-	op, change, after := OpDelete, fmt.Sprintf(`DELETE FROM %s AS t WHERE %s`, tbl, ch.Where), "NULL::jsonb"
-	if ch.Set != "" {
-		op, change, after = OpUpdate, fmt.Sprintf(`UPDATE %s AS t SET %s WHERE %s`, tbl, ch.Set, ch.Where), "a.j"
+	var change string
+	op := OpDelete
+	if ch.Set == "" {
+		change = fmt.Sprintf(`DELETE FROM %s AS t WHERE %s RETURNING %s AS k, to_jsonb(t) AS b, NULL::jsonb AS a`,
+			tbl, ch.Where, keyObj("t"))
+	} else {
+		op = OpUpdate
+		join := make([]string, len(ch.Key))
+		for i, col := range ch.Key {
+			c := pgx.Identifier{col}.Sanitize()
+			join[i] = fmt.Sprintf("u.%s = old.%s", c, c)
+		}
+		change = fmt.Sprintf(`UPDATE %[1]s AS u SET %[2]s
+			FROM (SELECT t.* FROM %[1]s AS t WHERE %[3]s FOR UPDATE) AS old
+			WHERE %[4]s
+			RETURNING %[5]s AS k, to_jsonb(old) AS b, to_jsonb(u) AS a`,
+			tbl, ch.Set, ch.Where, strings.Join(join, " AND "), keyObj("u"))
 	}
 	n := len(ch.Args)
 	query := fmt.Sprintf(`
-		WITH b AS (SELECT %[1]s AS k, to_jsonb(t) AS j FROM %[2]s AS t WHERE %[3]s FOR UPDATE),
-		a AS (%[4]s RETURNING %[1]s AS k, to_jsonb(t) AS j),
+		WITH c AS (%[1]s),
 		ins AS (
 			INSERT INTO medic.journal (job_id, seq, tbl, op, key, before, after, actor)
-			SELECT $%[6]d, $%[7]d + row_number() OVER (), $%[8]d, $%[9]d, b.k, b.j, %[5]s, $%[10]d
-			FROM b LEFT JOIN a ON a.k = b.k
+			SELECT $%[2]d, $%[3]d + row_number() OVER (), $%[4]d, $%[5]d, c.k, c.b, c.a, $%[6]d FROM c
 			RETURNING 1)
-		SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM a), (SELECT count(*) FROM ins)`,
-		keyObj, tbl, ch.Where, change, after, n+1, n+2, n+3, n+4, n+5)
+		SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM ins)`,
+		change, n+1, n+2, n+3, n+4, n+5)
 	if err := crash.at(ctx, tx, "before changing "+ch.Table); err != nil {
 		return 0, err
 	}
 	args := append(slices.Clone(ch.Args), jobID, *seq, ch.Table, op, actor)
-	var read, changed, journaled int
-	if err := tx.QueryRow(ctx, query, args...).Scan(&read, &changed, &journaled); err != nil {
+	var changed, journaled int
+	if err := tx.QueryRow(ctx, query, args...).Scan(&changed, &journaled); err != nil {
 		return 0, err
 	}
-	if read != changed || read != journaled {
-		return 0, fmt.Errorf("read %d rows, changed %d, journaled %d; nothing was changed", read, changed, journaled)
+	if changed != journaled {
+		return 0, fmt.Errorf("changed %d rows but journaled %d; nothing was changed", changed, journaled)
 	}
-	*seq += read
-	return read, crash.at(ctx, tx, "after changing "+ch.Table)
+	*seq += changed
+	return changed, crash.at(ctx, tx, "after changing "+ch.Table)
 }
 
 // ErrDrifted means rows changed since the job changed them, so undo would overwrite someone

@@ -33,7 +33,7 @@ const (
 		ORDER BY e.topological_ordering, e.stream_ordering`
 	// roomRejectedQuery: the rejected events with the IDs of their auth events.
 	roomRejectedQuery = `SELECT e.event_id, e.type, e.state_key, e.sender, e.depth, coalesce(r.reason, e.rejection_reason),
-		e.received_ts, coalesce(j.json::jsonb -> 'auth_events', '[]'::jsonb)` + roomRejectedFrom
+		e.received_ts, coalesce(j.json::json -> 'auth_events', '[]'::json)` + roomRejectedFrom
 	// roomRejectedJSONQuery: the same walk with the events' JSON, for the auth checker.
 	roomRejectedJSONQuery = `SELECT e.event_id, e.type, j.json` + roomRejectedFrom
 	eventsByIDQuery       = `
