@@ -96,6 +96,9 @@ func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result
 		res.worst(st)
 		retry := time.UnixMilli(d.RetryLastTS + d.RetryInterval).Sub(rep.At)
 		res.add(d.Destination, st > OK, d.Destination, ago(dur), ago(max(retry, 0)))
+		if st > OK {
+			res.level(d.Destination, st)
+		}
 	}
 	res.Metrics["failing"] = float64(failing)
 	switch {
@@ -176,6 +179,9 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 		}
 		res.worst(st)
 		res.add(r.RoomID, st > OK, r.RoomID, fmt.Sprint(r.Count), r.First.UTC().Format(time.DateTime), r.Last.UTC().Format(time.DateTime), chainOf[r.RoomID])
+		if st > OK {
+			res.level(r.RoomID, st)
+		}
 	}
 	chainRooms := 0
 	seen := map[string]bool{}
@@ -193,6 +199,7 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 		if !found {
 			res.add(c.RoomID, true, c.RoomID, "0", "", "", chainOf[c.RoomID])
 		}
+		res.level(c.RoomID, Critical)
 	}
 	res.Metrics["rejected"] = float64(total)
 	if total == 0 && chainRooms == 0 {
@@ -271,6 +278,7 @@ func checkExtremities(ctx context.Context, rn *Runner, _ *Report, res *Result) e
 		n++
 		res.worst(st)
 		res.add(r.RoomID, true, r.RoomID, fmt.Sprint(r.Count))
+		res.level(r.RoomID, st)
 	}
 	res.Metrics["rooms"] = float64(n)
 	if n == 0 {
@@ -389,6 +397,9 @@ func checkDisk(_ context.Context, rn *Runner, _ *Report, res *Result) error {
 		}
 		res.worst(st)
 		res.add(d.Name, st > OK, d.Name, d.Path, bytesHuman(free), fmt.Sprintf("%.1f%%", pct))
+		if st > OK {
+			res.level(d.Name, st)
+		}
 		res.Metrics["free_pct_"+d.Name] = pct
 	}
 	res.Summary = fmt.Sprintf("lowest free space %.1f%% (warn below %g%%, critical below %g%%)", worst, th.DiskWarnPercent, th.DiskCriticalPercent)

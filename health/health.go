@@ -69,8 +69,11 @@ type Result struct {
 	Rows    [][]string
 	// Keys names the finding behind each row (room ID, server, table), parallel to Rows;
 	// Items are the keys of rows that are problems, compared across reports.
-	Keys    []string
-	Items   []string
+	Keys  []string
+	Items []string
+	// Levels is each problem item's own status (the check's status is the worst of them and
+	// of anything else it found).
+	Levels  map[string]Status
 	Metrics map[string]float64
 	// New are Items that the previous report did not have (filled in by Run).
 	New []string
@@ -85,7 +88,17 @@ func (r *Result) add(key string, problem bool, cells ...string) {
 	r.Keys = append(r.Keys, key)
 	if problem {
 		r.Items = append(r.Items, key)
+		r.level(key, Warn)
 	}
+}
+
+// level records an item's status (the worst given) and makes it count for the check.
+func (r *Result) level(key string, s Status) {
+	if r.Levels == nil {
+		r.Levels = map[string]Status{}
+	}
+	r.Levels[key] = max(r.Levels[key], s)
+	r.worst(s)
 }
 
 func (r *Result) worst(s Status) {

@@ -28,23 +28,23 @@ func CheckRestoreHazards(ctx context.Context, db *synapse.DB, res *Result) error
 	res.Columns = []string{"hazard", "object", "found", "expected"}
 	var why []string
 	if loc.Collate != "C" || loc.Ctype != "C" {
-		res.worst(Critical)
 		res.add("collation", true, "locale", "database", fmt.Sprintf("collate %s, ctype %s", loc.Collate, loc.Ctype), "C / C")
+		res.level("collation", Critical)
 		why = append(why, fmt.Sprintf("collation %s/%s is not C", loc.Collate, loc.Ctype))
 	} else {
 		res.add("collation", false, "locale", "database", "C / C", "C / C")
 	}
 	for _, o := range foreign {
-		res.worst(Critical)
 		res.add("owner "+o.Name, true, "owner", o.Kind+" "+o.Name, o.Owner, loc.CurrentUser)
+		res.level("owner "+o.Name, Critical)
 	}
 	if len(foreign) > 0 {
 		why = append(why, fmt.Sprintf("%d table(s)/sequence(s) not owned by %s", len(foreign), loc.CurrentUser))
 	}
 	for _, s := range seqs {
 		if s.Last < s.InUse {
-			res.worst(Critical)
 			res.add("sequence "+s.Name, true, "sequence behind", s.Name, fmt.Sprint(s.Last), fmt.Sprintf("≥ %d", s.InUse))
+			res.level("sequence "+s.Name, Critical)
 			why = append(why, s.Name+" is behind its table")
 		}
 	}

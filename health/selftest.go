@@ -43,8 +43,8 @@ func checkFederation(ctx context.Context, rn *Runner, _ *Report, res *Result) er
 	server := cfg.Homeserver.ServerName
 	res.Columns = []string{"step", "result"}
 	fail := func(step, why, hint string) {
-		res.worst(Critical)
 		res.add(step, true, step, "❌ "+why)
+		res.level(step, Critical)
 		if res.Summary == "" {
 			res.Summary = step + ": " + why
 			res.Hint = hint

@@ -24,6 +24,14 @@ PW_MEDIC=medic-pass
 PW_USER=user-pass
 SHARED_SECRET=medic-testbed-shared-secret
 
+# The servers this script starts outlive it: close every descriptor we inherited (beyond
+# stdio and bash's own 255), so they never keep a caller's testbed lock (see testbed/lock.go)
+# or pipe open.
+for fd in /proc/$$/fd/*; do
+  fd=${fd##*/}
+  if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+done
+
 fed_port() { echo $((8480 + $1)); }   # hs1.test:8481, hs2.test:8482 (TLS federation)
 cli_port() { echo $((8000 + $1 * 10 - 2)); } # hs1 8008, hs2 8018 (plain HTTP client/admin)
 srv() { echo "/srv/hs$1"; }
