@@ -78,8 +78,20 @@ func NewEnv(ctx context.Context, cfg *config.Config, st *store.Store, admin *syn
 		recovery.ExtremitiesTrim(admin),
 		recovery.Undo(env.DB),
 		rejoiner.Operation(),
+		env.Unrejecter().Operation(),
 	)
 	return env, nil
+}
+
+// Unrejecter is !unreject's operation, configured.
+func (e *Env) Unrejecter() *recovery.Unrejecter {
+	cfg := e.Config
+	u := &recovery.Unrejecter{DB: e.DB, Admin: e.Admin, Federation: e.Federation, ServerName: cfg.Homeserver.ServerName,
+		Checker: cfg.Unreject.AuthChecker, RestartCommand: cfg.Synapse.RestartCommand}
+	if cfg.Synapse.SigningKeyPath != "" {
+		u.OwnKey = func() (*federation.SigningKey, error) { return synapse.LoadSigningKey(cfg.Synapse.SigningKeyPath) }
+	}
+	return u
 }
 
 // Close releases the connection to Synapse's database.
@@ -209,6 +221,8 @@ func All() []*Handler {
 		federationCommand(),
 		extremitiesCommand(),
 		recoverCommand(),
+		rejectedCommand(),
+		unrejectCommand(),
 		healthCommand(),
 		approveCommand(),
 		cancelCommand(),

@@ -16,6 +16,9 @@ fi
 go test -run '^$' -bench "${MEDIC_BENCH:-PingRoundTrip}" -benchtime "${MEDIC_BENCHTIME:-50x}" -count 1 ./bench
 # The log scan against grep on a generated 1 GB log (MEDIC_BENCH_LOG_MB to change the size).
 go test -run '^$' -bench RecoverScan -benchtime 1x -count 1 ./bench
+# !unreject on a generated 100k-event rejection chain (MEDIC_BENCH_CHAIN to change the size):
+# plan (verify every event) and run times, peak RSS of medic and of the auth checker.
+go test -run '^$' -bench UnrejectChain -benchtime 1x -count 1 -timeout 30m ./bench
 # The full health report on a generated database (5M events, 20M state_groups_state rows;
 # generated once into medic_bench_health, minutes, then reused) with each query's plan checked
 # for sequential scans of events/state_groups_state. MEDIC_BENCH_EVENTS / MEDIC_BENCH_STATE resize it.

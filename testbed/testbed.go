@@ -15,7 +15,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,7 +68,10 @@ func Script() string {
 // Main runs the package's tests against the testbed.
 func Main(m *testing.M) {
 	lockTestbed()
-	ownUp := os.Getenv("MEDIC_TESTBED_HS1_URL") == ""
+	// Whoever brings the testbed up under the lock takes it down again. An environment that
+	// names a testbed is trusted only while both servers answer: another package run may have
+	// taken its own testbed down since.
+	ownUp := !answers(os.Getenv("MEDIC_TESTBED_HS1_URL")) || !answers(os.Getenv("MEDIC_TESTBED_HS2_URL"))
 	if ownUp {
 		out, err := exec.Command(Script(), "up").Output()
 		if err != nil {
@@ -84,6 +90,20 @@ func Main(m *testing.M) {
 		_ = exec.Command(Script(), "down").Run()
 	}
 	os.Exit(code)
+}
+
+// answers reports whether a homeserver's client API responds.
+func answers(url string) bool {
+	if url == "" {
+		return false
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url + "/_matrix/client/versions")
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 func parseEnv(out []byte) map[string]string {
@@ -239,8 +259,8 @@ func UniqueName(prefix string) string {
 // AdminAPI returns mautrix-go's Synapse admin client for an admin's client.
 func AdminAPI(cli *mautrix.Client) *synapseadmin.Client { return &synapseadmin.Client{Client: cli} }
 
-// withConn runs fn with a connection to the homeserver's database.
-func (h *Homeserver) withConn(t testing.TB, fn func(ctx context.Context, conn *pgx.Conn) error) {
+// WithConn runs fn with a connection to the homeserver's database; an error fails the test.
+func (h *Homeserver) WithConn(t testing.TB, fn func(ctx context.Context, conn *pgx.Conn) error) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, h.DSN)
@@ -256,7 +276,7 @@ func (h *Homeserver) withConn(t testing.TB, fn func(ctx context.Context, conn *p
 // Exec runs SQL on the homeserver's database (for fault injection in tests).
 func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
-	h.withConn(t, func(ctx context.Context, conn *pgx.Conn) error {
+	h.WithConn(t, func(ctx context.Context, conn *pgx.Conn) error {
 		if _, err := conn.Exec(ctx, sql, args...); err != nil {
 			return fmt.Errorf("%s: %w", sql, err)
 		}
@@ -267,7 +287,7 @@ func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
 // Count runs a query returning one integer on the homeserver's database.
 func (h *Homeserver) Count(t testing.TB, sql string, args ...any) (n int) {
 	t.Helper()
-	h.withConn(t, func(ctx context.Context, conn *pgx.Conn) error {
+	h.WithConn(t, func(ctx context.Context, conn *pgx.Conn) error {
 		if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
 			return fmt.Errorf("%s: %w", sql, err)
 		}
@@ -307,6 +327,7 @@ func (b *Buffer) Reset() {
 func (tb *Testbed) MedicConfig(t testing.TB, dir string, bot id.UserID, password string) string {
 	t.Helper()
 	h := tb.HS1
+	checker := AuthChecker(t)
 	path := filepath.Join(dir, "config.yaml")
 	err := os.WriteFile(path, []byte(fmt.Sprintf(`
 homeserver: {url: %q, server_name: %q}
@@ -317,10 +338,108 @@ synapse:
   database: %q
   signing_key_path: %q
   logs: [{type: file, path: %q}]
+  restart_command: %q
 federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
-`, h.URL, h.Name, bot, password, h.UserID("admin"), filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*")), 0o600)
+unreject: {auth_checker: %q}
+`, h.URL, h.Name, bot, password, h.UserID("admin"), filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*",
+		tb.script+" restart "+fmt.Sprint(h.N), checker)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+var jsonv2Builds sync.Map // package path → *jsonv2Build
+
+type jsonv2Build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildJSONv2 builds one of the project's commands that need GOEXPERIMENT=jsonv2 (mautrix-go's
+// federation/pdu), once per test process, and returns the binary's path.
+func buildJSONv2(t testing.TB, pkg string) string {
+	t.Helper()
+	v, _ := jsonv2Builds.LoadOrStore(pkg, &jsonv2Build{})
+	b := v.(*jsonv2Build)
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "medic-jsonv2")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, filepath.Base(pkg))
+		cmd := exec.Command("go", "build", "-o", b.path, pkg)
+		cmd.Dir = filepath.Join(filepath.Dir(Script()), "..")
+		cmd.Env = append(os.Environ(), "GOEXPERIMENT=jsonv2", "GOFLAGS=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("build %s: %w\n%s", pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// AuthChecker returns medic-authcheck, built as the Makefile builds it.
+func AuthChecker(t testing.TB) string { return buildJSONv2(t, "./cmd/medic-authcheck") }
+
+// CraftEventBinary returns the craftevent tool (see testbed/craftevent), for streaming many
+// templates through it.
+func CraftEventBinary(t testing.TB) string { return buildJSONv2(t, "./testbed/craftevent") }
+
+// CraftEvent signs an event template as homeserver h (content hash, signature) for a room of
+// the given version and returns its event ID and PDU: for events h itself would refuse to
+// create, delivered over federation by the test.
+func CraftEvent(t testing.TB, h *Homeserver, roomVersion string, template map[string]any) (string, json.RawMessage) {
+	t.Helper()
+	in, err := json.Marshal(template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(buildJSONv2(t, "./testbed/craftevent"), h.Name, h.SigningKeyPath(), roomVersion)
+	cmd.Stdin = bytes.NewReader(in)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("craftevent: %v\n%s", err, out)
+	}
+	var res struct {
+		EventID string          `json:"event_id"`
+		PDU     json.RawMessage `json:"pdu"`
+	}
+	if err = json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("craftevent output %q: %v", out, err)
+	}
+	return res.EventID, res.PDU
+}
+
+// ScratchDB creates a database on the testbed's PostgreSQL with a copy of homeserver h's
+// Synapse schema (all tables, or the ones named), without rows, drops it when the test ends,
+// and returns its DSN. Benchmarks and tests fill it with generated rows.
+func ScratchDB(t testing.TB, h *Homeserver, tables ...string) string {
+	t.Helper()
+	name := UniqueName("scratch_")
+	h.Exec(t, "CREATE DATABASE "+name)
+	t.Cleanup(func() { h.Exec(t, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	u, err := url.Parse(h.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	args := []string{"--schema-only", "--no-owner"}
+	for _, tbl := range tables {
+		args = append(args, "-t", tbl)
+	}
+	dump, err := exec.Command("pg_dump", append(args, h.DSN)...).Output()
+	if err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	load := exec.Command("psql", "-q", "-v", "ON_ERROR_STOP=1", u.String())
+	load.Stdin = bytes.NewReader(dump)
+	if out, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("load schema: %v\n%s", err, out)
+	}
+	return u.String()
 }

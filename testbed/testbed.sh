@@ -6,6 +6,7 @@
 #   testbed.sh down      stop both homeservers
 #   testbed.sh start N   start homeserver N (1 or 2) again with its existing data
 #   testbed.sh stop N    stop homeserver N (SIGTERM, waits)
+#   testbed.sh restart N stop, then start homeserver N (medic's restart_command in tests)
 #   testbed.sh recreatedb N  drop and create hsN's empty database (Synapse must be stopped)
 #   testbed.sh env       print the facts tests need, as shell variables
 #
@@ -256,6 +257,7 @@ case "$cmd" in
   down) down ;;
   start) start "$1" ;;
   stop) stop "$1" ;;
+  restart) stop "$1"; start "$1" ;;
   recreatedb) pg_start; createdb_hs "$1" ;;
   env) env_out ;;
   *) sed -n '2,12p' "$0" >&2; exit 2 ;;

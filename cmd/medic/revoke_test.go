@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +35,37 @@ func joinHonouring429(t *testing.T, cli *mautrix.Client, roomID id.RoomID, via s
 	t.Fatalf("%s could not join", cli.UserID)
 }
 
+// forgottenPrivateRoom is incident 1 with an invite-only room (so every rejoin goes through a
+// minted token, never the admin join): after a dump of hs1, hs2 invites the users and they
+// join; then hs1's database is restored. It returns the room and hs2's admin.
+func forgottenPrivateRoom(t *testing.T, tb *testbed.Testbed, users []*mautrix.Client) (*mautrix.RespCreateRoom, *mautrix.Client) {
+	t.Helper()
+	ctx := context.Background()
+	dump := filepath.Join(t.TempDir(), "hs1.dump")
+	tb.Dump(t, tb.HS1, dump)
+	remote := tb.Admin(t, tb.HS2)
+	room, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, len(users))
+	for i, u := range users {
+		if _, err = remote.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: u.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = u.UserID.String()
+	}
+	for _, u := range users {
+		joinHonouring429(t, u, room.RoomID, tb.HS2.Name)
+	}
+	// Joins after the first are local to hs1 (already in the room) and reach hs2 by federation
+	// transactions: wait for them before the restore throws hs1's queue away.
+	waitRows(t, tb.HS2, len(users), "hs2 has every join", `SELECT count(*) FROM current_state_events c JOIN room_memberships m USING (event_id)
+		WHERE c.room_id = $1 AND m.membership = 'join' AND c.state_key = ANY($2)`, room.RoomID, ids)
+	tb.Restore(t, tb.HS1, dump)
+	return room, remote
+}
+
 // TestRecoverKillRevokesTokens kills medic (SIGKILL) while it joins users with minted tokens;
 // the next start logs every such token out.
 func TestRecoverKillRevokesTokens(t *testing.T) {
@@ -46,25 +79,8 @@ func TestRecoverKillRevokesTokens(t *testing.T) {
 		users = append(users, u)
 		ids = append(ids, u.UserID.String())
 	}
-	dump := filepath.Join(t.TempDir(), "hs1.dump")
-	tb.Dump(t, tb.HS1, dump)
-
-	// An invite-only room: every rejoin must go through a minted token (no admin join).
-	remote := tb.Admin(t, tb.HS2)
-	room, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range users {
-		if _, err = remote.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: u.UserID}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, u := range users {
-		joinHonouring429(t, u, room.RoomID, tb.HS2.Name)
-	}
-	tb.Restore(t, tb.HS1, dump)
-	if _, err = remote.SendMessageEvent(ctx, room.RoomID, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "hi"}); err != nil {
+	room, remote := forgottenPrivateRoom(t, tb, users)
+	if _, err := remote.SendMessageEvent(ctx, room.RoomID, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "hi"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -78,7 +94,7 @@ func TestRecoverKillRevokesTokens(t *testing.T) {
 			t.Logf("medic output:\n%s", out.String())
 		}
 	})
-	if err = p.cmd.Start(); err != nil {
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
@@ -118,5 +134,56 @@ func TestRecoverKillRevokesTokens(t *testing.T) {
 	}
 	if n := live(); n != 0 {
 		t.Errorf("%d minted tokens are still valid after restart", n)
+	}
+}
+
+// TestRecoverFailedJoinRevokesToken makes one join fail between the plan and the run (hs2 bans
+// the user after the terminal showed the plan) and checks that the token minted for that
+// failed join is logged out like the others.
+func TestRecoverFailedJoinRevokesToken(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	banned := tb.Register(t, tb.HS1, testbed.UniqueName("fb"), false)
+	fine := tb.Register(t, tb.HS1, testbed.UniqueName("ff"), false)
+	ids := []string{banned.UserID.String(), fine.UserID.String()}
+	room, remote := forgottenPrivateRoom(t, tb, []*mautrix.Client{banned, fine})
+
+	dir := t.TempDir()
+	cfg := tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword)
+	stdin, answer := io.Pipe()
+	var out testbed.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"exec", "-c", cfg, "!recover room " + room.RoomID.String() + " via " + tb.HS2.Name}, stdin, &out, &out)
+	}()
+	t.Cleanup(func() { _ = answer.Close() })
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(out.String(), "Approve? [y/N]"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no approval prompt:\n%s", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	plan := out.String()
+	if !strings.Contains(plan, banned.UserID.String()) && !strings.Contains(plan, "2 users") {
+		t.Fatalf("the plan does not rejoin both users:\n%s", plan)
+	}
+	// Between the plan and the run, hs2 bans one of them: that join must now fail.
+	if _, err := remote.BanUser(ctx, room.RoomID, &mautrix.ReqBanUser{UserID: banned.UserID, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(answer, "y\n"); err != nil {
+		t.Fatal(err)
+	}
+	code := <-done
+	report := out.String()
+	t.Logf("medic output:\n%s", report)
+	if code == 0 || !strings.Contains(report, "failed") || !strings.Contains(report, banned.UserID.String()) {
+		t.Fatalf("the banned user's join did not fail in the report (exit %d)", code)
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND user_id = $2 AND membership = 'join'`, room.RoomID, fine.UserID); n != 1 {
+		t.Errorf("%s was not rejoined", fine.UserID)
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM access_tokens WHERE puppets_user_id = ANY($1)`, ids); n != 0 {
+		t.Errorf("%d minted tokens are still valid after a failed join", n)
 	}
 }
