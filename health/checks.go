@@ -25,7 +25,7 @@ func Checks() []*Check {
 		{ID: "federation", Title: "Federation self-test", Description: "how the world reaches the server: name resolution, TLS, key server, a signed request with an escaped room ID", Run: checkFederation},
 		{ID: "destinations", Title: "Failing destinations", Description: "remote servers Synapse is backing off from, and for how long", Run: checkDestinations},
 		{ID: "forgotten", Title: "Forgotten rooms", Description: "rooms whose federation traffic Synapse dropped since the last report (from its logs)", Run: checkForgotten},
-		{ID: "rejections", Title: "Rejected events", Description: "new rejected events per room since the last report; rooms with a rejection chain", Run: checkRejections},
+		{ID: "rejections", Title: "Rejected events", Description: "new rejected events per room since the last report; rooms where they form a rejection chain", Run: checkRejections},
 		{ID: "partial-joins", Title: "Partial joins", Description: "rooms stuck in a partial (faster) join", Run: checkPartialJoins},
 		{ID: "extremities", Title: "Forward extremities", Description: "rooms with too many forward extremities", Run: checkExtremities},
 		{ID: "size", Title: "Database size", Description: "database size, largest tables, biggest rooms by state (estimated)", Run: checkSize},
@@ -152,66 +152,82 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 		return errNoDB
 	}
 	th := rn.th()
-	rooms, err := rn.DB.RejectionsSince(ctx, rep.Since)
+	// The rejection diagnosis of !rejected / !unreject: counts per room since the window's
+	// start, then the room's chains (a root rejected event and the rejected events citing it).
+	groups, err := rn.DB.RejectedGroups(ctx, rep.Since, "")
 	if err != nil {
 		return err
 	}
-	chains, err := rn.DB.RejectedAuthEvents(ctx)
-	if err != nil {
-		return err
+	type roomCount struct {
+		count       int
+		first, last time.Time
 	}
-	res.Columns = []string{"room", "new rejected", "first", "last", "chain"}
-	chainOf := map[string]string{}
-	for _, c := range chains {
-		if _, ok := chainOf[c.RoomID]; !ok {
-			chainOf[c.RoomID] = fmt.Sprintf("%s %s rejected, %d rejected after it", c.Type, c.EventID, c.LaterRejected)
+	var order []string
+	counts := map[string]*roomCount{}
+	for _, g := range groups {
+		c, ok := counts[g.RoomID]
+		if !ok {
+			c = &roomCount{first: g.First, last: g.Last}
+			counts[g.RoomID] = c
+			order = append(order, g.RoomID)
 		}
+		c.count += g.Count
+		c.first, c.last = minTime(c.first, g.First), maxTime(c.last, g.Last)
 	}
-	total := 0
-	for _, r := range rooms {
-		total += r.Count
+	slices.SortStableFunc(order, func(a, b string) int { return counts[b].count - counts[a].count })
+	res.Columns = []string{"room", "new rejected", "first", "last", "chain"}
+	total, chainRooms := 0, 0
+	for _, room := range order {
+		c := counts[room]
+		total += c.count
 		st := OK
 		switch {
-		case r.Count >= th.RejectionsCritical:
+		case c.count >= th.RejectionsCritical:
 			st = Critical
-		case r.Count >= th.RejectionsWarn:
+		case c.count >= th.RejectionsWarn:
 			st = Warn
 		}
-		res.worst(st)
-		res.add(r.RoomID, st > OK, r.RoomID, fmt.Sprint(r.Count), r.First.UTC().Format(time.DateTime), r.Last.UTC().Format(time.DateTime), chainOf[r.RoomID])
+		chain := ""
+		rr, err := recovery.RoomChains(ctx, rn.DB, room)
+		if err != nil {
+			return err
+		}
+		if len(rr.Chains) > 0 && rr.Chains[0].Descendants > 0 {
+			top := rr.Chains[0]
+			chain = fmt.Sprintf("%s %s rejected, %d later event(s) rejected because they cite it", top.Root.Type, top.Root.EventID, top.Descendants)
+			st = Critical
+			chainRooms++
+		}
+		res.add(room, st > OK, room, fmt.Sprint(c.count), c.first.UTC().Format(time.DateTime), c.last.UTC().Format(time.DateTime), chain)
 		if st > OK {
-			res.level(r.RoomID, st)
+			res.level(room, st)
 		}
-	}
-	chainRooms := 0
-	seen := map[string]bool{}
-	for _, c := range chains {
-		if seen[c.RoomID] {
-			continue
-		}
-		seen[c.RoomID] = true
-		chainRooms++
-		res.worst(Critical)
-		found := slices.Contains(res.Keys, c.RoomID)
-		if found && !slices.Contains(res.Items, c.RoomID) {
-			res.Items = append(res.Items, c.RoomID)
-		}
-		if !found {
-			res.add(c.RoomID, true, c.RoomID, "0", "", "", chainOf[c.RoomID])
-		}
-		res.level(c.RoomID, Critical)
 	}
 	res.Metrics["rejected"] = float64(total)
-	if total == 0 && chainRooms == 0 {
+	if total == 0 {
 		res.Summary = fmt.Sprintf("no rejected events since %s", rep.Since.UTC().Format(time.DateTime))
 		return nil
 	}
-	res.Summary = fmt.Sprintf("%d rejected event(s) in %d room(s) since %s", total, len(rooms), rep.Since.UTC().Format(time.DateTime))
+	res.Summary = fmt.Sprintf("%d rejected event(s) in %d room(s) since %s", total, len(order), rep.Since.UTC().Format(time.DateTime))
 	if chainRooms > 0 {
-		res.Summary += fmt.Sprintf("; %d room(s) with a rejected auth event (a rejection chain silences the room)", chainRooms)
+		res.Summary += fmt.Sprintf("; %d room(s) with a rejection chain (the room goes silent for local users)", chainRooms)
 	}
-	res.Hint = fmt.Sprintf("`%sunreject <room>` re-checks the rejected events against the auth rules and restores those that pass", rn.pfx())
+	res.Hint = fmt.Sprintf("`%srejected <room>` shows the chains; `%sunreject <room>` re-checks them against the auth rules and restores those that pass", rn.pfx(), rn.pfx())
 	return nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func checkPartialJoins(ctx context.Context, rn *Runner, rep *Report, res *Result) error {

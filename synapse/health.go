@@ -8,28 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// RoomRejections is a room's rejected events in a time window.
-type RoomRejections struct {
-	RoomID      string
-	Count       int
-	First, Last time.Time
-}
-
-// RejectionsSince counts rejected events per room received since a time.
-func (db *DB) RejectionsSince(ctx context.Context, since time.Time) ([]RoomRejections, error) {
-	rows, err := db.Pool.Query(ctx, HealthRejectionsQuery, since.UnixMilli())
-	if err != nil {
-		return nil, fmt.Errorf("count rejections: %w", err)
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (RoomRejections, error) {
-		var rr RoomRejections
-		var first, last int64
-		err := r.Scan(&rr.RoomID, &rr.Count, &first, &last)
-		rr.First, rr.Last = time.UnixMilli(first), time.UnixMilli(last)
-		return rr, err
-	})
-}
-
 // DayCount is a count for one room on one UTC day.
 type DayCount struct {
 	RoomID string
@@ -49,29 +27,6 @@ func (db *DB) RejectionsPerDay(ctx context.Context, since time.Time) ([]DayCount
 		err := r.Scan(&dc.RoomID, &day, &dc.Count)
 		dc.Day = time.Unix(day*86400, 0).UTC()
 		return dc, err
-	})
-}
-
-// RejectedAuthEvent is a rejected auth-relevant state event and how many rejected events
-// followed it in its room.
-type RejectedAuthEvent struct {
-	RoomID, EventID, Type string
-	Received              time.Time
-	LaterRejected         int
-}
-
-// RejectedAuthEvents lists rejected auth-relevant state events, oldest first.
-func (db *DB) RejectedAuthEvents(ctx context.Context) ([]RejectedAuthEvent, error) {
-	rows, err := db.Pool.Query(ctx, HealthRejectionChainQuery)
-	if err != nil {
-		return nil, fmt.Errorf("find rejection chains: %w", err)
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (RejectedAuthEvent, error) {
-		var e RejectedAuthEvent
-		var ts int64
-		err := r.Scan(&e.RoomID, &e.EventID, &e.Type, &ts, &e.LaterRejected)
-		e.Received = time.UnixMilli(ts)
-		return e, err
 	})
 }
 

@@ -159,17 +159,6 @@ func (db *DB) PuppetTokens(ctx context.Context, admin string) ([][2]string, erro
 // small tables, primary-key or index lookups, or a sample; never a full scan of events or
 // state_groups_state (the bench checks their plans).
 const (
-	// HealthRejectionsQuery counts rejected events per room received since $1. rejections is
-	// small and has no room column: each row is looked up in events by its unique event_id
-	// (LATERAL keeps it a per-row index lookup whatever the planner estimates).
-	HealthRejectionsQuery = `
-		SELECT e.room_id, count(*), min(e.received_ts), max(e.received_ts)
-		FROM rejections r
-		CROSS JOIN LATERAL (SELECT ev.room_id, ev.received_ts FROM events ev WHERE ev.event_id = r.event_id) e
-		WHERE e.received_ts >= $1
-		GROUP BY e.room_id
-		ORDER BY count(*) DESC, e.room_id
-		LIMIT 50`
 	// HealthRejectionsPerDayQuery: rejected events per room and UTC day since $1 (for the chart).
 	HealthRejectionsPerDayQuery = `
 		SELECT e.room_id, (e.received_ts / 86400000)::bigint AS day, count(*)
@@ -178,21 +167,6 @@ const (
 		WHERE e.received_ts >= $1
 		GROUP BY 1, 2
 		ORDER BY 2, 1`
-	// HealthRejectionChainQuery finds rooms with a rejection chain: a rejected state event
-	// that the auth rules depend on (create, power levels, join rules, membership) followed by
-	// later rejected events in the same room. Minimal stand-in until the rejection diagnosis
-	// of issue 5 (recovery/rejected.go) is available. Later rejected events are counted by
-	// walking rejections (small) with event_id lookups, not the room's events.
-	HealthRejectionChainQuery = `
-		SELECT e.room_id, e.event_id, e.type, e.received_ts,
-			(SELECT count(*) FROM rejections lr
-				CROSS JOIN LATERAL (SELECT 1 FROM events l WHERE l.event_id = lr.event_id
-					AND l.room_id = e.room_id AND l.stream_ordering > e.stream_ordering) x) AS later
-		FROM rejections r
-		CROSS JOIN LATERAL (SELECT ev.room_id, ev.event_id, ev.type, ev.received_ts, ev.stream_ordering
-			FROM events ev WHERE ev.event_id = r.event_id) e
-		WHERE e.type IN ('m.room.create', 'm.room.power_levels', 'm.room.join_rules', 'm.room.member')
-		ORDER BY e.received_ts`
 	// HealthPartialJoinsQuery lists rooms in a partial (faster) join, aged by their join event.
 	HealthPartialJoinsQuery = `
 		SELECT p.room_id, coalesce(p.joined_via, ''), e.received_ts
@@ -253,9 +227,9 @@ var HealthQueries = []struct {
 	SQL  string
 	Args []any
 }{
-	{"rejections since", HealthRejectionsQuery, []any{int64(0)}},
+	{"rejected groups", rejectedGroupsQuery, []any{int64(0), ""}},
+	{"room chain walk", roomRejectedQuery, []any{"!room1:bench.example"}},
 	{"rejections per day", HealthRejectionsPerDayQuery, []any{int64(0)}},
-	{"rejection chains", HealthRejectionChainQuery, nil},
 	{"partial joins", HealthPartialJoinsQuery, nil},
 	{"extremities", roomsWithExtremitiesQuery, []any{10, 20}},
 	{"database size", HealthDatabaseSizeQuery, nil},

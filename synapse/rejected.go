@@ -36,7 +36,7 @@ const (
 		e.received_ts, coalesce(j.json::jsonb -> 'auth_events', '[]'::jsonb)` + roomRejectedFrom
 	// roomRejectedJSONQuery: the same walk with the events' JSON, for the auth checker.
 	roomRejectedJSONQuery = `SELECT e.event_id, j.json` + roomRejectedFrom
-	eventsByIDQuery = `
+	eventsByIDQuery       = `
 		SELECT e.event_id, j.json, (e.rejection_reason IS NOT NULL OR r.event_id IS NOT NULL)
 		FROM events AS e
 		LEFT JOIN rejections AS r USING (event_id)
