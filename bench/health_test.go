@@ -25,6 +25,9 @@ import (
 // many forward extremities, partial joins. It is kept between runs (same sizes: reused).
 const healthBenchDB = "medic_bench_health"
 
+// healthBenchVersion changes when the generated data changes, so an old database is redone.
+const healthBenchVersion = "v2"
+
 func envInt(key string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v > 0 {
 		return v
@@ -41,7 +44,7 @@ func generateHealthDB(b *testing.B, tb *testbed.Testbed, events, stateRows int) 
 		var ev, st string
 		err = conn.QueryRow(ctx, `SELECT coalesce(obj_description('events'::regclass), ''), coalesce(obj_description('state_groups_state'::regclass), '')`).Scan(&ev, &st)
 		_ = conn.Close(ctx)
-		if err == nil && ev == fmt.Sprint(events) && st == fmt.Sprint(stateRows) {
+		if err == nil && ev == fmt.Sprintf("%d %s", events, healthBenchVersion) && st == fmt.Sprint(stateRows) {
 			fmt.Printf("health bench: reusing %s (%d events, %d state rows)\n", healthBenchDB, events, stateRows)
 			return dsn
 		}
@@ -83,9 +86,18 @@ func generateHealthDB(b *testing.B, tb *testbed.Testbed, events, stateRows int) 
 			FROM generate_series(0, %d) g`, events, stateRows-1),
 		// 20k rejected events spread over the week, and the power-levels events (chains).
 		fmt.Sprintf(`INSERT INTO rejections (event_id, reason, last_check)
-			SELECT '$ev' || (g * 250), 'auth_error', (%d)::text FROM generate_series(1, %d) g`, now, events/250),
+			SELECT '$ev' || (g * 250 - g %% 97), 'auth_error', (%d)::text FROM generate_series(1, %d) g`, now, events/250),
 		fmt.Sprintf(`INSERT INTO rejections (event_id, reason, last_check)
 			SELECT '$ev' || g, 'auth_error', (%d)::text FROM generate_series(250000, %d, 250000) g ON CONFLICT DO NOTHING`, now, events),
+		// The rejected events' JSON (the chain walk reads their auth events): each cites the
+		// power levels of its room when the room has a rejected one, which makes chains.
+		fmt.Sprintf(`WITH pl AS (SELECT '!room' || (g %% 1000 + 1) || ':bench.example' AS room_id, '$ev' || g AS event_id
+				FROM generate_series(250000, %d, 250000) g)
+			INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
+			SELECT r.event_id, e.room_id, '{}',
+				json_build_object('auth_events', coalesce((SELECT json_agg(pl.event_id) FROM pl
+					WHERE pl.room_id = e.room_id AND pl.event_id <> e.event_id), '[]'::json))::text, 3
+			FROM rejections r JOIN events e USING (event_id)`, events),
 		// 20 rooms with 15 forward extremities each, one with 60, plus one per other room.
 		fmt.Sprintf(`INSERT INTO event_forward_extremities (event_id, room_id)
 			SELECT e.event_id, e.room_id FROM events e WHERE e.stream_ordering > %d`, events-1000),
@@ -96,7 +108,7 @@ func generateHealthDB(b *testing.B, tb *testbed.Testbed, events, stateRows int) 
 			SELECT '!room' || (%[1]d %% 1000 + 1) || ':bench.example', 0, '$ev' || %[1]d, 'remote.example'`, events/2),
 		fmt.Sprintf(`SELECT setval('events_stream_seq', %d)`, events),
 		fmt.Sprintf(`SELECT setval('state_group_id_seq', %d)`, groups),
-		fmt.Sprintf(`COMMENT ON TABLE events IS '%d'`, events),
+		fmt.Sprintf(`COMMENT ON TABLE events IS '%d %s'`, events, healthBenchVersion),
 		fmt.Sprintf(`COMMENT ON TABLE state_groups_state IS '%d'`, stateRows),
 		`VACUUM ANALYZE`,
 	}
