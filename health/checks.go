@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -391,10 +392,18 @@ func checkBackgroundUpdates(ctx context.Context, rn *Runner, _ *Report, res *Res
 	return nil
 }
 
-func checkDisk(_ context.Context, rn *Runner, _ *Report, res *Result) error {
-	disks := rn.Config.Health.Disks
+func checkDisk(ctx context.Context, rn *Runner, _ *Report, res *Result) error {
+	disks := slices.Clone(rn.Config.Health.Disks)
+	// PostgreSQL's data directory, when the role may read the setting and it is on this host.
+	if rn.DB != nil {
+		if dir, err := rn.DB.DataDirectory(ctx); err == nil {
+			if _, err = os.Stat(dir); err == nil {
+				disks = append(disks, config.HealthDisk{Name: "database", Path: dir})
+			}
+		}
+	}
 	if len(disks) == 0 {
-		res.Status, res.Summary = Skipped, "no health.disks configured"
+		res.Status, res.Summary = Skipped, "no health.disks configured (and PostgreSQL's data directory is not readable here)"
 		return nil
 	}
 	th := rn.th()

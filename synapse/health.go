@@ -192,3 +192,12 @@ func (db *DB) BackgroundUpdates(ctx context.Context) ([]BackgroundUpdate, error)
 		return b, r.Scan(&b.Name, &b.DependsOn)
 	})
 }
+
+// DataDirectory returns PostgreSQL's data directory, or an error when the role may not read it.
+func (db *DB) DataDirectory(ctx context.Context) (string, error) {
+	var dir string
+	if err := db.Pool.QueryRow(ctx, HealthDataDirectoryQuery).Scan(&dir); err != nil {
+		return "", fmt.Errorf("read data_directory: %w", err)
+	}
+	return dir, nil
+}

@@ -217,6 +217,9 @@ const (
 		UNION ALL
 		SELECT 'state_group_id_seq', (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM state_group_id_seq),
 			coalesce((SELECT max(id) FROM state_groups), 0)`
+	// HealthDataDirectoryQuery: where PostgreSQL keeps its files (needs superuser or
+	// pg_read_all_settings; the disk check uses it when the directory is on this host).
+	HealthDataDirectoryQuery = `SELECT current_setting('data_directory')`
 	// HealthBackgroundUpdatesQuery: background updates Synapse still has to run.
 	HealthBackgroundUpdatesQuery = `SELECT update_name, coalesce(depends_on, '') FROM background_updates ORDER BY ordering, update_name`
 )
