@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/id"
 
+	"github.com/synapse-medic/medic/bot"
+	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -101,4 +102,30 @@ func TestScheduledHealthReport(t *testing.T) {
 	}
 }
 
-var _ id.RoomID
+
+// TestNextReport: the next scheduled time in the configured zone, rolling over midnight.
+func TestNextReport(t *testing.T) {
+	cfg := config.Health{Schedule: []string{"17:30", "09:00"}, Timezone: "Europe/Berlin"}
+	for _, c := range []struct{ now, want string }{
+		{"2026-11-21T16:00:00Z", "2026-11-21T16:30:00Z"}, // 17:00 in Berlin → 17:30
+		{"2026-11-21T16:30:00Z", "2026-11-22T08:00:00Z"}, // exactly 17:30 → tomorrow 09:00
+		{"2026-11-21T23:30:00Z", "2026-11-22T08:00:00Z"}, // after midnight in Berlin
+	} {
+		now, _ := time.Parse(time.RFC3339, c.now)
+		got, ok := bot.NextReport(cfg, now)
+		if !ok || !got.UTC().Equal(mustTime(c.want)) {
+			t.Errorf("now %s: next %s, want %s", c.now, got.UTC(), c.want)
+		}
+	}
+	if _, ok := bot.NextReport(config.Health{Timezone: "UTC"}, time.Now()); ok {
+		t.Error("no schedule must mean no next report")
+	}
+}
+
+func mustTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
