@@ -102,7 +102,6 @@ func TestScheduledHealthReport(t *testing.T) {
 	}
 }
 
-
 // TestNextReport: the next scheduled time in the configured zone, rolling over midnight.
 func TestNextReport(t *testing.T) {
 	cfg := config.Health{Schedule: []string{"17:30", "09:00"}, Timezone: "Europe/Berlin"}
