@@ -153,39 +153,22 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 		return errNoDB
 	}
 	th := rn.th()
-	// The rejection diagnosis of !rejected / !unreject: counts per room since the window's
-	// start, then the room's chains (a root rejected event and the rejected events citing it).
-	groups, err := rn.DB.RejectedGroups(ctx, rep.Since, "")
+	// Counts per room (per-row index lookups, cheap on big databases), then the chain
+	// diagnosis of !rejected / !unreject (recovery.RoomChains) for the busiest rooms.
+	rooms, err := rn.DB.RejectionsSince(ctx, rep.Since)
 	if err != nil {
 		return err
 	}
-	type roomCount struct {
-		count       int
-		first, last time.Time
-	}
-	var order []string
-	counts := map[string]*roomCount{}
-	for _, g := range groups {
-		c, ok := counts[g.RoomID]
-		if !ok {
-			c = &roomCount{first: g.First, last: g.Last}
-			counts[g.RoomID] = c
-			order = append(order, g.RoomID)
-		}
-		c.count += g.Count
-		c.first, c.last = minTime(c.first, g.First), maxTime(c.last, g.Last)
-	}
-	slices.SortStableFunc(order, func(a, b string) int { return counts[b].count - counts[a].count })
 	res.Columns = []string{"room", "new rejected", "first", "last", "chain"}
 	total, chainRooms := 0, 0
-	for i, room := range order {
-		c := counts[room]
-		total += c.count
+	for i, c := range rooms {
+		room := c.RoomID
+		total += c.Count
 		st := OK
 		switch {
-		case c.count >= th.RejectionsCritical:
+		case c.Count >= th.RejectionsCritical:
 			st = Critical
-		case c.count >= th.RejectionsWarn:
+		case c.Count >= th.RejectionsWarn:
 			st = Warn
 		}
 		chain := ""
@@ -194,13 +177,12 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 		} else if rr, err := recovery.RoomChains(ctx, rn.DB, room); err != nil {
 			return err
 		} else if len(rr.Chains) > 0 && rr.Chains[0].Descendants > 0 {
-			rr := rr
 			top := rr.Chains[0]
 			chain = fmt.Sprintf("%s %s rejected, %d later event(s) rejected because they cite it", top.Root.Type, top.Root.EventID, top.Descendants)
 			st = Critical
 			chainRooms++
 		}
-		res.add(room, st > OK, room, fmt.Sprint(c.count), c.first.UTC().Format(time.DateTime), c.last.UTC().Format(time.DateTime), chain)
+		res.add(room, st > OK, room, fmt.Sprint(c.Count), c.First.UTC().Format(time.DateTime), c.Last.UTC().Format(time.DateTime), chain)
 		if st > OK {
 			res.level(room, st)
 		}
@@ -210,7 +192,7 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 		res.Summary = fmt.Sprintf("no rejected events since %s", rep.Since.UTC().Format(time.DateTime))
 		return nil
 	}
-	res.Summary = fmt.Sprintf("%d rejected event(s) in %d room(s) since %s", total, len(order), rep.Since.UTC().Format(time.DateTime))
+	res.Summary = fmt.Sprintf("%d rejected event(s) in %d room(s) since %s", total, len(rooms), rep.Since.UTC().Format(time.DateTime))
 	if chainRooms > 0 {
 		res.Summary += fmt.Sprintf("; %d room(s) with a rejection chain (the room goes silent for local users)", chainRooms)
 	}
@@ -222,20 +204,6 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 // to the rooms with the most new rejections, where an active chain shows up: every event
 // arriving in a chained room is rejected.
 const chainRoomsChecked = 10
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
-}
 
 func checkPartialJoins(ctx context.Context, rn *Runner, rep *Report, res *Result) error {
 	if rn.DB == nil {

@@ -8,6 +8,9 @@ import (
 	"time"
 )
 
+// maxRows bounds the rows a detail shows (a chat message has a size limit).
+const maxRows = 50
+
 var statusColor = map[Status]string{OK: "#2e7d32", Warn: "#b26a00", Critical: "#c62828", Skipped: "#757575"}
 
 // Headline is the report's first line.
@@ -109,6 +112,10 @@ func (r *Result) DetailPlain(rep *Report) string {
 	if len(r.Rows) > 0 {
 		b.WriteString("\n" + strings.Join(r.Columns, " | ") + "\n")
 		for i, row := range r.Rows {
+			if i == maxRows {
+				fmt.Fprintf(&b, "… %d more\n", len(r.Rows)-maxRows)
+				break
+			}
 			mark := ""
 			if slices.Contains(r.New, r.Keys[i]) {
 				mark = " 🆕"
@@ -138,6 +145,10 @@ func (r *Result) DetailHTML(rep *Report) string {
 		}
 		b.WriteString("</tr></thead><tbody>")
 		for i, row := range r.Rows {
+			if i == maxRows {
+				fmt.Fprintf(&b, "<tr><td colspan=\"%d\">… %d more</td></tr>", len(r.Columns), len(r.Rows)-maxRows)
+				break
+			}
 			b.WriteString("<tr>")
 			for j, cell := range row {
 				if j == 0 && slices.Contains(r.New, r.Keys[i]) {

@@ -8,6 +8,28 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// RoomRejections is a room's rejected events in a time window.
+type RoomRejections struct {
+	RoomID      string
+	Count       int
+	First, Last time.Time
+}
+
+// RejectionsSince counts rejected events per room received since a time, most first.
+func (db *DB) RejectionsSince(ctx context.Context, since time.Time) ([]RoomRejections, error) {
+	rows, err := db.Pool.Query(ctx, HealthRejectionsQuery, since.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("count rejections: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (RoomRejections, error) {
+		var rr RoomRejections
+		var first, last int64
+		err := r.Scan(&rr.RoomID, &rr.Count, &first, &last)
+		rr.First, rr.Last = time.UnixMilli(first), time.UnixMilli(last)
+		return rr, err
+	})
+}
+
 // DayCount is a count for one room on one UTC day.
 type DayCount struct {
 	RoomID string
