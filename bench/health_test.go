@@ -26,7 +26,7 @@ import (
 const healthBenchDB = "medic_bench_health"
 
 // healthBenchVersion changes when the generated data changes, so an old database is redone.
-const healthBenchVersion = "v2"
+const healthBenchVersion = "v3"
 
 func envInt(key string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v > 0 {
@@ -84,11 +84,12 @@ func generateHealthDB(b *testing.B, tb *testbed.Testbed, events, stateRows int) 
 			SELECT g / 20 + 1, '!room' || (CASE WHEN (g / 20 + 1) %% 4 = 0 THEN 1 ELSE (g / 20 + 1) %% 1000 + 1 END) || ':bench.example',
 				'm.room.member', '@u' || (g %% 5000) || ':bench.example', '$ev' || (g %% %d + 1)
 			FROM generate_series(0, %d) g`, events, stateRows-1),
-		// 20k rejected events spread over the week, and the power-levels events (chains).
+		// 20k rejected events spread over the week, and the power-levels events (chains);
+		// last_check is when they were rejected (on receipt), as Synapse writes it.
 		fmt.Sprintf(`INSERT INTO rejections (event_id, reason, last_check)
-			SELECT '$ev' || (g * 250 - g %% 97), 'auth_error', (%d)::text FROM generate_series(1, %d) g`, now, events/250),
+			SELECT '$ev' || (g * 250 - g %% 97), 'auth_error', (%d + (g * 250 - g %% 97) * 100)::text FROM generate_series(1, %d) g`, base, events/250),
 		fmt.Sprintf(`INSERT INTO rejections (event_id, reason, last_check)
-			SELECT '$ev' || g, 'auth_error', (%d)::text FROM generate_series(250000, %d, 250000) g ON CONFLICT DO NOTHING`, now, events),
+			SELECT '$ev' || g, 'auth_error', (%d + g * 100)::text FROM generate_series(250000, %d, 250000) g ON CONFLICT DO NOTHING`, base, events),
 		// The rejected events' JSON (the chain walk reads their auth events): each cites the
 		// power levels of its room when the room has a rejected one, which makes chains.
 		fmt.Sprintf(`WITH pl AS (SELECT '!room' || (g %% 1000 + 1) || ':bench.example' AS room_id, '$ev' || g AS event_id
@@ -173,16 +174,22 @@ func BenchmarkHealthReport(b *testing.B) {
 	rn := &health.Runner{Config: cfg, Admin: synapse.NewAdmin(tb.Admin(b, tb.HS1)), DB: db}
 	var rep *health.Report
 	b.ResetTimer()
-	start := time.Now()
+	var total time.Duration
 	for i := 0; i < b.N; i++ {
+		start := time.Now()
 		if rep, err = rn.Run(ctx); err != nil {
 			b.Fatal(err)
 		}
+		took := time.Since(start)
+		total += took
+		// The first run of the process reads from a cold PostgreSQL buffer cache (the OS page
+		// cache may still be warm): both figures are worth knowing.
+		fmt.Printf("health report run %d/%d: %s (target < 5 s)\n", i+1, b.N, took.Round(time.Millisecond))
 	}
-	per := time.Since(start) / time.Duration(b.N)
 	b.StopTimer()
+	per := total / time.Duration(b.N)
 	b.ReportMetric(per.Seconds(), "s/report")
-	fmt.Printf("health report: %s per full report (target < 5 s)\n", per.Round(time.Millisecond))
+	fmt.Printf("health report: %s per full report over %d run(s) (target < 5 s)\n", per.Round(time.Millisecond), b.N)
 	for _, r := range rep.Results {
 		fmt.Printf("  %-20s %-8s %6s  %s\n", r.Check, r.Status, r.Took.Round(time.Millisecond), r.Summary)
 	}

@@ -163,11 +163,13 @@ const (
 	// small and has no room column: each row is looked up in events by its unique event_id.
 	// LATERAL keeps it a per-row index lookup whatever the planner estimates: the plain join
 	// (rejectedGroupsQuery) hashes a sequential scan of events once rejections has ~20k rows.
+	// last_check (text milliseconds, written when Synapse rejected the event, so never before
+	// it was received) skips older rejections before any lookup; 13 digits compare as text.
 	HealthRejectionsQuery = `
 		SELECT e.room_id, count(*), min(e.received_ts), max(e.received_ts)
 		FROM rejections r
 		CROSS JOIN LATERAL (SELECT ev.room_id, ev.received_ts FROM events ev WHERE ev.event_id = r.event_id) e
-		WHERE e.received_ts >= $1
+		WHERE (length(r.last_check) <> 13 OR r.last_check >= $1::bigint::text) AND e.received_ts >= $1
 		GROUP BY e.room_id
 		ORDER BY count(*) DESC, e.room_id`
 	// HealthRejectionsPerDayQuery: rejected events per room and UTC day since $1 (for the chart).
