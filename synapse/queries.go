@@ -161,14 +161,15 @@ func (db *DB) PuppetTokens(ctx context.Context, admin string) ([][2]string, erro
 const (
 	// HealthRejectionsQuery counts rejected events per room received since $1. rejections is
 	// small and has no room column: each row is looked up in events by its unique event_id.
-	// LATERAL keeps it a per-row index lookup whatever the planner estimates: the plain join
-	// (rejectedGroupsQuery) hashes a sequential scan of events once rejections has ~20k rows.
+	// LATERAL with OFFSET 0 (which stops PostgreSQL from flattening it into a join) keeps it a
+	// per-row index lookup whatever the planner estimates: a plain join (rejectedGroupsQuery)
+	// hashes a sequential scan of events once rejections has ~20k rows (bench, 5M events).
 	// last_check (text milliseconds, written when Synapse rejected the event, so never before
 	// it was received) skips older rejections before any lookup; 13 digits compare as text.
 	HealthRejectionsQuery = `
 		SELECT e.room_id, count(*), min(e.received_ts), max(e.received_ts)
 		FROM rejections r
-		CROSS JOIN LATERAL (SELECT ev.room_id, ev.received_ts FROM events ev WHERE ev.event_id = r.event_id) e
+		CROSS JOIN LATERAL (SELECT ev.room_id, ev.received_ts FROM events ev WHERE ev.event_id = r.event_id OFFSET 0) e
 		WHERE (length(r.last_check) <> 13 OR r.last_check >= $1::bigint::text) AND e.received_ts >= $1
 		GROUP BY e.room_id
 		ORDER BY count(*) DESC, e.room_id`
@@ -176,7 +177,7 @@ const (
 	HealthRejectionsPerDayQuery = `
 		SELECT e.room_id, (e.received_ts / 86400000)::bigint AS day, count(*)
 		FROM rejections r
-		CROSS JOIN LATERAL (SELECT ev.room_id, ev.received_ts FROM events ev WHERE ev.event_id = r.event_id) e
+		CROSS JOIN LATERAL (SELECT ev.room_id, ev.received_ts FROM events ev WHERE ev.event_id = r.event_id OFFSET 0) e
 		WHERE e.received_ts >= $1
 		GROUP BY 1, 2
 		ORDER BY 2, 1`
