@@ -8,6 +8,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"slices"
@@ -228,7 +229,9 @@ func (rn *Runner) Run(ctx context.Context, only ...string) (*Report, error) {
 			}()
 			cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			defer cancel()
-			if err := c.Run(cctx, rn, rep, res); err != nil {
+			if err := c.Run(cctx, rn, rep, res); errors.Is(err, errNoDB) {
+				res.Status, res.Summary = Skipped, err.Error()
+			} else if err != nil {
 				zerolog.Ctx(ctx).Warn().Err(err).Str("check", c.ID).Msg("Health check could not run")
 				res.worst(Warn)
 				res.Summary = "could not check: " + err.Error()
