@@ -175,6 +175,25 @@ func idStrings(ids []id.EventID) []string {
 	return out
 }
 
+// scratchCopy creates a database with hs1's schema (no rows) in the given locale, dropped
+// when the test ends.
+func scratchCopy(t *testing.T, tb *testbed.Testbed, locale string) *synapse.DB {
+	t.Helper()
+	name := testbed.UniqueName("medic_health_scratch_")
+	tb.HS1.Exec(t, `CREATE DATABASE `+name+` TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE '`+locale+`' LC_CTYPE '`+locale+`'`)
+	t.Cleanup(func() { tb.HS1.Exec(t, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`) })
+	dsn := strings.Replace(tb.HS1.DSN, "/hs1?", "/"+name+"?", 1)
+	if out, err := exec.Command("bash", "-c", fmt.Sprintf("set -o pipefail; pg_dump -s '%s' | psql -q -v ON_ERROR_STOP=1 '%s'", tb.HS1.DSN, dsn)).CombinedOutput(); err != nil {
+		t.Fatalf("copy schema: %v\n%s", err, out)
+	}
+	db, err := synapse.OpenDB(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close) // runs before the drop (cleanups run last-in first-out)
+	return db
+}
+
 // TestNonCCollation checks a database restored into a non-C locale: a scratch copy of hs1's
 // schema in a database created with C.utf8 (the one other locale this machine has; Synapse
 // refuses anything but C). hs1 itself, created with C, passes.
@@ -182,21 +201,9 @@ func TestNonCCollation(t *testing.T) {
 	tb := testbed.Get(t)
 	admin := tb.Admin(t, tb.HS1)
 	rn := runner(t, tb, admin)
-	ctx := context.Background()
-	name := testbed.UniqueName("medic_health_collation_")
-	tb.HS1.Exec(t, `CREATE DATABASE `+name+` TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C.utf8' LC_CTYPE 'C.utf8'`)
-	t.Cleanup(func() { tb.HS1.Exec(t, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`) })
-	scratch := strings.Replace(tb.HS1.DSN, "/hs1?", "/"+name+"?", 1)
-	if out, err := exec.Command("bash", "-c", fmt.Sprintf("set -o pipefail; pg_dump -s '%s' | psql -q -v ON_ERROR_STOP=1 '%s'", tb.HS1.DSN, scratch)).CombinedOutput(); err != nil {
-		t.Fatalf("copy schema: %v\n%s", err, out)
-	}
-	db, err := synapse.OpenDB(ctx, scratch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := scratchCopy(t, tb, "C.utf8")
 	res := &health.Result{Check: "restore"}
-	if err = health.CheckRestoreHazards(ctx, db, res); err != nil {
+	if err := health.CheckRestoreHazards(context.Background(), db, res); err != nil {
 		t.Fatal(err)
 	}
 	flipped(t, res, health.Critical, "collation")
@@ -204,6 +211,41 @@ func TestNonCCollation(t *testing.T) {
 		t.Errorf("summary does not name the collation: %q", res.Summary)
 	}
 	cleared(t, check(t, rn, "restore"), "collation")
+}
+
+// TestSequenceAndBackgroundUpdates: on a scratch copy (C locale, so Synapse never runs these
+// updates), an event stored above events_stream_seq (as after restoring data without the
+// sequences) and a pending background update flip their checks; setval and the update's
+// removal clear them.
+func TestSequenceAndBackgroundUpdates(t *testing.T) {
+	tb := testbed.Get(t)
+	rn := runner(t, tb, tb.Admin(t, tb.HS1))
+	ctx := context.Background()
+	rn.DB = scratchCopy(t, tb, "C")
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := rn.DB.Pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	cleared(t, check(t, rn, "restore"), "sequence events_stream_seq")
+	exec(`INSERT INTO rooms (room_id) VALUES ('!r:scratch')`)
+	exec(`INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier, stream_ordering, received_ts)
+		VALUES (1, '$e', 'm.room.message', '!r:scratch', true, false, 5000, 0)`)
+	r := check(t, rn, "restore")
+	flipped(t, r, health.Critical, "sequence events_stream_seq")
+	if !strings.Contains(r.Hint, "setval") {
+		t.Errorf("hint: %q", r.Hint)
+	}
+	exec(`SELECT setval('events_stream_seq', 5000)`)
+	cleared(t, check(t, rn, "restore"), "sequence events_stream_seq")
+
+	exec(`DELETE FROM background_updates`)
+	cleared(t, check(t, rn, "background-updates"), "medic_test_update")
+	exec(`INSERT INTO background_updates (update_name, progress_json) VALUES ('medic_test_update', '{}')`)
+	flipped(t, check(t, rn, "background-updates"), health.Warn, "medic_test_update")
+	exec(`DELETE FROM background_updates`)
+	cleared(t, check(t, rn, "background-updates"), "medic_test_update")
 }
 
 // TestFailingDestination: hs2 stopped → hs1 backs off from it → the check names it with how
@@ -391,4 +433,18 @@ func TestForgottenRoomAfterRestore(t *testing.T) {
 	alice = tb.Login(t, tb.HS1, alice.UserID.Localpart(), tb.UserPassword)
 	join()
 	cleared(t, check(t, rn, "forgotten"), key)
+}
+
+// TestDiskThresholds: the free-space check against its thresholds on a real file system.
+func TestDiskThresholds(t *testing.T) {
+	tb := testbed.Get(t)
+	rn := runner(t, tb, tb.Admin(t, tb.HS1))
+	rn.Config.Health.Disks = []config.HealthDisk{{Name: "scratch", Path: t.TempDir()}}
+	th := &rn.Config.Health.Thresholds
+	th.DiskWarnPercent, th.DiskCriticalPercent = 100, 0.0001 // any disk is under 100 % free
+	flipped(t, check(t, rn, "disk"), health.Warn, "scratch")
+	th.DiskWarnPercent, th.DiskCriticalPercent = 100, 100
+	flipped(t, check(t, rn, "disk"), health.Critical, "scratch")
+	th.DiskWarnPercent, th.DiskCriticalPercent = 0.0002, 0.0001
+	cleared(t, check(t, rn, "disk"), "scratch")
 }
