@@ -35,7 +35,7 @@ const (
 	roomRejectedQuery = `SELECT e.event_id, e.type, e.state_key, e.sender, e.depth, coalesce(r.reason, e.rejection_reason),
 		e.received_ts, coalesce(j.json::jsonb -> 'auth_events', '[]'::jsonb)` + roomRejectedFrom
 	// roomRejectedJSONQuery: the same walk with the events' JSON, for the auth checker.
-	roomRejectedJSONQuery = `SELECT e.event_id, j.json` + roomRejectedFrom
+	roomRejectedJSONQuery = `SELECT e.event_id, e.type, j.json` + roomRejectedFrom
 	eventsByIDQuery       = `
 		SELECT e.event_id, j.json, (e.rejection_reason IS NOT NULL OR r.event_id IS NOT NULL)
 		FROM events AS e
@@ -55,12 +55,33 @@ const (
 			AND (e.rejection_reason IS NOT NULL OR EXISTS (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id))`
 )
 
-// Unreject changes: scoped to one room by events.room_id, for the events listed.
+// Unreject changes: scoped to one room by events.room_id, for the events listed in the
+// transaction's temporary table medic_unreject (see LoadUnrejectIDs).
 const (
-	UnrejectEventsWhere     = `t.room_id = $1 AND t.event_id = ANY($2) AND t.rejection_reason IS NOT NULL`
+	createUnrejectIDs       = `CREATE TEMPORARY TABLE medic_unreject (event_id TEXT PRIMARY KEY) ON COMMIT DROP`
+	UnrejectEventsWhere     = `t.room_id = $1 AND t.event_id IN (SELECT event_id FROM medic_unreject) AND t.rejection_reason IS NOT NULL`
 	UnrejectEventsSet       = `rejection_reason = NULL`
-	UnrejectRejectionsWhere = `t.event_id = ANY($2) AND EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = t.event_id AND e.room_id = $1)`
+	UnrejectRejectionsWhere = `t.event_id IN (SELECT event_id FROM medic_unreject) AND EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = t.event_id AND e.room_id = $1)`
 )
+
+// LoadUnrejectIDs returns a prepare step (ApplyJournaledWith) that loads the events to
+// un-reject into the transaction's temporary table medic_unreject.
+func LoadUnrejectIDs(ids []string) func(context.Context, pgx.Tx) error {
+	return func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, createUnrejectIDs); err != nil {
+			return fmt.Errorf("create medic_unreject: %w", err)
+		}
+		rows := make([][]any, len(ids))
+		for i, e := range ids {
+			rows[i] = []any{e}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"medic_unreject"}, []string{"event_id"}, pgx.CopyFromRows(rows)); err != nil {
+			return fmt.Errorf("load events to un-reject: %w", err)
+		}
+		_, err := tx.Exec(ctx, `ANALYZE medic_unreject`)
+		return err
+	}
+}
 
 // RejectedGroup counts a room's rejected events of one reason and type.
 type RejectedGroup struct {
@@ -141,19 +162,19 @@ func authEventIDs(raw []byte) []string {
 }
 
 // RoomRejectedJSON calls fn for each rejected event of a room with its JSON, in depth order.
-func (db *DB) RoomRejectedJSON(ctx context.Context, room string, fn func(eventID string, js []byte) error) error {
+func (db *DB) RoomRejectedJSON(ctx context.Context, room string, fn func(eventID, evType string, js []byte) error) error {
 	rows, err := db.Pool.Query(ctx, roomRejectedJSONQuery, room)
 	if err != nil {
 		return fmt.Errorf("read rejected events of %s: %w", room, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var eventID string
+		var eventID, evType string
 		var js []byte
-		if err = rows.Scan(&eventID, &js); err != nil {
+		if err = rows.Scan(&eventID, &evType, &js); err != nil {
 			return err
 		}
-		if err = fn(eventID, js); err != nil {
+		if err = fn(eventID, evType, js); err != nil {
 			return err
 		}
 	}
