@@ -44,6 +44,8 @@ type Bot struct {
 	adminRooms *exsync.Set[id.RoomID]
 	// running tracks command goroutines so Stop can wait for them.
 	running sync.WaitGroup
+	// syncState is the last sync's outcome, for the health report.
+	syncState syncHealth
 }
 
 // New prepares a bot; Start logs in.
@@ -71,6 +73,7 @@ func New(cfg *config.Config, st *store.Store, version string, log zerolog.Logger
 		return nil, err
 	}
 	b.proc = commands.NewProcessor(cli, b.env)
+	b.env.Health.Self = b.selfStatus
 	return b, nil
 }
 
@@ -113,6 +116,7 @@ func (b *Bot) Start(ctx context.Context) error {
 		return fmt.Errorf("check interrupted jobs: %w", err)
 	}
 	syncer := b.Client.Syncer.(mautrix.ExtensibleSyncer)
+	syncer.OnSync(func(context.Context, *mautrix.RespSync, string) bool { b.syncState.ok(); return true })
 	syncer.OnEventType(event.StateMember, b.handleMember)
 	syncer.OnEventType(event.EventMessage, b.handleCommandEvent)
 	syncer.OnEventType(event.EventReaction, b.handleCommandEvent)
@@ -215,6 +219,11 @@ func (b *Bot) Run(ctx context.Context) error {
 		for _, roomID := range b.adminRooms.AsList() {
 			b.publishSpecs(ctx, roomID)
 		}
+	}()
+	b.running.Add(1)
+	go func() {
+		defer b.running.Done()
+		b.runSchedule(ctx)
 	}()
 	err := b.Client.SyncWithContext(ctx)
 	b.running.Wait()

@@ -21,6 +21,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/health"
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/store"
@@ -33,7 +34,9 @@ type Env struct {
 	Store  *store.Store
 	Admin  *synapse.Admin
 	// DB is Synapse's database; nil when synapse.database is not configured.
-	DB      *synapse.DB
+	DB *synapse.DB
+	// Health runs the health checks (!health and the scheduled report).
+	Health  *health.Runner
 	Jobs    *jobs.Manager
 	Version string
 	// Confirm is set on the terminal: approval prompts are asked there and then.
@@ -69,6 +72,7 @@ func NewEnv(ctx context.Context, cfg *config.Config, st *store.Store, admin *syn
 		ServerName: cfg.Homeserver.ServerName, HomeserverURL: cfg.Homeserver.URL, BotUser: cfg.Bot.UserID,
 		Logs: recovery.Sources(cfg.Synapse.Logs),
 	}
+	env.Health = &health.Runner{Config: cfg, Admin: admin, DB: env.DB, Store: st, Federation: env.Federation}
 	env.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger(),
 		recovery.FederationReset(admin),
 		recovery.ExtremitiesTrim(admin),
@@ -219,6 +223,7 @@ func All() []*Handler {
 		recoverCommand(),
 		rejectedCommand(),
 		unrejectCommand(),
+		healthCommand(),
 		approveCommand(),
 		cancelCommand(),
 		resumeCommand(),

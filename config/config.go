@@ -34,6 +34,7 @@ type Config struct {
 	Federation Federation    `yaml:"federation"`
 	Unreject   Unreject      `yaml:"unreject"`
 	Jobs       Jobs          `yaml:"jobs"`
+	Health     Health        `yaml:"health"`
 	Logging    Logging       `yaml:"logging"`
 }
 
@@ -127,6 +128,82 @@ func (j Jobs) Expiry() time.Duration {
 	return d
 }
 
+// Health configures health reports (!health and the scheduled report): when they are
+// posted, where, and the thresholds each check uses.
+type Health struct {
+	// Schedule lists the times of day ("09:00", "17:30", "08:00:30") a report is posted.
+	// Empty: no scheduled reports, only !health.
+	Schedule []string `yaml:"schedule"`
+	// Timezone of Schedule (an IANA name like Europe/Berlin); UTC unless set.
+	Timezone string `yaml:"timezone"`
+	// Rooms the scheduled report goes to; empty: every admin room.
+	Rooms []id.RoomID `yaml:"rooms"`
+	// Post is always, changed (a check's status or its findings changed since the last
+	// posted report) or worsened (a check got worse or has new findings).
+	Post string `yaml:"post"`
+	// FederationAddress is where the federation self-test sends its signed request
+	// ("host:port"); empty: wherever server-name resolution (.well-known, SRV, 8448) leads,
+	// as remote servers would.
+	FederationAddress string `yaml:"federation_address"`
+	// Disks are the file systems whose free space is checked (media store, database).
+	Disks      []HealthDisk     `yaml:"disks"`
+	Thresholds HealthThresholds `yaml:"thresholds"`
+}
+
+type HealthDisk struct {
+	Name string `yaml:"name"`
+	Path string `yaml:"path"`
+}
+
+// HealthThresholds are the limits from which a check warns or is critical.
+type HealthThresholds struct {
+	// DestinationWarnAfter / DestinationCriticalAfter: how long a destination has been failing.
+	DestinationWarnAfter     string `yaml:"destination_warn_after"`
+	DestinationCriticalAfter string `yaml:"destination_critical_after"`
+	// RejectionsWarn / RejectionsCritical: new rejected events in one room since the last report.
+	RejectionsWarn     int `yaml:"rejections_warn"`
+	RejectionsCritical int `yaml:"rejections_critical"`
+	// PartialJoinAfter: a room still partially joined after this long is stuck.
+	PartialJoinAfter string `yaml:"partial_join_after"`
+	// ExtremitiesWarn / ExtremitiesCritical: forward extremities in one room.
+	ExtremitiesWarn     int `yaml:"extremities_warn"`
+	ExtremitiesCritical int `yaml:"extremities_critical"`
+	// RoomStateWarn: estimated state_groups_state rows of one room.
+	RoomStateWarn int64 `yaml:"room_state_warn"`
+	// DatabaseWarnGB: database size.
+	DatabaseWarnGB float64 `yaml:"database_warn_gb"`
+	// DiskWarnPercent / DiskCriticalPercent: free space left on a checked file system.
+	DiskWarnPercent     float64 `yaml:"disk_warn_percent"`
+	DiskCriticalPercent float64 `yaml:"disk_critical_percent"`
+	// SyncStaleAfter: medic's own sync is unhealthy when its last success is older.
+	SyncStaleAfter string `yaml:"sync_stale_after"`
+}
+
+// Duration parses one of the threshold durations (validated by Validate).
+func Duration(s string) time.Duration {
+	d, _ := time.ParseDuration(s)
+	return d
+}
+
+// Location returns health.timezone as a location (validated by Validate).
+func (h Health) Location() *time.Location {
+	loc, err := time.LoadLocation(h.Timezone)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
+}
+
+// ParseTimeOfDay parses "15:04" or "15:04:05" into an offset from midnight.
+func ParseTimeOfDay(s string) (time.Duration, error) {
+	for _, layout := range []string{"15:04:05", "15:04"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute + time.Duration(t.Second())*time.Second, nil
+		}
+	}
+	return 0, fmt.Errorf("not a time of day like 09:00: %q", s)
+}
+
 type Logging struct {
 	// Level is trace, debug, info, warn or error.
 	Level string `yaml:"level"`
@@ -193,6 +270,47 @@ func (c *Config) fillDefaults(baseDir string) {
 	}
 	if c.Logging.Level == "" {
 		c.Logging.Level = "info"
+	}
+	h, th := &c.Health, &c.Health.Thresholds
+	if h.Timezone == "" {
+		h.Timezone = "UTC"
+	}
+	if h.Post == "" {
+		h.Post = "always"
+	}
+	setDefault(&th.DestinationWarnAfter, "10m")
+	setDefault(&th.DestinationCriticalAfter, "6h")
+	setDefault(&th.PartialJoinAfter, "30m")
+	setDefault(&th.SyncStaleAfter, "5m")
+	if th.RejectionsWarn == 0 {
+		th.RejectionsWarn = 1
+	}
+	if th.RejectionsCritical == 0 {
+		th.RejectionsCritical = 10
+	}
+	if th.ExtremitiesWarn == 0 {
+		th.ExtremitiesWarn = 10
+	}
+	if th.ExtremitiesCritical == 0 {
+		th.ExtremitiesCritical = 50
+	}
+	if th.RoomStateWarn == 0 {
+		th.RoomStateWarn = 10_000_000
+	}
+	if th.DatabaseWarnGB == 0 {
+		th.DatabaseWarnGB = 100
+	}
+	if th.DiskWarnPercent == 0 {
+		th.DiskWarnPercent = 15
+	}
+	if th.DiskCriticalPercent == 0 {
+		th.DiskCriticalPercent = 5
+	}
+}
+
+func setDefault(s *string, v string) {
+	if *s == "" {
+		*s = v
 	}
 }
 
@@ -302,6 +420,7 @@ func (c *Config) Validate() error {
 	if d, err := time.ParseDuration(c.Jobs.ExpireAfter); err != nil || d <= 0 {
 		bad("jobs.expire_after", "must be a positive duration like 15m, got %q", c.Jobs.ExpireAfter)
 	}
+	c.validateHealth(bad)
 	switch c.Logging.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:
@@ -311,4 +430,49 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return ps
+}
+
+func (c *Config) validateHealth(bad func(key, reason string, args ...any)) {
+	h := c.Health
+	for i, s := range h.Schedule {
+		if _, err := ParseTimeOfDay(s); err != nil {
+			bad(fmt.Sprintf("health.schedule[%d]", i), "%v", err)
+		}
+	}
+	if _, err := time.LoadLocation(h.Timezone); err != nil {
+		bad("health.timezone", "unknown time zone %q (use an IANA name like Europe/Berlin)", h.Timezone)
+	}
+	for i, r := range h.Rooms {
+		if !strings.HasPrefix(string(r), "!") {
+			bad(fmt.Sprintf("health.rooms[%d]", i), "must be a room ID (starting with !), got %q", r)
+		}
+	}
+	switch h.Post {
+	case "always", "changed", "worsened":
+	default:
+		bad("health.post", "must be always, changed or worsened, got %q", h.Post)
+	}
+	for i, d := range h.Disks {
+		if d.Path == "" {
+			bad(fmt.Sprintf("health.disks[%d].path", i), "required")
+		}
+	}
+	th := h.Thresholds
+	for key, v := range map[string]string{
+		"destination_warn_after": th.DestinationWarnAfter, "destination_critical_after": th.DestinationCriticalAfter,
+		"partial_join_after": th.PartialJoinAfter, "sync_stale_after": th.SyncStaleAfter,
+	} {
+		if d, err := time.ParseDuration(v); err != nil || d < 0 {
+			bad("health.thresholds."+key, "must be a duration like 30m, got %q", v)
+		}
+	}
+	if th.RejectionsCritical < th.RejectionsWarn {
+		bad("health.thresholds.rejections_critical", "must be at least rejections_warn (%d)", th.RejectionsWarn)
+	}
+	if th.ExtremitiesCritical < th.ExtremitiesWarn {
+		bad("health.thresholds.extremities_critical", "must be at least extremities_warn (%d)", th.ExtremitiesWarn)
+	}
+	if th.DiskCriticalPercent > th.DiskWarnPercent {
+		bad("health.thresholds.disk_critical_percent", "must not exceed disk_warn_percent (%g)", th.DiskWarnPercent)
+	}
 }

@@ -111,3 +111,37 @@ func TestExampleDocumentsEveryOption(t *testing.T) {
 	}
 	walk(reflect.TypeOf(Config{}), "")
 }
+
+func TestHealthKeys(t *testing.T) {
+	cfg, err := Parse([]byte(`
+homeserver: {url: "http://127.0.0.1:8008", server_name: "example.org"}
+bot: {user_id: "@medic:example.org", password: "x"}
+admins: ["@admin:example.org"]
+health:
+  schedule: ["09:00", "25:00", "08:30:15"]
+  timezone: Mars/Olympus
+  rooms: ["#alias:example.org"]
+  post: sometimes
+  disks: [{name: media}]
+  thresholds: {partial_join_after: soon, rejections_warn: 5, rejections_critical: 2, disk_warn_percent: 5, disk_critical_percent: 10}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cfg.Validate()
+	if err == nil {
+		t.Fatal("expected problems")
+	}
+	for _, key := range []string{"health.schedule[1]", "health.timezone", "health.rooms[0]", "health.post", "health.disks[0].path",
+		"health.thresholds.partial_join_after", "health.thresholds.rejections_critical", "health.thresholds.disk_critical_percent"} {
+		if !strings.Contains(err.Error(), "\n  "+key+":") {
+			t.Errorf("problem list does not name %s:\n%v", key, err)
+		}
+	}
+	if strings.Contains(err.Error(), "health.schedule[0]") || strings.Contains(err.Error(), "health.schedule[2]") {
+		t.Errorf("valid times reported: %v", err)
+	}
+	if d, err := ParseTimeOfDay("08:30:15"); err != nil || d.String() != "8h30m15s" {
+		t.Errorf("ParseTimeOfDay: %v %v", d, err)
+	}
+}

@@ -19,3 +19,7 @@ go test -run '^$' -bench RecoverScan -benchtime 1x -count 1 ./bench
 # !unreject on a generated 100k-event rejection chain (MEDIC_BENCH_CHAIN to change the size):
 # plan (verify every event) and run times, peak RSS of medic and of the auth checker.
 go test -run '^$' -bench UnrejectChain -benchtime 1x -count 1 -timeout 30m ./bench
+# The full health report on a generated database (5M events, 20M state_groups_state rows;
+# generated once into medic_bench_health, minutes, then reused) with each query's plan checked
+# for sequential scans of events/state_groups_state. MEDIC_BENCH_EVENTS / MEDIC_BENCH_STATE resize it.
+go test -run '^$' -bench HealthReport -benchtime 3x -count 1 -timeout 60m ./bench

@@ -154,3 +154,107 @@ func (db *DB) PuppetTokens(ctx context.Context, admin string) ([][2]string, erro
 		return p, r.Scan(&p[0], &p[1])
 	})
 }
+
+// Health report queries (issue 7). Each is cheap on a big database: catalog statistics,
+// small tables, primary-key or index lookups, or a sample; never a full scan of events or
+// state_groups_state (the bench checks their plans).
+const (
+	// HealthRejectionsQuery counts rejected events per room received since $1. rejections is
+	// small and has no room column: each row is looked up in events by its unique event_id.
+	// LATERAL with OFFSET 0 (which stops PostgreSQL from flattening it into a join) keeps it a
+	// per-row index lookup whatever the planner estimates: a plain join (rejectedGroupsQuery)
+	// hashes a sequential scan of events once rejections has ~20k rows (bench, 5M events).
+	// last_check (text milliseconds, written when Synapse rejected the event, so never before
+	// it was received) skips older rejections before any lookup; 13 digits compare as text.
+	HealthRejectionsQuery = `
+		SELECT e.room_id, count(*), min(e.received_ts), max(e.received_ts)
+		FROM rejections r
+		CROSS JOIN LATERAL (SELECT ev.room_id, ev.received_ts FROM events ev WHERE ev.event_id = r.event_id OFFSET 0) e
+		WHERE (length(r.last_check) <> 13 OR r.last_check >= $1::bigint::text) AND e.received_ts >= $1
+		GROUP BY e.room_id
+		ORDER BY count(*) DESC, e.room_id`
+	// HealthRejectionsPerDayQuery: rejected events per room and UTC day since $1 (for the chart).
+	HealthRejectionsPerDayQuery = `
+		SELECT e.room_id, (e.received_ts / 86400000)::bigint AS day, count(*)
+		FROM rejections r
+		CROSS JOIN LATERAL (SELECT ev.room_id, ev.received_ts FROM events ev WHERE ev.event_id = r.event_id OFFSET 0) e
+		WHERE e.received_ts >= $1
+		GROUP BY 1, 2
+		ORDER BY 2, 1`
+	// HealthPartialJoinsQuery lists rooms in a partial (faster) join, aged by their join event.
+	HealthPartialJoinsQuery = `
+		SELECT p.room_id, coalesce(p.joined_via, ''), e.received_ts
+		FROM partial_state_rooms p LEFT JOIN events e ON e.event_id = p.join_event_id
+		ORDER BY p.room_id`
+	// HealthDatabaseSizeQuery: the database's size (pg_database_size reads file sizes only).
+	HealthDatabaseSizeQuery = `SELECT pg_database_size(current_database())`
+	// HealthLargestTablesQuery: biggest tables by total size with the planner's row estimate.
+	HealthLargestTablesQuery = `
+		SELECT c.relname, pg_total_relation_size(c.oid), greatest(c.reltuples, 0)::bigint
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND n.nspname = 'public'
+		ORDER BY 2 DESC
+		LIMIT $1`
+	// HealthTableEstimateQuery: the planner's row estimate for one table.
+	HealthTableEstimateQuery = `SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)`
+	// HealthRoomStateSampleQuery estimates state_groups_state rows per room from a block
+	// sample of $1 percent (TABLESAMPLE SYSTEM reads only the sampled pages).
+	HealthRoomStateSampleQuery = `
+		SELECT room_id, count(*) FROM state_groups_state TABLESAMPLE SYSTEM ($1)
+		GROUP BY room_id ORDER BY 2 DESC LIMIT $2`
+	// HealthRoomStateExactQuery counts exactly; only used while state_groups_state is small.
+	HealthRoomStateExactQuery = `
+		SELECT room_id, count(*) FROM state_groups_state
+		GROUP BY room_id ORDER BY 2 DESC LIMIT $1`
+	// HealthCollationQuery: the database's collation, ctype and owner.
+	HealthCollationQuery = `
+		SELECT datcollate, datctype, pg_get_userbyid(datdba), current_user
+		FROM pg_database WHERE datname = current_database()`
+	// HealthForeignOwnersQuery: Synapse's tables, sequences and views not owned by the role
+	// medic connects as (Synapse's own role).
+	HealthForeignOwnersQuery = `
+		SELECT c.relname, c.relkind::text, pg_get_userbyid(c.relowner)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
+			AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+		ORDER BY c.relname
+		LIMIT 200`
+	// HealthSequencesQuery compares the stream-ordering and state-group sequences with the
+	// highest value in use (max/min through the unique/primary-key indexes). A sequence that
+	// was never called has not handed out last_value yet.
+	HealthSequencesQuery = `
+		SELECT 'events_stream_seq', (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM events_stream_seq),
+			coalesce((SELECT max(stream_ordering) FROM events), 0)
+		UNION ALL
+		SELECT 'events_backfill_stream_seq', (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM events_backfill_stream_seq),
+			coalesce((SELECT -min(stream_ordering) FROM events), 0)
+		UNION ALL
+		SELECT 'state_group_id_seq', (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM state_group_id_seq),
+			coalesce((SELECT max(id) FROM state_groups), 0)`
+	// HealthDataDirectoryQuery: where PostgreSQL keeps its files (needs superuser or
+	// pg_read_all_settings; the disk check uses it when the directory is on this host).
+	HealthDataDirectoryQuery = `SELECT current_setting('data_directory')`
+	// HealthBackgroundUpdatesQuery: background updates Synapse still has to run.
+	HealthBackgroundUpdatesQuery = `SELECT update_name, coalesce(depends_on, '') FROM background_updates ORDER BY ordering, update_name`
+)
+
+// HealthQueries names every health query with example arguments, so the bench can EXPLAIN each.
+var HealthQueries = []struct {
+	Name string
+	SQL  string
+	Args []any
+}{
+	{"rejections per room", HealthRejectionsQuery, []any{int64(0)}},
+	{"room chain walk", roomRejectedQuery, []any{"!room1:bench.example"}},
+	{"rejections per day", HealthRejectionsPerDayQuery, []any{int64(0)}},
+	{"partial joins", HealthPartialJoinsQuery, nil},
+	{"extremities", roomsWithExtremitiesQuery, []any{10, 20}},
+	{"database size", HealthDatabaseSizeQuery, nil},
+	{"largest tables", HealthLargestTablesQuery, []any{10}},
+	{"table estimate", HealthTableEstimateQuery, []any{"state_groups_state"}},
+	{"room state (sample)", HealthRoomStateSampleQuery, []any{1.0, 10}},
+	{"collation", HealthCollationQuery, nil},
+	{"owners", HealthForeignOwnersQuery, nil},
+	{"sequences", HealthSequencesQuery, nil},
+	{"background updates", HealthBackgroundUpdatesQuery, nil},
+}
