@@ -74,6 +74,7 @@ func NewEnv(ctx context.Context, cfg *config.Config, st *store.Store, admin *syn
 		recovery.ExtremitiesTrim(admin),
 		recovery.Undo(env.DB),
 		rejoiner.Operation(),
+		(&recovery.HistoryImport{DB: env.DB, Admin: admin, Config: cfg.Import, Restart: cfg.Synapse.RestartCommand}).Operation(),
 	)
 	return env, nil
 }
@@ -205,6 +206,7 @@ func All() []*Handler {
 		federationCommand(),
 		extremitiesCommand(),
 		recoverCommand(),
+		importCommand(),
 		approveCommand(),
 		cancelCommand(),
 		resumeCommand(),

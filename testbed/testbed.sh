@@ -7,6 +7,8 @@
 #   testbed.sh start N   start homeserver N (1 or 2) again with its existing data
 #   testbed.sh stop N    stop homeserver N (SIGTERM, waits)
 #   testbed.sh recreatedb N  drop and create hsN's empty database (Synapse must be stopped)
+#   testbed.sh fresh 3   (re)create hs3 from scratch (Synapse on SQLite, hs3.test:8483, client 8028),
+#                        start it and add its users; tests that need it run this and `stop 3` after
 #   testbed.sh env       print the facts tests need, as shell variables
 #
 # Synapse is not packaged for Debian 12, so it runs from a Debian sid chroot that shares the
@@ -23,6 +25,14 @@ PW_ADMIN=admin-pass
 PW_MEDIC=medic-pass
 PW_USER=user-pass
 SHARED_SECRET=medic-testbed-shared-secret
+
+# The servers this script starts outlive it: close every descriptor we inherited (beyond
+# stdio and bash's own 255), so they never keep a caller's testbed lock (see testbed/lock.go)
+# or pipe open.
+for fd in /proc/$$/fd/*; do
+  fd=${fd##*/}
+  if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+done
 
 fed_port() { echo $((8480 + $1)); }   # hs1.test:8481, hs2.test:8482 (TLS federation)
 cli_port() { echo $((8000 + $1 * 10 - 2)); } # hs1 8008, hs2 8018 (plain HTTP client/admin)
@@ -106,6 +116,22 @@ n = int(n)
 fed = 8480 + n
 cli = 8000 + n * 10 - 2
 keep = [l for l in keep if not l.startswith('registration_shared_secret')]
+# hs3 runs on SQLite: a real Synapse SQLite database for !import's SQLite source.
+if n == 3:
+    database = f"""database:
+  name: sqlite3
+  args:
+    database: {d}/homeserver.db"""
+else:
+    database = f"""database:
+  name: psycopg2
+  args:
+    user: synapse
+    password: synapse
+    dbname: hs{n}
+    host: 127.0.0.1
+    cp_min: 1
+    cp_max: 5"""
 keep.append(f"""registration_shared_secret: "medic-testbed-shared-secret"
 public_baseurl: http://127.0.0.1:{cli}/
 listeners:
@@ -122,15 +148,7 @@ listeners:
     resources: [{{names: [federation], compress: false}}]
 tls_certificate_path: {d}/tls.crt
 tls_private_key_path: {d}/tls.key
-database:
-  name: psycopg2
-  args:
-    user: synapse
-    password: synapse
-    dbname: hs{n}
-    host: 127.0.0.1
-    cp_min: 1
-    cp_max: 5
+{database}
 trusted_key_servers: []
 suppress_key_server_warning: true
 federation_verify_certificates: false
@@ -224,7 +242,21 @@ up() {
   env_out
 }
 
-down() { stop 1 || true; stop 2 || true; }
+down() { stop 1 || true; stop 2 || true; stop 3 || true; }
+
+# fresh N: an extra homeserver (hs3, SQLite) created from scratch for the tests that need it.
+fresh() {
+  local n=$1
+  need_root
+  [ "$n" = 3 ] || { log "fresh is for hs3 (hs1/hs2 are recreated by up)"; exit 2; }
+  install
+  stop "$n"
+  configure "$n"
+  start "$n"
+  register "$n" admin "$PW_ADMIN" -a
+  register "$n" alice "$PW_USER" --no-admin
+  register "$n" bob "$PW_USER" --no-admin
+}
 
 env_out() {
   local n
@@ -233,10 +265,14 @@ env_out() {
   echo "MEDIC_TESTBED_PASSWORD_ADMIN=$PW_ADMIN"
   echo "MEDIC_TESTBED_PASSWORD_MEDIC=$PW_MEDIC"
   echo "MEDIC_TESTBED_PASSWORD_USER=$PW_USER"
-  for n in 1 2; do
+  for n in 1 2 3; do
     echo "MEDIC_TESTBED_HS${n}_NAME=hs$n.test:$(fed_port "$n")"
     echo "MEDIC_TESTBED_HS${n}_URL=http://127.0.0.1:$(cli_port "$n")"
-    echo "MEDIC_TESTBED_HS${n}_DSN=postgres://synapse:$PGPASS@127.0.0.1:5432/hs$n?sslmode=disable"
+    if [ "$n" = 3 ]; then
+      echo "MEDIC_TESTBED_HS${n}_SQLITE=$ROOT$(srv "$n")/homeserver.db"
+    else
+      echo "MEDIC_TESTBED_HS${n}_DSN=postgres://synapse:$PGPASS@127.0.0.1:5432/hs$n?sslmode=disable"
+    fi
     echo "MEDIC_TESTBED_HS${n}_DIR=$ROOT$(srv "$n")"
   done
 }
@@ -249,6 +285,7 @@ case "$cmd" in
   start) start "$1" ;;
   stop) stop "$1" ;;
   recreatedb) pg_start; createdb_hs "$1" ;;
+  fresh) fresh "$1" ;;
   env) env_out ;;
   *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac
