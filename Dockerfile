@@ -11,6 +11,9 @@ ARG VERSION=dev
 # cgo stays on for the SQLite store (mattn/go-sqlite3); goolm is pure-Go Olm.
 RUN CGO_ENABLED=1 go build -trimpath -tags goolm \
       -ldflags "-s -w -X main.Version=${VERSION}" -o /out/medic ./cmd/medic
+# The auth checker for !unreject needs GOEXPERIMENT=jsonv2 (mautrix-go's federation/pdu);
+# medic itself must not have it (see the Makefile).
+RUN GOEXPERIMENT=jsonv2 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/medic-authcheck ./cmd/medic-authcheck
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -18,7 +21,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /data medic \
  && mkdir -p /data /config && chown medic /data
-COPY --from=build /out/medic /usr/local/bin/medic
+COPY --from=build /out/medic /out/medic-authcheck /usr/local/bin/
 USER medic
 VOLUME ["/data", "/config"]
 ENTRYPOINT ["/usr/local/bin/medic"]

@@ -5,7 +5,8 @@
 #   bare key string, because the pointer-receiver MarshalJSON is then called), so no peer can
 #   verify them and encrypted rooms break (TestPingInEncryptedAndUnencryptedRooms fails with
 #   "One-time key has invalid signature"). Only federation/pdu and federation/eventauth need
-#   jsonv2; they are not linked into medic.
+#   jsonv2; they are not linked into medic but into medic-authcheck, a second binary that
+#   !unreject runs (package authcheck).
 # cgo stays on: the bot's SQLite store uses mattn/go-sqlite3.
 GO ?= go
 TAGS := goolm
@@ -16,6 +17,7 @@ LDFLAGS := -s -w -X main.Version=$(VERSION)
 
 build:
 	$(GO) build -tags $(TAGS) -ldflags '$(LDFLAGS)' -o medic ./cmd/medic
+	GOEXPERIMENT=jsonv2 $(GO) build -ldflags '-s -w' -o medic-authcheck ./cmd/medic-authcheck
 
 # The one test command (README, .ci/run).
 test:

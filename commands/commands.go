@@ -75,8 +75,20 @@ func NewEnv(ctx context.Context, cfg *config.Config, st *store.Store, admin *syn
 		recovery.Undo(env.DB),
 		rejoiner.Operation(),
 		(&recovery.HistoryImport{DB: env.DB, Admin: admin, Config: cfg.Import, Restart: cfg.Synapse.RestartCommand}).Operation(),
+		env.Unrejecter().Operation(),
 	)
 	return env, nil
+}
+
+// Unrejecter is !unreject's operation, configured.
+func (e *Env) Unrejecter() *recovery.Unrejecter {
+	cfg := e.Config
+	u := &recovery.Unrejecter{DB: e.DB, Admin: e.Admin, Federation: e.Federation, ServerName: cfg.Homeserver.ServerName,
+		Checker: cfg.Unreject.AuthChecker, RestartCommand: cfg.Synapse.RestartCommand}
+	if cfg.Synapse.SigningKeyPath != "" {
+		u.OwnKey = func() (*federation.SigningKey, error) { return synapse.LoadSigningKey(cfg.Synapse.SigningKeyPath) }
+	}
+	return u
 }
 
 // Close releases the connection to Synapse's database.
@@ -207,6 +219,8 @@ func All() []*Handler {
 		extremitiesCommand(),
 		recoverCommand(),
 		importCommand(),
+		rejectedCommand(),
+		unrejectCommand(),
 		approveCommand(),
 		cancelCommand(),
 		resumeCommand(),

@@ -32,6 +32,7 @@ type Config struct {
 	Encryption Encryption    `yaml:"encryption"`
 	Synapse    Synapse       `yaml:"synapse"`
 	Federation Federation    `yaml:"federation"`
+	Unreject   Unreject      `yaml:"unreject"`
 	Jobs       Jobs          `yaml:"jobs"`
 	Import     Import        `yaml:"import"`
 	Logging    Logging       `yaml:"logging"`
@@ -114,6 +115,13 @@ type LogSource struct {
 	Type string `yaml:"type"`
 	Path string `yaml:"path"`
 	Unit string `yaml:"unit"`
+}
+
+// Unreject configures !unreject.
+type Unreject struct {
+	// AuthChecker is the medic-authcheck binary (built with GOEXPERIMENT=jsonv2, see the
+	// Makefile). Empty: next to medic's executable, then $PATH.
+	AuthChecker string `yaml:"auth_checker"`
 }
 
 type Federation struct {

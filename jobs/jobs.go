@@ -71,6 +71,32 @@ type Operation struct {
 
 type jobIDKey struct{}
 
+type reportKey struct{}
+
+// stepReport collects what steps have to tell beyond done/failed, for the job's report, and
+// lets them speak to the requester while they run (e.g. "restart Synapse now").
+type stepReport struct {
+	mu    sync.Mutex
+	notes []string
+	say   func(md string)
+}
+
+// Note adds a line to the report of the job a step runs in.
+func Note(ctx context.Context, format string, args ...any) {
+	if r, ok := ctx.Value(reportKey{}).(*stepReport); ok {
+		r.mu.Lock()
+		r.notes = append(r.notes, fmt.Sprintf(format, args...))
+		r.mu.Unlock()
+	}
+}
+
+// Say posts a message to whoever runs the job (the admin room, or the terminal) right away.
+func Say(ctx context.Context, format string, args ...any) {
+	if r, ok := ctx.Value(reportKey{}).(*stepReport); ok && r.say != nil {
+		r.say(fmt.Sprintf(format, args...))
+	}
+}
+
 // JobIDFrom returns the ID of the job a step runs in.
 func JobIDFrom(ctx context.Context) string {
 	s, _ := ctx.Value(jobIDKey{}).(string)
@@ -466,7 +492,8 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op *Op
 	stopped := false
 	var failures []string
 	var mu sync.Mutex // guards the counters above while steps run in parallel
-	stepCtx := context.WithValue(ctx, jobIDKey{}, job.ID)
+	report := &stepReport{say: func(md string) { send(ctx, req.Client, roomID, md, nil, "") }}
+	stepCtx := context.WithValue(context.WithValue(ctx, jobIDKey{}, job.ID), reportKey{}, report)
 	runStep := func(idx int) {
 		err := op.Step(stepCtx, args, plan, idx)
 		state, msg := stepDone, ""
@@ -536,6 +563,9 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op *Op
 			break
 		}
 		fmt.Fprintf(&b, "\n* failed: %s", f)
+	}
+	for _, n := range report.notes {
+		fmt.Fprintf(&b, "\n\n%s", n)
 	}
 	send(ctx, req.Client, roomID, b.String(), nil, "")
 }

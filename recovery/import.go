@@ -97,7 +97,7 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 			changes := []string{
 				fmt.Sprintf("%d event(s) of `%s` that this server lacks, from `%s` (%s of event JSON), sent %s – %s",
 					p.New, room, source, sizeOf(p.Bytes), when(p.FirstTS), when(p.LastTS)),
-				"types: " + typeList(p.Types),
+				"types: " + eventTypeCounts(p.Types),
 				"filed as backfilled history: stream orderings from `events_backfill_stream_seq` (negative: nothing comes down `/sync` as new), " +
 					"topological ordering = depth, `room_depth.min_depth` lowered",
 				"with event_json, event_edges, event_auth (+ the chain-cover queue), state_events, event_to_state_groups, event_search, " +
@@ -236,7 +236,7 @@ func sizeOf(b int64) string {
 
 func when(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04 UTC") }
 
-func typeList(types map[string]int) string {
+func eventTypeCounts(types map[string]int) string {
 	names := slices.Collect(maps.Keys(types))
 	slices.SortFunc(names, func(a, b string) int {
 		if types[a] != types[b] {

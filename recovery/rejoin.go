@@ -110,13 +110,41 @@ func shortErr(err error) string {
 	return msg
 }
 
+// stateAfter returns the room state after eventID. Federation /state answers with the state
+// *before* the event, and the newest event is often a membership (the last user to join), so
+// a state event is laid over the answer.
+func stateAfter(ctx context.Context, fc *federation.Client, server string, room id.RoomID, eventID id.EventID) (*federation.RespGetState, error) {
+	state, err := fc.GetState(ctx, server, room, eventID)
+	if err != nil {
+		return nil, err
+	}
+	evt, err := fc.GetEvent(ctx, server, eventID)
+	if err != nil {
+		return nil, fmt.Errorf("event %s: %w", eventID, err)
+	}
+	for _, raw := range evt.PDUs {
+		ev := gjson.ParseBytes(raw)
+		stateKey := ev.Get("state_key")
+		if !stateKey.Exists() {
+			continue
+		}
+		evType := ev.Get("type").Str
+		state.PDUs = slices.DeleteFunc(state.PDUs, func(p federation.PDU) bool {
+			old := gjson.ParseBytes(p)
+			return old.Get("type").Str == evType && old.Get("state_key").Str == stateKey.Str
+		})
+		state.PDUs = append(state.PDUs, raw)
+	}
+	return state, nil
+}
+
 func (r *Rejoiner) planRoom(ctx context.Context, fc *federation.Client, room string, via, seen []string) *roomPlan {
 	rp := &roomPlan{room: room}
 	var state *federation.RespGetState
 	for _, server := range r.candidates(ctx, room, via, seen) {
 		eventID, err := r.recentEvent(ctx, fc, server, id.RoomID(room))
 		if err == nil {
-			state, err = fc.GetState(ctx, server, id.RoomID(room), eventID)
+			state, err = stateAfter(ctx, fc, server, id.RoomID(room), eventID)
 		}
 		if err != nil {
 			rp.answers = append(rp.answers, fmt.Sprintf("%s: %s", server, shortErr(err)))

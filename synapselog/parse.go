@@ -26,6 +26,10 @@ const (
 	KindTxn
 	// KindStart: "***** STARTING SERVER *****": request tags restart at 0.
 	KindStart
+	// KindRejectedInState: "While checking auth of <Event …> against auth_events: 403: During
+	// auth for event <EventID>: found rejected event <RejectedID> in the state" — an incoming
+	// event refused because an event it cites was rejected (a rejection chain).
+	KindRejectedInState
 )
 
 // Line is one parsed Synapse log record.
@@ -36,6 +40,8 @@ type Line struct {
 	RoomID  string
 	Server  string // origin server named in the message
 	EventID string
+	// RejectedID is the rejected event a KindRejectedInState line names.
+	RejectedID string
 }
 
 // quick rejects most lines with one search for a byte string all interesting lines share.
@@ -43,12 +49,14 @@ var (
 	markIgnoring = []byte("Ignoring ")
 	markTxn      = []byte("Received txn ")
 	markStart    = []byte("STARTING SERVER")
+	markRejected = []byte("found rejected event ")
 )
 
 // Interesting reports whether a raw line can be a line ParseLine cares about. It is the hot
 // path of a scan: two or three substring searches per line.
 func Interesting(raw []byte) bool {
-	return bytes.Contains(raw, markIgnoring) || bytes.Contains(raw, markTxn) || bytes.Contains(raw, markStart)
+	return bytes.Contains(raw, markIgnoring) || bytes.Contains(raw, markTxn) || bytes.Contains(raw, markStart) ||
+		bytes.Contains(raw, markRejected)
 }
 
 const timeLayout = "2006-01-02 15:04:05,000"
@@ -96,6 +104,14 @@ func ParseLine(s string) Line {
 	case strings.HasPrefix(msg, "Ignoring typing update for room "):
 		l.Kind = KindTyping
 		l.RoomID, l.Server = roomAndServer(msg[len("Ignoring typing update for room "):])
+	case strings.Contains(msg, ": found rejected event ") && strings.Contains(msg, "During auth for event "):
+		_, after, _ := strings.Cut(msg, "During auth for event ")
+		l.EventID = strings.TrimSuffix(firstField(after), ":")
+		_, after, _ = strings.Cut(msg, ": found rejected event ")
+		l.RejectedID = firstField(after)
+		if strings.HasPrefix(l.EventID, "$") && strings.HasPrefix(l.RejectedID, "$") {
+			l.Kind = KindRejectedInState
+		}
 	case strings.HasPrefix(msg, "Received txn "):
 		if _, after, ok := strings.Cut(msg[len("Received txn "):], " from "); ok {
 			l.Kind = KindTxn

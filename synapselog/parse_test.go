@@ -147,3 +147,22 @@ func TestScanGiantLineAndNoFinalNewline(t *testing.T) {
 		t.Errorf("lines=%d bytes=%d, want 3 and %d", rep.Lines, rep.Bytes, len(in))
 	}
 }
+
+func TestParseRejectedInState(t *testing.T) {
+	raw := `2026-11-21 10:00:00,123 - synapse.handlers.federation_event - 1700 - WARNING - PUT-7-$dFuF - While checking auth of <FrozenEventV3 event_id=$dFuF, type=m.room.message> against auth_events: 403: During auth for event $dFuF: found rejected event $oVC6 in the state`
+	if !Interesting([]byte(raw)) {
+		t.Fatal("not interesting")
+	}
+	l := ParseLine(raw)
+	if l.Kind != KindRejectedInState || l.EventID != "$dFuF" || l.RejectedID != "$oVC6" {
+		t.Fatalf("got %+v", l)
+	}
+	sc := NewScanner(time.Time{})
+	if err := sc.Scan(strings.NewReader(raw + "\n" + strings.Replace(raw, "$dFuF", "$other", -1) + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	tr := sc.Report().RejectedInState["$oVC6"]
+	if tr == nil || tr.Count != 2 || tr.Events != 2 {
+		t.Fatalf("trace %+v", tr)
+	}
+}

@@ -36,17 +36,29 @@ type Unresolved struct {
 	Count   int
 }
 
+// RejectedTrace counts the log lines that blame one rejected event for refusing others.
+type RejectedTrace struct {
+	RejectedID string
+	Count      int       // lines
+	Events     int       // distinct events refused (approximate: consecutive repeats folded)
+	Example    string    // one refused event
+	First      time.Time // zero when lines carry no time
+	Last       time.Time
+}
+
 // Report is the result of a scan.
 type Report struct {
 	Rooms      map[string]*Room
 	Unresolved map[string]*Unresolved
+	// RejectedInState holds "found rejected event … in the state" lines by rejected event.
+	RejectedInState map[string]*RejectedTrace
 	Lines      int64
 	Bytes      int64
 	Sources    []string
 }
 
 func newReport() *Report {
-	return &Report{Rooms: map[string]*Room{}, Unresolved: map[string]*Unresolved{}}
+	return &Report{Rooms: map[string]*Room{}, Unresolved: map[string]*Unresolved{}, RejectedInState: map[string]*RejectedTrace{}}
 }
 
 // SortedRooms returns the rooms, most recently seen first.
@@ -186,7 +198,7 @@ func (sc *Scanner) Scan(r io.Reader) error {
 	}
 }
 
-var markers = [][]byte{markIgnoring, markTxn, markStart}
+var markers = [][]byte{markIgnoring, markTxn, markStart, markRejected}
 
 // scanBlock feeds the lines of a block of whole lines that contain a marker, in order.
 func (sc *Scanner) scanBlock(block []byte) {
@@ -253,6 +265,19 @@ func (sc *Scanner) feed(raw string) {
 		return
 	}
 	switch l.Kind {
+	case KindRejectedInState:
+		tr := sc.report.RejectedInState[l.RejectedID]
+		if tr == nil {
+			tr = &RejectedTrace{RejectedID: l.RejectedID, First: l.Time}
+			sc.report.RejectedInState[l.RejectedID] = tr
+		}
+		tr.Count++
+		if tr.Example != l.EventID {
+			tr.Events++
+			tr.Example = l.EventID
+		}
+		tr.Last = l.Time
+		return
 	case KindTxn:
 		if l.Tag != "" && l.Server != "" {
 			sc.tags.put(l.Tag, l.Server)

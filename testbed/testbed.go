@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,7 +68,10 @@ func Script() string {
 // Main runs the package's tests against the testbed.
 func Main(m *testing.M) {
 	lockTestbed()
-	ownUp := os.Getenv("MEDIC_TESTBED_HS1_URL") == ""
+	// Whoever brings the testbed up under the lock takes it down again. An environment that
+	// names a testbed is trusted only while both servers answer: another package run may have
+	// taken its own testbed down since.
+	ownUp := !answers(os.Getenv("MEDIC_TESTBED_HS1_URL")) || !answers(os.Getenv("MEDIC_TESTBED_HS2_URL"))
 	if ownUp {
 		out, err := exec.Command(Script(), "up").Output()
 		if err != nil {
@@ -86,6 +90,20 @@ func Main(m *testing.M) {
 		_ = exec.Command(Script(), "down").Run()
 	}
 	os.Exit(code)
+}
+
+// answers reports whether a homeserver's client API responds.
+func answers(url string) bool {
+	if url == "" {
+		return false
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url + "/_matrix/client/versions")
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 func parseEnv(out []byte) map[string]string {
@@ -348,6 +366,7 @@ func (b *Buffer) Reset() {
 func (tb *Testbed) MedicConfig(t testing.TB, dir string, bot id.UserID, password string) string {
 	t.Helper()
 	h := tb.HS1
+	checker := AuthChecker(t)
 	path := filepath.Join(dir, "config.yaml")
 	err := os.WriteFile(path, []byte(fmt.Sprintf(`
 homeserver: {url: %q, server_name: %q}
@@ -358,10 +377,43 @@ synapse:
   database: %q
   signing_key_path: %q
   logs: [{type: file, path: %q}]
+  restart_command: %q
 federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
-`, h.URL, h.Name, bot, password, h.UserID("admin"), filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*")), 0o600)
+unreject: {auth_checker: %q}
+`, h.URL, h.Name, bot, password, h.UserID("admin"), filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*",
+		tb.script+" restart "+fmt.Sprint(h.N), checker)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+var (
+	checkerOnce sync.Once
+	checkerPath string
+	checkerErr  error
+)
+
+// AuthChecker builds medic-authcheck (with GOEXPERIMENT=jsonv2, as the Makefile does) once per
+// test process and returns its path.
+func AuthChecker(t testing.TB) string {
+	t.Helper()
+	checkerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "medic-authcheck")
+		if err != nil {
+			checkerErr = err
+			return
+		}
+		checkerPath = filepath.Join(dir, "medic-authcheck")
+		cmd := exec.Command("go", "build", "-o", checkerPath, "./cmd/medic-authcheck")
+		cmd.Dir = filepath.Join(filepath.Dir(Script()), "..")
+		cmd.Env = append(os.Environ(), "GOEXPERIMENT=jsonv2", "GOFLAGS=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			checkerErr = fmt.Errorf("build medic-authcheck: %w\n%s", err, out)
+		}
+	})
+	if checkerErr != nil {
+		t.Fatal(checkerErr)
+	}
+	return checkerPath
 }

@@ -6,6 +6,7 @@
 #   testbed.sh down      stop both homeservers
 #   testbed.sh start N   start homeserver N (1 or 2) again with its existing data
 #   testbed.sh stop N    stop homeserver N (SIGTERM, waits)
+#   testbed.sh restart N stop, then start homeserver N (medic's restart_command in tests)
 #   testbed.sh recreatedb N  drop and create hsN's empty database (Synapse must be stopped)
 #   testbed.sh fresh 3   (re)create hs3 from scratch (Synapse on SQLite, hs3.test:8483, client 8028),
 #                        start it and add its users; tests that need it run this and `stop 3` after
@@ -284,6 +285,7 @@ case "$cmd" in
   down) down ;;
   start) start "$1" ;;
   stop) stop "$1" ;;
+  restart) stop "$1"; start "$1" ;;
   recreatedb) pg_start; createdb_hs "$1" ;;
   fresh) fresh "$1" ;;
   env) env_out ;;

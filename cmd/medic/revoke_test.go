@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +120,71 @@ func TestRecoverKillRevokesTokens(t *testing.T) {
 	}
 	if n := live(); n != 0 {
 		t.Errorf("%d minted tokens are still valid after restart", n)
+	}
+}
+
+// TestRecoverFailedJoinRevokesToken makes one join fail between the plan and the run (hs2 bans
+// the user after the terminal showed the plan) and checks that the token minted for that
+// failed join is logged out like the others.
+func TestRecoverFailedJoinRevokesToken(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	banned := tb.Register(t, tb.HS1, testbed.UniqueName("fb"), false)
+	fine := tb.Register(t, tb.HS1, testbed.UniqueName("ff"), false)
+	ids := []string{banned.UserID.String(), fine.UserID.String()}
+	dump := filepath.Join(t.TempDir(), "hs1.dump")
+	tb.Dump(t, tb.HS1, dump)
+
+	// Invite-only, so both rejoins go through minted tokens.
+	remote := tb.Admin(t, tb.HS2)
+	room, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []*mautrix.Client{banned, fine} {
+		if _, err = remote.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: u.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		joinHonouring429(t, u, room.RoomID, tb.HS2.Name)
+	}
+	tb.Restore(t, tb.HS1, dump)
+
+	dir := t.TempDir()
+	cfg := tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword)
+	stdin, answer := io.Pipe()
+	var out testbed.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"exec", "-c", cfg, "!recover room " + room.RoomID.String() + " via " + tb.HS2.Name}, stdin, &out, &out)
+	}()
+	t.Cleanup(func() { _ = answer.Close() })
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(out.String(), "Approve? [y/N]"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no approval prompt:\n%s", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	plan := out.String()
+	if !strings.Contains(plan, banned.UserID.String()) && !strings.Contains(plan, "2 users") {
+		t.Fatalf("the plan does not rejoin both users:\n%s", plan)
+	}
+	// Between the plan and the run, hs2 bans one of them: that join must now fail.
+	if _, err = remote.BanUser(ctx, room.RoomID, &mautrix.ReqBanUser{UserID: banned.UserID, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = io.WriteString(answer, "y\n"); err != nil {
+		t.Fatal(err)
+	}
+	code := <-done
+	report := out.String()
+	t.Logf("medic output:\n%s", report)
+	if code == 0 || !strings.Contains(report, "failed") || !strings.Contains(report, banned.UserID.String()) {
+		t.Fatalf("the banned user's join did not fail in the report (exit %d)", code)
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND user_id = $2 AND membership = 'join'`, room.RoomID, fine.UserID); n != 1 {
+		t.Errorf("%s was not rejoined", fine.UserID)
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM access_tokens WHERE puppets_user_id = ANY($1)`, ids); n != 0 {
+		t.Errorf("%d minted tokens are still valid after a failed join", n)
 	}
 }

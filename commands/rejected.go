@@ -1,0 +1,213 @@
+package commands
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix/event/cmdschema"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/synapselog"
+)
+
+// resolveRoom turns a room ID or alias into a room ID, answering the admin on failure.
+func resolveRoom(ce *Event, room string) (string, bool) {
+	switch {
+	case strings.HasPrefix(room, "!"):
+		return room, true
+	case strings.HasPrefix(room, "#"):
+		resp, err := ce.Meta.Admin.Client.Client.ResolveAlias(ce.Ctx, id.RoomAlias(room))
+		if err != nil {
+			Fail(ce, "Could not resolve `%s`: %v", room, err)
+			return "", false
+		}
+		return resp.RoomID.String(), true
+	}
+	Fail(ce, "`%s` is not a room ID (`!…`) or alias (`#…`).", room)
+	return "", false
+}
+
+func rejectedCommand() *Handler {
+	return &Handler{
+		Name:        "rejected",
+		Description: text("Rooms with rejected events, and the rejection chains in a room"),
+		Parameters: []*cmdschema.Parameter{
+			{Key: "room", Schema: cmdschema.PrimitiveTypeString.Schema(), Optional: true, Description: text("A room ID or alias to show in detail")},
+			{Key: "since", Schema: cmdschema.PrimitiveTypeString.Schema(), Optional: true, Description: text("How far back, e.g. 24h or 7d (default 7d)")},
+		},
+		Func: rejected,
+	}
+}
+
+func rejected(ce *Event) {
+	if !needDB(ce) {
+		return
+	}
+	args := ce.Args
+	room := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "--") {
+		var ok bool
+		if room, ok = resolveRoom(ce, args[0]); !ok {
+			return
+		}
+		args = args[1:]
+	}
+	since := 7 * 24 * time.Hour
+	if len(args) > 0 {
+		var err error
+		if since, err = parseSince(args); err != nil {
+			Fail(ce, "%v. Usage: `%srejected [room] [--since 7d]`", err, prefix(ce))
+			return
+		}
+	}
+	groups, err := ce.Meta.DB.RejectedGroups(ce.Ctx, time.Now().Add(-since), room)
+	if err != nil {
+		Fail(ce, "Could not count rejected events: %v", err)
+		return
+	}
+	var b strings.Builder
+	if len(groups) == 0 {
+		where := "any room"
+		if room != "" {
+			where = "`" + room + "`"
+		}
+		reply(ce, "No rejected events in %s in the last %s. ✅", where, humanDuration(since))
+		return
+	}
+	fmt.Fprintf(&b, "Rejected events received in the last %s:\n\n| room | reason | type | count | first | last |\n|---|---|---|---|---|---|\n", humanDuration(since))
+	rooms := []string{}
+	for _, g := range groups {
+		name := "`" + g.RoomID + "`"
+		if g.Name != "" {
+			name = g.Name + " " + name
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s |\n", name, g.Reason, g.Type, g.Count, g.First.UTC().Format(time.DateTime), g.Last.UTC().Format(time.DateTime))
+		if len(rooms) == 0 || rooms[len(rooms)-1] != g.RoomID {
+			rooms = append(rooms, g.RoomID)
+		}
+	}
+	// The chains: per room when one is named, else for the rooms listed (at most 5).
+	var rep *synapselog.Report
+	if sources := recovery.Sources(ce.Meta.Config.Synapse.Logs); len(sources) > 0 {
+		rep, _ = synapselog.ScanSources(ce.Ctx, sources, time.Now().Add(-since))
+	}
+	for i, r := range rooms {
+		if i == 5 {
+			fmt.Fprintf(&b, "\n… %d more rooms: `%srejected <room>` shows one.", len(rooms)-5, prefix(ce))
+			break
+		}
+		rr, err := recovery.RoomChains(ce.Ctx, ce.Meta.DB, r)
+		if err != nil {
+			fmt.Fprintf(&b, "\n`%s`: could not read its chains: %v\n", r, err)
+			continue
+		}
+		rr.AttachLogs(rep)
+		writeChains(&b, rr, prefix(ce))
+	}
+	reply(ce, b.String())
+}
+
+func writeChains(b *strings.Builder, rr *recovery.RoomRejections, pfx string) {
+	fmt.Fprintf(b, "\n**`%s`**: %d rejected event(s) in all.\n", rr.RoomID, rr.Total)
+	shown := 0
+	for _, c := range rr.Chains {
+		if c.Descendants == 0 {
+			continue
+		}
+		shown++
+		if shown > 5 {
+			break
+		}
+		fmt.Fprintf(b, "* Chain root `%s` (%s from %s, %s, %s): %d later event(s) rejected because they cite it (%s).",
+			c.Root.EventID, c.Root.Type, c.Root.Sender, c.Root.Reason, c.Root.Received.UTC().Format(time.DateTime), c.Descendants, typeCounts(c.ByType))
+		if c.Log != nil {
+			fmt.Fprintf(b, " Logs: %d \"found rejected event %s in the state\" line(s), last %s.", c.Log.Count, c.Root.EventID, c.Log.Last.UTC().Format(time.DateTime))
+		}
+		b.WriteString("\n")
+	}
+	lone := 0
+	for _, c := range rr.Chains {
+		if c.Descendants == 0 {
+			lone++
+		}
+	}
+	if lone > 0 {
+		fmt.Fprintf(b, "* %d lone rejected event(s) that nothing cites (often legitimate rejections).\n", lone)
+	}
+	if shown > 0 {
+		fmt.Fprintf(b, "\n`%sunreject %s` verifies the roots with the auth rules and proposes a fix (asks first).\n", pfx, rr.RoomID)
+	}
+}
+
+func typeCounts(m map[string]int) string {
+	parts := make([]string, 0, len(m))
+	for t, n := range m {
+		parts = append(parts, fmt.Sprintf("%d %s", n, t))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
+
+func humanDuration(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+func unrejectCommand() *Handler {
+	return &Handler{
+		Name:        "unreject",
+		Description: text("Verify a room's rejected events with the auth rules and un-reject those that pass (asks for approval)"),
+		Parameters: []*cmdschema.Parameter{
+			{Key: "room", Schema: cmdschema.PrimitiveTypeString.Schema(), Description: text("Room ID or alias, then optionally --root <event id> and --force")},
+		},
+		TailParam: "room",
+		Func:      unreject,
+	}
+}
+
+const unrejectUsage = "Usage: `%sunreject <room> [--root <event id>] [--force]`"
+
+func unreject(ce *Event) {
+	if !needDB(ce) {
+		return
+	}
+	if len(ce.Args) == 0 {
+		Fail(ce, unrejectUsage, prefix(ce))
+		return
+	}
+	room, ok := resolveRoom(ce, ce.Args[0])
+	if !ok {
+		return
+	}
+	args := jobs.Args{"room": room}
+	rest := ce.Args[1:]
+	for i := 0; i < len(rest); i++ {
+		switch a := rest[i]; {
+		case a == "--root" && i+1 < len(rest):
+			i++
+			args["root"] = rest[i]
+		case strings.HasPrefix(a, "--root="):
+			args["root"] = strings.TrimPrefix(a, "--root=")
+		case a == "--force":
+			args["force"] = "true"
+		default:
+			Fail(ce, "Unexpected argument `%s`. "+unrejectUsage, a, prefix(ce))
+			return
+		}
+	}
+	if r := args["root"]; r != "" && !strings.HasPrefix(r, "$") {
+		Fail(ce, "`%s` is not an event ID (`$…`).", r)
+		return
+	}
+	if args["force"] == "true" && args["root"] == "" {
+		Fail(ce, "`--force` needs `--root <event id>`: name the one event to accept despite the auth rules.")
+		return
+	}
+	propose(ce, recovery.KindUnreject, args)
+}

@@ -1,0 +1,108 @@
+package recovery
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapselog"
+)
+
+// Chain is a rejection chain: a root rejected event (one whose own auth events are all
+// accepted) and the rejected events that cite it, directly or through other rejected events.
+// A root with no descendants is a lone rejection (often a legitimate one).
+type Chain struct {
+	Root        synapse.RejectedEvent
+	Descendants int
+	ByType      map[string]int // the descendants' event types
+	Last        time.Time      // newest rejection in the chain
+	// Log is what Synapse's logs say about events refused because of this chain (nil when no
+	// logs are configured or none mention it).
+	Log *synapselog.RejectedTrace
+}
+
+// RoomRejections is one room's rejected events, as chains.
+type RoomRejections struct {
+	RoomID string
+	Total  int
+	Chains []*Chain // biggest first
+	// member maps every rejected event of the room to its chain's root.
+	member map[string]string
+}
+
+// RootOf returns the root of the chain an event belongs to ("" if it is not rejected).
+func (r *RoomRejections) RootOf(eventID string) string { return r.member[eventID] }
+
+// Chain returns the chain with the given root.
+func (r *RoomRejections) Chain(root string) *Chain {
+	for _, c := range r.Chains {
+		if c.Root.EventID == root {
+			return c
+		}
+	}
+	return nil
+}
+
+// RoomChains walks a room's rejected events in depth order and groups them into chains: an
+// event whose auth events include a rejected event joins that event's chain. The walk keeps
+// only event IDs, so it stays small for long chains.
+func RoomChains(ctx context.Context, db *synapse.DB, room string) (*RoomRejections, error) {
+	rr := &RoomRejections{RoomID: room, member: map[string]string{}}
+	byRoot := map[string]*Chain{}
+	err := db.RoomRejected(ctx, room, func(ev synapse.RejectedEvent) error {
+		rr.Total++
+		root := ""
+		for _, a := range ev.AuthEvents {
+			if r, ok := rr.member[a]; ok {
+				root = r
+				break
+			}
+		}
+		if root == "" {
+			root = ev.EventID
+			c := &Chain{Root: ev, ByType: map[string]int{}, Last: ev.Received}
+			byRoot[root] = c
+			rr.Chains = append(rr.Chains, c)
+		} else {
+			c := byRoot[root]
+			c.Descendants++
+			c.ByType[ev.Type]++
+			if ev.Received.After(c.Last) {
+				c.Last = ev.Received
+			}
+		}
+		rr.member[ev.EventID] = root
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(rr.Chains, func(a, b *Chain) int { return b.Descendants - a.Descendants })
+	return rr, nil
+}
+
+// AttachLogs adds the logs' "found rejected event … in the state" counts to the chains of
+// the events they name.
+func (r *RoomRejections) AttachLogs(rep *synapselog.Report) {
+	if rep == nil {
+		return
+	}
+	for rejectedID, tr := range rep.RejectedInState {
+		root, ok := r.member[rejectedID]
+		if !ok {
+			continue
+		}
+		c := r.Chain(root)
+		if c.Log == nil {
+			cp := *tr
+			c.Log = &cp
+			continue
+		}
+		c.Log.Count += tr.Count
+		c.Log.Events += tr.Events
+		if tr.Last.After(c.Log.Last) {
+			c.Log.Last = tr.Last
+		}
+	}
+}

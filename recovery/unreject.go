@@ -1,0 +1,530 @@
+package recovery
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/synapse-medic/medic/authcheck"
+	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/synapse"
+)
+
+// KindUnreject un-rejects a room's wrongly rejected events.
+const KindUnreject = "unreject"
+
+// RiskRejectedStays is the upstream warning the prompt quotes (synapse#13797).
+const RiskRejectedStays = "Synapse assumes that a rejected event stays rejected (element-hq/synapse#13797) and caches " +
+	"events with their rejection status: the change takes effect only after Synapse restarts, and events it " +
+	"already built on the rejection (e.g. state computed while the event was rejected) are not recomputed."
+
+// RestartWait is how long medic waits for an admin to restart Synapse when no restart
+// command is configured.
+var RestartWait = 30 * time.Minute
+
+// Unrejecter plans and runs !unreject.
+type Unrejecter struct {
+	DB         *synapse.DB
+	Admin      *synapse.Admin
+	Federation func() (*federation.Client, error)
+	ServerName string
+	// OwnKey is Synapse's signing key (its public half verifies the server's own events).
+	OwnKey func() (*federation.SigningKey, error)
+	// Checker is the configured medic-authcheck path ("" to look next to medic and in $PATH).
+	Checker        string
+	RestartCommand string
+}
+
+// Operation is the job operation.
+func (u *Unrejecter) Operation() *jobs.Operation {
+	return &jobs.Operation{Kind: KindUnreject, Plan: u.plan, Step: u.step}
+}
+
+// Verification is the outcome of checking a room's rejected events.
+type Verification struct {
+	RoomID      string
+	RoomVersion string
+	Roots       []string            // the chains' roots that were checked
+	Pass        []string            // events that now pass, in depth order
+	Fail        []authcheck.Verdict // events that still fail, in depth order
+	Forced      []string            // roots accepted despite failing (--force)
+	Types       map[string]int      // types of the passing events
+	ByID        map[string]string   // event ID → type, for the report
+}
+
+// Verify checks a room's rejected events with the auth checker: the roots (all chains', or
+// the one given) against their own auth events, then every event of their chains in depth
+// order with the roots' verdicts applied. Nothing is changed.
+func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) (*Verification, *RoomRejections, error) {
+	if u.DB == nil {
+		return nil, nil, fmt.Errorf("this needs Synapse's database: set synapse.database in medic's config")
+	}
+	rv, err := u.DB.RoomVersion(ctx, room)
+	if err != nil {
+		return nil, nil, err
+	} else if rv == "" {
+		return nil, nil, fmt.Errorf("Synapse does not know room %s", room)
+	} else if rv == "1" || rv == "2" {
+		return nil, nil, fmt.Errorf("room %s is version %s; mautrix-go's auth rules do not cover versions 1 and 2, so medic cannot verify its events", room, rv)
+	}
+	rr, err := RoomChains(ctx, u.DB, room)
+	if err != nil {
+		return nil, nil, err
+	}
+	v := &Verification{RoomID: room, RoomVersion: rv, Types: map[string]int{}, ByID: map[string]string{}}
+	if rr.Total == 0 {
+		return v, rr, nil
+	}
+	if root != "" {
+		switch r := rr.RootOf(root); {
+		case r == "":
+			return nil, rr, fmt.Errorf("%s is not a rejected event of %s", root, room)
+		case r != root:
+			return nil, rr, fmt.Errorf("%s is not the root of its chain: it was rejected because of %s (use that as --root)", root, r)
+		}
+		v.Roots = []string{root}
+	} else {
+		if force {
+			return nil, rr, fmt.Errorf("--force needs --root: name the one event to accept despite the auth rules")
+		}
+		for _, c := range rr.Chains {
+			v.Roots = append(v.Roots, c.Root.EventID)
+		}
+	}
+	selected := map[string]bool{}
+	for _, r := range v.Roots {
+		selected[r] = true
+	}
+	// Which events to check, which servers signed them, and which accepted events they cite.
+	inChain := map[string]bool{}
+	servers := map[string]bool{}
+	cited := map[string]bool{}
+	err = u.DB.RoomRejected(ctx, room, func(ev synapse.RejectedEvent) error {
+		if !selected[rr.RootOf(ev.EventID)] {
+			return nil
+		}
+		inChain[ev.EventID] = true
+		v.ByID[ev.EventID] = ev.Type
+		servers[id.UserID(ev.Sender).Homeserver()] = true
+		for _, a := range ev.AuthEvents {
+			cited[a] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, rr, err
+	}
+	if rv == "12" || strings.HasPrefix(rv, "org.matrix.hydra") {
+		cited["$"+strings.TrimPrefix(room, "!")] = true // the create event's ID is the room ID
+	}
+	var contextIDs []string
+	for a := range cited {
+		if rr.RootOf(a) == "" {
+			contextIDs = append(contextIDs, a)
+		}
+	}
+	contextEvents, err := u.DB.EventsByID(ctx, contextIDs)
+	if err != nil {
+		return nil, rr, err
+	}
+	keys, err := u.keys(ctx, servers)
+	if err != nil {
+		return nil, rr, err
+	}
+	checker, err := authcheck.Find(u.Checker)
+	if err != nil {
+		return nil, rr, err
+	}
+	hdr := authcheck.Header{RoomVersion: rv, Keys: keys}
+	feed := func(send func(authcheck.Input) error) error {
+		for _, ev := range contextEvents {
+			if err := send(authcheck.Input{EventID: ev.EventID, Event: ev.JSON, Rejected: ev.Rejected}); err != nil {
+				return err
+			}
+		}
+		return u.DB.RoomRejectedJSON(ctx, room, func(eventID string, js []byte) error {
+			check := inChain[eventID]
+			return send(authcheck.Input{EventID: eventID, Event: js, Rejected: true, Check: check,
+				Force: check && force && eventID == root})
+		})
+	}
+	err = authcheck.Run(ctx, checker, hdr, feed, func(vd authcheck.Verdict) error {
+		switch {
+		case vd.OK:
+			v.Pass = append(v.Pass, vd.EventID)
+			v.Types[v.ByID[vd.EventID]]++
+		case force && vd.EventID == root:
+			v.Forced = append(v.Forced, vd.EventID)
+			v.Fail = append(v.Fail, vd)
+		default:
+			v.Fail = append(v.Fail, vd)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, rr, fmt.Errorf("verify events: %w", err)
+	}
+	return v, rr, nil
+}
+
+// keys gathers the signing keys of the given servers: Synapse's own key, the keys Synapse
+// stored, and (for servers still missing) the servers' own answers, self-signature checked.
+func (u *Unrejecter) keys(ctx context.Context, servers map[string]bool) (map[string]map[string]authcheck.Key, error) {
+	stored, err := u.DB.ServerKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]authcheck.Key{}
+	for server, ks := range stored {
+		out[server] = map[string]authcheck.Key{}
+		for keyID, k := range ks {
+			out[server][keyID] = authcheck.Key{Key: k.Key, ValidUntilTS: k.ValidUntil}
+		}
+	}
+	if u.OwnKey != nil {
+		if own, err := u.OwnKey(); err == nil {
+			if out[u.ServerName] == nil {
+				out[u.ServerName] = map[string]authcheck.Key{}
+			}
+			// Our own current key has no expiry that matters here.
+			out[u.ServerName][string(own.ID)] = authcheck.Key{Key: string(own.Pub), ValidUntilTS: 1 << 62}
+		}
+	}
+	for server := range servers {
+		if len(out[server]) > 0 || u.Federation == nil {
+			continue
+		}
+		fc, err := u.Federation()
+		if err != nil {
+			continue
+		}
+		resp, err := fc.ServerKeys(ctx, server)
+		if err != nil || resp.VerifySelfSignature() != nil {
+			continue // the checker then reports the signature as unverifiable
+		}
+		out[server] = map[string]authcheck.Key{}
+		for keyID, k := range resp.VerifyKeys {
+			out[server][string(keyID)] = authcheck.Key{Key: string(k.Key), ValidUntilTS: resp.ValidUntilTS.UnixMilli()}
+		}
+		for keyID, k := range resp.OldVerifyKeys {
+			out[server][string(keyID)] = authcheck.Key{Key: string(k.Key), ValidUntilTS: k.ExpiredTS.UnixMilli()}
+		}
+	}
+	return out, nil
+}
+
+func (u *Unrejecter) restartText() string {
+	if u.RestartCommand != "" {
+		return fmt.Sprintf("Right after the change medic restarts Synapse with `%s` and waits until it answers again.", u.RestartCommand)
+	}
+	return fmt.Sprintf("No restart command is configured: after the change medic asks you to restart Synapse and waits (up to %s) until it has gone down and answers again.", RestartWait)
+}
+
+func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
+	room, root, force := args["room"], args["root"], args["force"] == "true"
+	v, rr, err := u.Verify(ctx, room, root, force)
+	if err != nil {
+		return nil, err
+	}
+	if rr.Total == 0 {
+		return &jobs.Plan{Nothing: fmt.Sprintf("`%s` has no rejected events; nothing to un-reject.", room)}, nil
+	}
+	unreject := slices.Clone(v.Pass)
+	unreject = append(unreject, v.Forced...)
+	if len(unreject) == 0 {
+		var b strings.Builder
+		fmt.Fprintf(&b, "Verification refuses: none of the %d rejected events checked in `%s` passes the auth rules, so nothing is un-rejected.", len(v.Fail), room)
+		writeFailures(&b, v.Fail, 10)
+		if root != "" && !force {
+			fmt.Fprintf(&b, "\n\nIf you are sure the rules are wrong here, `--force` accepts the root anyway. That is dangerous: an event that breaks the auth rules may give someone power they never had, and other servers keep rejecting it, so the room's state would split from theirs.")
+		}
+		return &jobs.Plan{Nothing: b.String()}, nil
+	}
+	slices.Sort(unreject)
+	sum := sha256.Sum256([]byte(strings.Join(unreject, "\n")))
+	changes := []string{fmt.Sprintf("`%s` (room version %s): un-reject **%d** event(s) (%s): `events.rejection_reason` → NULL and their `rejections` rows deleted, in one transaction scoped to this room; the old rows are kept for `!undo`.",
+		room, v.RoomVersion, len(unreject), typeList(v.Types, v.ByID, v.Forced))}
+	for i, r := range v.Roots {
+		if i == 5 {
+			changes = append(changes, fmt.Sprintf("… and %d more chains", len(v.Roots)-5))
+			break
+		}
+		c := rr.Chain(r)
+		status := "passes the auth rules against its own auth events, its content hash and its signature"
+		switch {
+		case slices.Contains(v.Forced, r):
+			status = "**FAILS** the auth rules but is forced by `--force`"
+		case !slices.Contains(v.Pass, r):
+			status = "fails the auth rules: stays rejected"
+		}
+		line := fmt.Sprintf("Root `%s` (%s from %s, reason %s): %s; %d event(s) rejected after it.", r, c.Root.Type, c.Root.Sender, c.Root.Reason, status, c.Descendants)
+		if c.Log != nil {
+			line += fmt.Sprintf(" The logs show %d \"found rejected event … in the state\" line(s) for it.", c.Log.Count)
+		}
+		changes = append(changes, line)
+	}
+	if len(v.Fail) > len(v.Forced) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "Stay rejected (%d): they fail the rules even with the roots accepted.", len(v.Fail)-len(v.Forced))
+		writeFailures(&b, v.Fail, 10)
+		changes = append(changes, b.String())
+	}
+	risks := []string{RiskRejectedStays, u.restartText(),
+		"Afterwards medic compares the room's state with another server in the room and reports any difference that un-rejecting alone does not fix."}
+	if len(v.Forced) > 0 {
+		risks = append([]string{"⚠️ **--force**: the root breaks the auth rules. Accepting it may hand someone power they never had, and other servers keep rejecting it, so this server's view of the room splits from theirs. Only do this if you know why the rules are wrong here."}, risks...)
+	}
+	return &jobs.Plan{
+		Title:   fmt.Sprintf("Un-reject %d event(s) in %s", len(unreject), room),
+		Why:     "Events in this room were rejected because they cite an event this server rejected, but that event passes the auth rules; until it is un-rejected the room stays silent for local users.",
+		Changes: changes,
+		Risks:   risks,
+		Steps: []string{
+			fmt.Sprintf("un-reject %d event(s) of %s (one transaction)", len(unreject), room),
+			"restart Synapse",
+			"compare the room's state with a remote server",
+		},
+		Basis: []string{fmt.Sprintf("%d events %s", len(unreject), hex.EncodeToString(sum[:8]))},
+		Data:  map[string]string{"events": strings.Join(unreject, "\n")},
+	}, nil
+}
+
+func writeFailures(b *strings.Builder, fails []authcheck.Verdict, limit int) {
+	for i, f := range fails {
+		if i == limit {
+			fmt.Fprintf(b, "\n* … and %d more", len(fails)-limit)
+			break
+		}
+		fmt.Fprintf(b, "\n* `%s`: rule %s", f.EventID, f.Rule)
+		if f.Error != "" && !strings.Contains(f.Rule, f.Error) {
+			fmt.Fprintf(b, " — %s", f.Error)
+		}
+	}
+}
+
+func typeList(types map[string]int, byID map[string]string, forced []string) string {
+	t := map[string]int{}
+	for k, n := range types {
+		t[k] += n
+	}
+	for _, f := range forced {
+		t[byID[f]]++
+	}
+	keys := make([]string, 0, len(t))
+	for k := range t {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d %s", t[k], k)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (u *Unrejecter) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
+	room := args["room"]
+	events := strings.Split(plan.Data["events"], "\n")
+	hold := synapse.HoldPoint()
+	switch idx {
+	case 0:
+		jobID := jobs.JobIDFrom(ctx)
+		if open, _, err := u.DB.JournalCount(ctx, jobID); err == nil && open > 0 {
+			return nil // committed before a restart of medic: the journal is the proof
+		}
+		n, err := u.DB.ApplyJournaled(ctx, jobID, "job "+jobID, []synapse.RowChange{
+			{Table: "events", Key: []string{"event_id"}, Where: synapse.UnrejectEventsWhere, Args: []any{room, events}, Set: synapse.UnrejectEventsSet},
+			{Table: "rejections", Key: []string{"event_id"}, Where: synapse.UnrejectRejectionsWhere, Args: []any{room, events}},
+		}, hold)
+		if err != nil {
+			return fmt.Errorf("un-reject: %w", err)
+		}
+		jobs.Note(ctx, "Changed %d row(s) in `events` and `rejections` of `%s`; `!undo %s` restores them.", n, room, jobID)
+		return nil
+	case 1:
+		if err := hold.At(ctx, "before restart"); err != nil {
+			return err
+		}
+		return u.restart(ctx)
+	case 2:
+		return u.postCheck(ctx, room, events)
+	}
+	return fmt.Errorf("no step %d", idx)
+}
+
+// restart restarts Synapse with the configured command, or asks the admin to, and waits
+// until Synapse answers again.
+func (u *Unrejecter) restart(ctx context.Context) error {
+	if u.RestartCommand != "" {
+		out, err := exec.CommandContext(ctx, "sh", "-c", u.RestartCommand).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("restart command failed: %w: %s", err, lastLine(string(out)))
+		}
+		return u.waitUp(ctx, 5*time.Minute, false)
+	}
+	jobs.Say(ctx, "⚠️ **Restart Synapse now** (e.g. `systemctl restart matrix-synapse`): the change takes effect only after a restart. I'm waiting up to %s and will confirm when it is back.", RestartWait)
+	return u.waitUp(ctx, RestartWait, true)
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// waitUp waits until Synapse answers; with mustGoDown, only after it has been seen down.
+func (u *Unrejecter) waitUp(ctx context.Context, limit time.Duration, mustGoDown bool) error {
+	deadline := time.Now().Add(limit)
+	sawDown := !mustGoDown
+	for time.Now().Before(deadline) {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		version, err := u.Admin.ServerVersion(pctx)
+		cancel()
+		if err != nil {
+			sawDown = true
+		} else if sawDown {
+			jobs.Note(ctx, "Synapse %s is back up after the restart.", version)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	if !sawDown {
+		return fmt.Errorf("Synapse was not restarted within %s; restart it, then `!resume` this job", limit)
+	}
+	return fmt.Errorf("Synapse did not answer within %s of the restart", limit)
+}
+
+// postCheck confirms the events are accepted and compares the room's current state with a
+// remote server's state at its latest event.
+func (u *Unrejecter) postCheck(ctx context.Context, room string, events []string) error {
+	if n, err := u.DB.RejectedCount(ctx, room, events); err != nil {
+		return err
+	} else if n > 0 {
+		return fmt.Errorf("%d of the events are rejected again", n)
+	}
+	local, err := u.DB.CurrentState(ctx, room)
+	if err != nil {
+		return err
+	}
+	if u.Federation == nil {
+		jobs.Note(ctx, "No federation client: the state was not compared with another server.")
+		return nil
+	}
+	fc, err := u.Federation()
+	if err != nil {
+		jobs.Note(ctx, "State not compared with another server: %v", err)
+		return nil
+	}
+	servers, err := u.DB.CandidateServers(ctx, room, u.ServerName)
+	if err != nil {
+		return err
+	}
+	var tried []string
+	for _, server := range servers {
+		remote, err := u.remoteState(ctx, fc, server, room)
+		if err != nil {
+			tried = append(tried, fmt.Sprintf("%s: %s", server, shortErr(err)))
+			continue
+		}
+		diffs := compareState(local, remote)
+		if len(diffs) == 0 {
+			jobs.Note(ctx, "Post-check: the room's current state matches %s's state at its latest event (%d entries).", server, len(local))
+		} else {
+			var b strings.Builder
+			fmt.Fprintf(&b, "Post-check: %d difference(s) from %s's state at its latest event, which un-rejecting alone does not fix:", len(diffs), server)
+			for i, d := range diffs {
+				if i == 15 {
+					fmt.Fprintf(&b, "\n* … and %d more", len(diffs)-15)
+					break
+				}
+				fmt.Fprintf(&b, "\n* %s", d)
+			}
+			jobs.Note(ctx, "%s", b.String())
+		}
+		return nil
+	}
+	jobs.Note(ctx, "Post-check: no remote server gave the room's state (%s).", strings.Join(tried, "; "))
+	return nil
+}
+
+// remoteState asks server for the room's state after its latest event, as
+// "type\x00state_key" → event ID. It uses /state_ids (event IDs need no hashing here) and
+// names the events from Synapse's own tables, fetching only the ones it lacks.
+func (u *Unrejecter) remoteState(ctx context.Context, fc *federation.Client, server, room string) (map[string]string, error) {
+	latest, err := fc.TimestampToEvent(ctx, server, id.RoomID(room), time.Now(), mautrix.DirectionBackward)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := fc.GetStateIDs(ctx, server, id.RoomID(room), latest.EventID)
+	if err != nil {
+		return nil, err
+	}
+	want := make([]string, 0, len(ids.PDUs)+1)
+	for _, e := range ids.PDUs {
+		want = append(want, e.String())
+	}
+	keys, err := u.DB.StateKeys(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, e := range want {
+		k, ok := keys[e]
+		if !ok {
+			evt, err := fc.GetEvent(ctx, server, id.EventID(e))
+			if err != nil || len(evt.PDUs) == 0 {
+				return nil, fmt.Errorf("event %s: %v", e, err)
+			}
+			ev := gjson.ParseBytes(evt.PDUs[0])
+			k = ev.Get("type").Str + "\x00" + ev.Get("state_key").Str
+		}
+		out[k] = e
+	}
+	// /state_ids is the state before the latest event; lay the event itself over it.
+	if evt, err := fc.GetEvent(ctx, server, latest.EventID); err == nil && len(evt.PDUs) > 0 {
+		if ev := gjson.ParseBytes(evt.PDUs[0]); ev.Get("state_key").Exists() {
+			out[ev.Get("type").Str+"\x00"+ev.Get("state_key").Str] = latest.EventID.String()
+		}
+	}
+	return out, nil
+}
+
+// compareState lists the (type, state key) entries where the local current state and the
+// remote state disagree.
+func compareState(local, remote map[string]string) []string {
+	var diffs []string
+	for k, rid := range remote {
+		lid, ok := local[k]
+		typ, sk, _ := strings.Cut(k, "\x00")
+		switch {
+		case !ok:
+			diffs = append(diffs, fmt.Sprintf("%s `%s`: missing here (remote has `%s`)", typ, sk, rid))
+		case lid != rid:
+			diffs = append(diffs, fmt.Sprintf("%s `%s`: here `%s`, remote `%s`", typ, sk, lid, rid))
+		}
+	}
+	for k, lid := range local {
+		if _, ok := remote[k]; !ok {
+			typ, sk, _ := strings.Cut(k, "\x00")
+			diffs = append(diffs, fmt.Sprintf("%s `%s`: only here (`%s`)", typ, sk, lid))
+		}
+	}
+	slices.Sort(diffs)
+	return diffs
+}
