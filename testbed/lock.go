@@ -12,6 +12,10 @@ import (
 // start do not wait for themselves.
 const LockPath = "/tmp/medic-testbed.lock"
 
+// lockFile keeps the lock's descriptor referenced: an *os.File that nothing refers to is
+// closed by its finalizer at the next GC, and closing it drops the flock mid-run.
+var lockFile *os.File
+
 // lockTestbed blocks until this process holds the testbed lock; the kernel drops it at exit.
 func lockTestbed() {
 	if os.Getenv("MEDIC_TESTBED_LOCK_HELD") != "" {
@@ -27,4 +31,5 @@ func lockTestbed() {
 		os.Exit(1)
 	}
 	// f stays open (and locked) for the life of the process.
+	lockFile = f
 }
