@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -94,7 +95,8 @@ const srcBatch = 5000
 func (s *Source) queryIn(ctx context.Context, query string, ids []string, scan func(*sql.Rows) error, fixed ...any) error {
 	for start := 0; start < len(ids); start += srcBatch {
 		batch := ids[start:min(start+srcBatch, len(ids))]
-		rows, err := s.db.QueryContext(ctx, s.q(fmt.Sprintf(query, inList(len(batch)))), append(fixed, anys(batch)...)...)
+		args := append(slices.Clip(fixed), anys(batch)...)
+		rows, err := s.db.QueryContext(ctx, s.q(fmt.Sprintf(query, inList(len(batch)))), args...)
 		if err != nil {
 			return err
 		}
@@ -248,7 +250,7 @@ func (s *Source) NonOutliers(ctx context.Context, ids []string) (map[string]bool
 		}
 		out[id] = true
 		return nil
-	})
+	}, false)
 	if err != nil {
 		return nil, fmt.Errorf("look up events in the import source: %w", err)
 	}

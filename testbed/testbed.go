@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -124,6 +125,9 @@ func Get(t testing.TB) *Testbed {
 		env := func(k string) string { return os.Getenv("MEDIC_TESTBED_" + k) }
 		hs := func(n int) *Homeserver {
 			p := fmt.Sprintf("HS%d_", n)
+			if v, err := strconv.Atoi(env(p + "N")); err == nil && v > 0 {
+				n = v // the pair may be spare homeservers (hs4/hs5) standing in for hs1/hs2
+			}
 			return &Homeserver{N: n, Name: env(p + "NAME"), URL: env(p + "URL"), DSN: env(p + "DSN"), Dir: env(p + "DIR"),
 				SQLite: env(p + "SQLITE")}
 		}
