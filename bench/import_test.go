@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,7 +45,12 @@ func scratchDB(b *testing.B, schemaFile, name string) string {
 			c.Close(context.Background())
 		}
 	})
-	dsn := strings.Replace(tb.HS2.DSN, "/hs2?", "/"+name+"?", 1)
+	u, err := url.Parse(tb.HS2.DSN)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u.Path = "/" + name
+	dsn := u.String()
 	if out, err := exec.Command("psql", "-q", "-v", "ON_ERROR_STOP=1", "-f", schemaFile, dsn).CombinedOutput(); err != nil {
 		b.Fatalf("load schema into %s: %v\n%s", name, err, out)
 	}
@@ -64,19 +70,19 @@ func generateSource(b *testing.B, dsn string, n int) {
 	defer conn.Close(ctx)
 	stmts := []string{
 		`INSERT INTO schema_version (lock, version, upgraded) VALUES ('X', 94, true)`,
-		`INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index) VALUES ($1, true, '@user0:old.example', '10', true)`,
+		`INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index) VALUES ($1::text, true, '@user0:old.example', '10', true)`,
 		`INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier, depth, origin_server_ts, received_ts,
 			sender, contains_url, instance_name, stream_ordering, state_key)
 		 SELECT i + 1, '$bench' || i,
 			CASE WHEN i = 0 THEN 'm.room.create' WHEN i % 2000 = 1 THEN 'm.room.member' ELSE 'm.room.message' END,
-			$1, true, false, i + 1, 1700000000000 + i * 1000, 1700000000000 + i * 1000, '@user' || (i % 50) || ':old.example',
+			$1::text, true, false, i + 1, 1700000000000 + i * 1000, 1700000000000 + i * 1000, '@user' || (i % 50) || ':old.example',
 			false, 'master', i + 1,
 			CASE WHEN i = 0 THEN '' WHEN i % 2000 = 1 THEN '@user' || (i / 2000) || ':old.example' END
-		 FROM generate_series(0, $2 - 1) AS i`,
+		 FROM generate_series(0, $2::int - 1) AS i`,
 		`INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
-		 SELECT e.event_id, $1, '{}', json_build_object(
+		 SELECT e.event_id, $1::text, '{}', json_build_object(
 			'auth_events', json_build_array('$bench0'), 'prev_events', CASE WHEN e.depth > 1 THEN json_build_array('$bench' || (e.depth - 2)) ELSE '[]'::json END,
-			'type', e.type, 'room_id', $1, 'sender', e.sender, 'depth', e.depth, 'origin_server_ts', e.origin_server_ts,
+			'type', e.type, 'room_id', $1::text, 'sender', e.sender, 'depth', e.depth, 'origin_server_ts', e.origin_server_ts,
 			'state_key', e.state_key,
 			'content', CASE WHEN e.type = 'm.room.message' THEN json_build_object('msgtype', 'm.text',
 				'body', 'message ' || e.depth || ' — the quick brown fox jumps over the lazy dog while the old server keeps its history')
@@ -85,35 +91,33 @@ func generateSource(b *testing.B, dsn string, n int) {
 			'hashes', json_build_object('sha256', md5(e.event_id) || md5(e.event_id || 'x')),
 			'signatures', json_build_object('old.example', json_build_object('ed25519:a_bcde', md5(e.event_id || 's') || md5(e.event_id || 't') || md5(e.event_id || 'u'))),
 			'unsigned', '{}'::json)::text, 3
-		 FROM events AS e WHERE e.room_id = $1`,
+		 FROM events AS e WHERE e.room_id = $1::text`,
 		`INSERT INTO event_edges (event_id, prev_event_id, is_state)
-		 SELECT '$bench' || i, '$bench' || (i - 1), false FROM generate_series(1, $2 - 1) AS i`,
+		 SELECT '$bench' || i, '$bench' || (i - 1), false FROM generate_series(1, $2::int - 1) AS i`,
 		`INSERT INTO state_events (event_id, room_id, type, state_key)
-		 SELECT event_id, room_id, type, state_key FROM events WHERE room_id = $1 AND state_key IS NOT NULL`,
+		 SELECT event_id, room_id, type, state_key FROM events WHERE room_id = $1::text AND state_key IS NOT NULL`,
 		`INSERT INTO event_auth (event_id, auth_id, room_id)
-		 SELECT event_id, '$bench0', room_id FROM events WHERE room_id = $1 AND type = 'm.room.member'`,
+		 SELECT event_id, '$bench0', room_id FROM events WHERE room_id = $1::text AND type = 'm.room.member'`,
 		`INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership, event_stream_ordering)
-		 SELECT event_id, state_key, sender, room_id, 'join', stream_ordering FROM events WHERE room_id = $1 AND type = 'm.room.member'`,
+		 SELECT event_id, state_key, sender, room_id, 'join', stream_ordering FROM events WHERE room_id = $1::text AND type = 'm.room.member'`,
 		`INSERT INTO event_relations (event_id, relates_to_id, relation_type)
-		 SELECT '$bench' || i, '$bench' || (i - 1), 'm.replace' FROM generate_series(50, $2 - 1, 100) AS i`,
+		 SELECT '$bench' || i, '$bench' || (i - 1), 'm.replace' FROM generate_series(50, $2::int - 1, 100) AS i`,
 		// Group 1: the create event; group k+2: member k joined, a delta on group k+1.
-		`INSERT INTO state_groups (id, room_id, event_id) VALUES (1, $1, '$bench0')`,
-		`INSERT INTO state_groups_state (state_group, room_id, type, state_key, event_id) VALUES (1, $1, 'm.room.create', '', '$bench0')`,
-		`INSERT INTO state_groups (id, room_id, event_id) SELECT k + 2, $1, '$bench' || (k * 2000 + 1) FROM generate_series(0, ($2 - 2) / 2000) AS k`,
-		`INSERT INTO state_group_edges (state_group, prev_state_group) SELECT k + 2, k + 1 FROM generate_series(0, ($2 - 2) / 2000) AS k`,
+		`INSERT INTO state_groups (id, room_id, event_id) VALUES (1, $1::text, '$bench0')`,
+		`INSERT INTO state_groups_state (state_group, room_id, type, state_key, event_id) VALUES (1, $1::text, 'm.room.create', '', '$bench0')`,
+		`INSERT INTO state_groups (id, room_id, event_id) SELECT k + 2, $1::text, '$bench' || (k * 2000 + 1) FROM generate_series(0, ($2::int - 2) / 2000) AS k`,
+		`INSERT INTO state_group_edges (state_group, prev_state_group) SELECT k + 2, k + 1 FROM generate_series(0, ($2::int - 2) / 2000) AS k`,
 		`INSERT INTO state_groups_state (state_group, room_id, type, state_key, event_id)
-		 SELECT k + 2, $1, 'm.room.member', '@user' || k || ':old.example', '$bench' || (k * 2000 + 1) FROM generate_series(0, ($2 - 2) / 2000) AS k`,
+		 SELECT k + 2, $1::text, 'm.room.member', '@user' || k || ':old.example', '$bench' || (k * 2000 + 1) FROM generate_series(0, ($2::int - 2) / 2000) AS k`,
 		`INSERT INTO event_to_state_groups (event_id, state_group)
-		 SELECT '$bench' || i, CASE WHEN i = 0 THEN 1 ELSE (i - 1) / 2000 + 2 END FROM generate_series(0, $2 - 1) AS i`,
+		 SELECT '$bench' || i, CASE WHEN i = 0 THEN 1 ELSE (i - 1) / 2000 + 2 END FROM generate_series(0, $2::int - 1) AS i`,
 		`ANALYZE`,
 	}
 	for _, s := range stmts {
-		args := []any{benchRoom, n}
-		if !strings.Contains(s, "$2") {
-			args = args[:1]
-		}
-		if !strings.Contains(s, "$1") {
-			args = nil
+		s = strings.ReplaceAll(s, "$2::int", strconv.Itoa(n))
+		var args []any
+		if strings.Contains(s, "$1::text") {
+			args = []any{benchRoom}
 		}
 		if _, err = conn.Exec(ctx, s, args...); err != nil {
 			b.Fatalf("generate: %v\n%s", err, s)
@@ -133,27 +137,25 @@ func prepareTarget(b *testing.B, dsn string, n int) {
 	defer conn.Close(ctx)
 	stmts := []string{
 		`INSERT INTO schema_version (lock, version, upgraded) VALUES ('X', 94, true)`,
-		`INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index) VALUES ($1, true, '@user0:old.example', '10', true)`,
-		`INSERT INTO room_depth (room_id, min_depth) VALUES ($1, $2 + 1)`,
+		`INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index) VALUES ($1::text, true, '@user0:old.example', '10', true)`,
+		`INSERT INTO room_depth (room_id, min_depth) VALUES ($1::text, $2::int + 1)`,
 		`INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier, depth, origin_server_ts, received_ts,
 			sender, contains_url, instance_name, stream_ordering, state_key)
-		 VALUES ($2 + 1, '$join', 'm.room.member', $1, true, false, $2 + 1, 1800000000000, 1800000000000, '@alice:new.example', false, 'master', 1, '@alice:new.example')`,
-		`INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version) VALUES ('$join', $1, '{}', '{"type":"m.room.member"}', 3)`,
+		 VALUES ($2::int + 1, '$join', 'm.room.member', $1::text, true, false, $2::int + 1, 1800000000000, 1800000000000, '@alice:new.example', false, 'master', 1, '@alice:new.example')`,
+		`INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version) VALUES ('$join', $1::text, '{}', '{"type":"m.room.member"}', 3)`,
 		`SELECT setval('state_group_id_seq', 1000000)`,
-		`INSERT INTO state_groups (id, room_id, event_id) VALUES (1000000, $1, '$join')`,
+		`INSERT INTO state_groups (id, room_id, event_id) VALUES (1000000, $1::text, '$join')`,
 		`INSERT INTO state_groups_state (state_group, room_id, type, state_key, event_id)
-		 SELECT 1000000, $1, 'm.room.create', '', '$bench0' UNION ALL
-		 SELECT 1000000, $1, 'm.room.member', '@user' || k || ':old.example', '$bench' || (k * 2000 + 1) FROM generate_series(0, ($2 - 2) / 2000) AS k`,
+		 SELECT 1000000, $1::text, 'm.room.create', '', '$bench0' UNION ALL
+		 SELECT 1000000, $1::text, 'm.room.member', '@user' || k || ':old.example', '$bench' || (k * 2000 + 1) FROM generate_series(0, ($2::int - 2) / 2000) AS k`,
 		`INSERT INTO event_to_state_groups (event_id, state_group) VALUES ('$join', 1000000)`,
-		`INSERT INTO event_backward_extremities (event_id, room_id) VALUES ('$bench' || ($2 - 1), $1)`,
+		`INSERT INTO event_backward_extremities (event_id, room_id) VALUES ('$bench' || ($2::int - 1), $1::text)`,
 	}
 	for _, s := range stmts {
-		args := []any{benchRoom, n}
-		if !strings.Contains(s, "$2") {
-			args = args[:1]
-		}
-		if !strings.Contains(s, "$1") {
-			args = nil
+		s = strings.ReplaceAll(s, "$2::int", strconv.Itoa(n))
+		var args []any
+		if strings.Contains(s, "$1::text") {
+			args = []any{benchRoom}
 		}
 		if _, err = conn.Exec(ctx, s, args...); err != nil {
 			b.Fatalf("prepare target: %v\n%s", err, s)
@@ -200,7 +202,7 @@ func BenchmarkImportHistory(b *testing.B) {
 	}
 	chunk, _ := strconv.Atoi(os.Getenv("MEDIC_BENCH_IMPORT_CHUNK"))
 	if chunk <= 0 {
-		chunk = 1000
+		chunk = 5000
 	}
 	tb := testbed.Get(b)
 	schema := filepath.Join(b.TempDir(), "schema.sql")
@@ -242,6 +244,10 @@ func BenchmarkImportHistory(b *testing.B) {
 		groups, deduped := 0, 0
 		for i := range plan.Chunks {
 			lo, hi := synapse.ChunkRange(plan.Chunks, i)
+			if i+1 < len(plan.Chunks) {
+				nlo, nhi := synapse.ChunkRange(plan.Chunks, i+1)
+				im.Prefetch(ctx, nlo, nhi)
+			}
 			res, err := im.Chunk(ctx, "bench", "bench", lo, hi, nil)
 			if err != nil {
 				b.Fatal(err)

@@ -42,7 +42,7 @@ type Config struct {
 type Import struct {
 	// Sources are other Synapse databases history may be imported from, by name.
 	Sources map[string]ImportSource `yaml:"sources"`
-	// ChunkSize is how many events one transaction imports (default 1000).
+	// ChunkSize is how many events one transaction imports (default 5000).
 	ChunkSize int `yaml:"chunk_size"`
 }
 
@@ -212,7 +212,7 @@ func (c *Config) fillDefaults(baseDir string) {
 		c.Logging.Level = "info"
 	}
 	if c.Import.ChunkSize == 0 {
-		c.Import.ChunkSize = 1000
+		c.Import.ChunkSize = 5000
 	}
 	for name, src := range c.Import.Sources {
 		if src.Type == "sqlite" && src.Database != "" && !filepath.IsAbs(src.Database) {

@@ -148,6 +148,10 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 				return err
 			}
 			lo, hiKey := synapse.ChunkRange(chunks, idx)
+			if idx+1 < len(chunks) {
+				nlo, nhi := synapse.ChunkRange(chunks, idx+1)
+				im.Prefetch(ctx, nlo, nhi)
+			}
 			res, err := im.Chunk(ctx, jobID, "job "+jobID, lo, hiKey, nil)
 			if err != nil {
 				return err

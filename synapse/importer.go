@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -39,6 +40,67 @@ type Importer struct {
 	// tgtByHash finds target groups of the room by the hash of their full state.
 	tgtByHash map[string]int64
 	tgtFull   map[int64]stateMap
+
+	// prefetched holds source reads of coming chunks, started while an earlier chunk writes.
+	prefetchLock sync.Mutex
+	prefetched   map[[2]EventKey]chan *sourceChunk
+}
+
+// sourceChunk is what the source holds for one chunk's key range.
+type sourceChunk struct {
+	events []SourceEvent
+	extra  *EventRows
+	// inSource are the prev events of the range's events that the source has in its timeline.
+	inSource map[string]bool
+	err      error
+}
+
+// readChunk reads a key range from the source: events, their other rows, and which of their
+// prev events the source has (so are imported by some chunk of this job).
+func (im *Importer) readChunk(ctx context.Context, lo, hi EventKey) *sourceChunk {
+	sc := &sourceChunk{}
+	if sc.events, sc.err = im.Src.EventsInRange(ctx, im.RoomID, lo, hi); sc.err != nil {
+		return sc
+	}
+	if sc.extra, sc.err = im.Src.RowsFor(ctx, idsOf(sc.events)); sc.err != nil {
+		return sc
+	}
+	prevs := make([]string, 0, len(sc.extra.Edges))
+	for _, e := range sc.extra.Edges {
+		prevs = append(prevs, e.PrevID)
+	}
+	slices.Sort(prevs)
+	sc.inSource, sc.err = im.Src.NonOutliers(ctx, slices.Compact(prevs))
+	return sc
+}
+
+// Prefetch starts reading a chunk's key range from the source in the background, so the
+// source read of the next chunk overlaps the writes of this one.
+func (im *Importer) Prefetch(ctx context.Context, lo, hi EventKey) {
+	im.prefetchLock.Lock()
+	defer im.prefetchLock.Unlock()
+	if im.prefetched == nil {
+		im.prefetched = map[[2]EventKey]chan *sourceChunk{}
+	}
+	key := [2]EventKey{lo, hi}
+	if _, ok := im.prefetched[key]; ok {
+		return
+	}
+	ch := make(chan *sourceChunk, 1)
+	im.prefetched[key] = ch
+	go func() { ch <- im.readChunk(context.WithoutCancel(ctx), lo, hi) }()
+}
+
+func (im *Importer) source(ctx context.Context, lo, hi EventKey) *sourceChunk {
+	im.prefetchLock.Lock()
+	key := [2]EventKey{lo, hi}
+	ch, ok := im.prefetched[key]
+	delete(im.prefetched, key)
+	im.prefetchLock.Unlock()
+	if ok {
+		return <-ch
+	}
+	return im.readChunk(ctx, lo, hi)
 }
 
 type stateMap map[[2]string]string
@@ -511,10 +573,11 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 	if err := im.loadGraphs(ctx); err != nil {
 		return nil, err
 	}
-	srcEvents, err := im.Src.EventsInRange(ctx, im.RoomID, lo, hi)
-	if err != nil {
-		return nil, err
+	sc := im.source(ctx, lo, hi)
+	if sc.err != nil {
+		return nil, sc.err
 	}
+	srcEvents := sc.events
 	ids := make([]string, len(srcEvents))
 	for i, e := range srcEvents {
 		ids[i] = e.EventID
@@ -576,10 +639,7 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 	}
 	slices.Sort(groups)
 	groups = slices.Compact(groups)
-	extra, err := im.Src.RowsFor(ctx, slices.Concat(newIDs, idsOf(exOutliers)))
-	if err != nil {
-		return nil, err
-	}
+	extra := sc.extra
 	// Prev events that are neither here nor in the source (so no later chunk brings them)
 	// become backward extremities, as in Synapse's _update_backward_extremeties.
 	timeline := map[string]bool{}
@@ -594,11 +654,7 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 	}
 	slices.Sort(prevs)
 	prevs = slices.Compact(prevs)
-	inSource, err := im.Src.NonOutliers(ctx, prevs)
-	if err != nil {
-		return nil, err
-	}
-	prevs = slices.DeleteFunc(prevs, func(p string) bool { return inSource[p] })
+	prevs = slices.DeleteFunc(prevs, func(p string) bool { return sc.inSource[p] })
 
 	var committedMapping map[int64]int64
 	var committedGroups []newGroup
@@ -609,6 +665,8 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 			return err
 		}
 		res.StateGroups, res.DedupedGroups = len(created), deduped
+		var byEvent []string
+		byEventRows := map[string]int{}
 		copyRows := func(table string, cols []string, rows [][]any, match map[string]any, volatile bool) error {
 			if len(rows) == 0 && !volatile {
 				return nil
@@ -618,7 +676,11 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 				return fmt.Errorf("copy into %s: %w", table, err)
 			}
 			res.Rows[table] += int(n)
-			if err = j.Inserted(ctx, Inserted{Table: table, Match: match, Rows: int(n), Volatile: volatile}); err != nil {
+			if match == nil {
+				// Rows of the new events: journaled together, by their event IDs, at the end.
+				byEvent = append(byEvent, table)
+				byEventRows[table] = int(n)
+			} else if err = j.Inserted(ctx, Inserted{Table: table, Match: match, Rows: int(n), Volatile: volatile}); err != nil {
 				return err
 			}
 			return crash.at(ctx, tx, "after copying "+table)
@@ -694,15 +756,15 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 			}
 		}
 		evMatch := map[string]any{"event_id": newIDs}
-		if err = copyRows("event_json", []string{"event_id", "room_id", "internal_metadata", "json", "format_version"}, jsonRows, evMatch, false); err != nil {
+		if err = copyRows("event_json", []string{"event_id", "room_id", "internal_metadata", "json", "format_version"}, jsonRows, nil, false); err != nil {
 			return err
 		}
 		if err = copyRows("events", []string{"instance_name", "stream_ordering", "topological_ordering", "depth", "event_id", "room_id",
 			"type", "processed", "outlier", "origin_server_ts", "received_ts", "sender", "contains_url", "state_key", "rejection_reason"},
-			eventRows, evMatch, false); err != nil {
+			eventRows, nil, false); err != nil {
 			return err
 		}
-		if err = copyRows("state_events", []string{"event_id", "room_id", "type", "state_key"}, stateEvRows, evMatch, false); err != nil {
+		if err = copyRows("state_events", []string{"event_id", "room_id", "type", "state_key"}, stateEvRows, nil, false); err != nil {
 			return err
 		}
 		// Ex-outliers join the timeline in place (their stream ordering stays, as in Synapse).
@@ -746,15 +808,20 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 				authRows = append(authRows, []any{a[0], im.RoomID, a[1]})
 			}
 		}
-		if err = copyRows("event_auth", []string{"event_id", "room_id", "auth_id"}, authRows, evMatch, false); err != nil {
+		if err = copyRows("event_auth", []string{"event_id", "room_id", "auth_id"}, authRows, nil, false); err != nil {
 			return err
 		}
 		if len(authCalc) > 0 {
-			if err = copyRows("event_auth_chain_to_calculate", []string{"event_id", "room_id", "type", "state_key"}, authCalc, evMatch, true); err != nil {
+			stateIDs := make([]string, len(authCalc))
+			for i, r := range authCalc {
+				stateIDs[i] = r[0].(string)
+			}
+			stateMatch := map[string]any{"event_id": stateIDs}
+			if err = copyRows("event_auth_chain_to_calculate", []string{"event_id", "room_id", "type", "state_key"}, authCalc, stateMatch, true); err != nil {
 				return err
 			}
 			// Synapse moves queue entries into the chain cover: undo must find them there.
-			if err = j.Inserted(ctx, Inserted{Table: "event_auth_chains", Match: evMatch, Volatile: true}); err != nil {
+			if err = j.Inserted(ctx, Inserted{Table: "event_auth_chains", Match: stateMatch, Volatile: true}); err != nil {
 				return err
 			}
 		}
@@ -765,7 +832,7 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 				rejRows = append(rejRows, []any{r.EventID, r.Reason, r.LastCheck})
 			}
 		}
-		if err = copyRows("rejections", []string{"event_id", "reason", "last_check"}, rejRows, evMatch, false); err != nil {
+		if err = copyRows("rejections", []string{"event_id", "reason", "last_check"}, rejRows, nil, false); err != nil {
 			return err
 		}
 		for _, e := range extra.Edges {
@@ -773,7 +840,7 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 				edgeCopy = append(edgeCopy, []any{e.EventID, e.PrevID, e.RoomID, e.IsState})
 			}
 		}
-		if err = copyRows("event_edges", []string{"event_id", "prev_event_id", "room_id", "is_state"}, edgeCopy, evMatch, false); err != nil {
+		if err = copyRows("event_edges", []string{"event_id", "prev_event_id", "room_id", "is_state"}, edgeCopy, nil, false); err != nil {
 			return err
 		}
 		if len(prevs) > 0 {
@@ -813,9 +880,8 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 				return fmt.Errorf("index events for search: %w", err)
 			}
 			res.Rows["event_search"] += int(tag.RowsAffected())
-			if err = j.Inserted(ctx, Inserted{Table: "event_search", Match: map[string]any{"event_id": sIDs}, Rows: int(tag.RowsAffected())}); err != nil {
-				return err
-			}
+			byEvent = append(byEvent, "event_search")
+			byEventRows["event_search"] = int(tag.RowsAffected())
 		}
 		var redRows, relRows, memRows [][]any
 		for _, r := range extra.Redactions {
@@ -834,15 +900,20 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 					stream[m.EventID], 0, false})
 			}
 		}
-		if err = copyRows("redactions", []string{"event_id", "redacts", "have_censored", "received_ts", "recheck"}, redRows, evMatch, false); err != nil {
+		if err = copyRows("redactions", []string{"event_id", "redacts", "have_censored", "received_ts", "recheck"}, redRows, nil, false); err != nil {
 			return err
 		}
-		if err = copyRows("event_relations", []string{"event_id", "relates_to_id", "relation_type", "aggregation_key"}, relRows, evMatch, false); err != nil {
+		if err = copyRows("event_relations", []string{"event_id", "relates_to_id", "relation_type", "aggregation_key"}, relRows, nil, false); err != nil {
 			return err
 		}
 		if err = copyRows("room_memberships", []string{"event_id", "user_id", "sender", "room_id", "membership", "display_name",
-			"avatar_url", "event_stream_ordering", "forgotten", "participant"}, memRows, evMatch, false); err != nil {
+			"avatar_url", "event_stream_ordering", "forgotten", "participant"}, memRows, nil, false); err != nil {
 			return err
+		}
+		if len(byEvent) > 0 {
+			if err = j.Inserted(ctx, Inserted{Tables: byEvent, RowsBy: byEventRows, Match: evMatch}); err != nil {
+				return err
+			}
 		}
 		committedMapping, committedGroups = mapping, created
 		return crash.at(ctx, tx, "before commit")

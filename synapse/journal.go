@@ -150,6 +150,11 @@ type Inserted struct {
 	Table string
 	Match map[string]any
 	Rows  int
+	// Tables, instead of Table, names several tables whose inserted rows the same Match
+	// selects, in the order they were written (undo deletes them in reverse, so rows that
+	// reference others go first); RowsBy counts each. One entry then journals the key list once.
+	Tables []string
+	RowsBy map[string]int
 	// Volatile rows may be consumed or added by Synapse after the insert (a work queue such
 	// as event_auth_chain_to_calculate, or the chain cover Synapse computes from it): undo
 	// deletes whatever matches then instead of insisting on the count.
@@ -157,13 +162,17 @@ type Inserted struct {
 }
 
 type insertedMeta struct {
-	Rows     int  `json:"rows"`
-	Volatile bool `json:"volatile,omitempty"`
+	Rows     int            `json:"rows"`
+	RowsBy   map[string]int `json:"rows_by,omitempty"`
+	Volatile bool           `json:"volatile,omitempty"`
 }
 
 // Inserted journals rows inserted in this transaction. Entries matching no row are skipped
 // (unless volatile: Synapse may fill those later).
 func (j *JournalTx) Inserted(ctx context.Context, ins Inserted) error {
+	for _, n := range ins.RowsBy {
+		ins.Rows += n
+	}
 	if ins.Rows == 0 && !ins.Volatile {
 		return nil
 	}
@@ -171,9 +180,13 @@ func (j *JournalTx) Inserted(ctx context.Context, ins Inserted) error {
 	if err != nil {
 		return err
 	}
-	after, _ := json.Marshal(insertedMeta{Rows: ins.Rows, Volatile: ins.Volatile})
+	meta, tbl := insertedMeta{Rows: ins.Rows, Volatile: ins.Volatile}, ins.Table
+	if len(ins.Tables) > 0 {
+		tbl, meta.RowsBy = strings.Join(ins.Tables, ","), ins.RowsBy
+	}
+	after, _ := json.Marshal(meta)
 	j.seq++
-	if _, err = j.Tx.Exec(ctx, insertJournalQuery, j.jobID, j.seq, ins.Table, OpInsert, key, []byte("null"), after, j.actor); err != nil {
+	if _, err = j.Tx.Exec(ctx, insertJournalQuery, j.jobID, j.seq, tbl, OpInsert, key, []byte("null"), after, j.actor); err != nil {
 		return fmt.Errorf("journal inserted %s rows: %w", ins.Table, err)
 	}
 	return nil
@@ -260,6 +273,24 @@ func undoInserted(ctx context.Context, tx pgx.Tx, tbl string, key, after []byte)
 	var meta insertedMeta
 	if err = json.Unmarshal(after, &meta); err != nil {
 		return "", err
+	}
+	if tables := strings.Split(tbl, ","); len(tables) > 1 {
+		// Check every table first, then delete in reverse order of writing.
+		for _, one := range tables {
+			var n int
+			if err = tx.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s AS t WHERE %s`, ident(one), where), args...).Scan(&n); err != nil {
+				return "", err
+			}
+			if n != meta.RowsBy[one] {
+				return fmt.Sprintf("%s: %d rows inserted, %d match now", one, meta.RowsBy[one], n), nil
+			}
+		}
+		for i := len(tables) - 1; i >= 0; i-- {
+			if _, err = tx.Exec(ctx, fmt.Sprintf(`DELETE FROM %s AS t WHERE %s`, ident(tables[i]), where), args...); err != nil {
+				return "", err
+			}
+		}
+		return "", nil
 	}
 	t := ident(tbl)
 	var n int
@@ -494,9 +525,16 @@ func (db *DB) JournalCount(ctx context.Context, jobID string) (open, all int, er
 }
 
 // For inserted rows journaled compactly, the count is the rows the entries name.
+// Entries naming several tables count per table (rows_by).
 const journalSummaryQuery = `
-	SELECT tbl, op, CASE WHEN op = 'insert' THEN sum((after->>'rows')::bigint) ELSE count(*) END
-	FROM medic.journal WHERE job_id = $1 AND undone_at IS NULL GROUP BY tbl, op ORDER BY tbl, op`
+	SELECT tbl, op, sum(n)::bigint FROM (
+		SELECT j.tbl, j.op, CASE WHEN j.op = 'insert' THEN (j.after->>'rows')::bigint ELSE 1 END AS n
+		FROM medic.journal AS j WHERE j.job_id = $1 AND j.undone_at IS NULL AND NOT (j.op = 'insert' AND j.after ? 'rows_by')
+		UNION ALL
+		SELECT r.key, j.op, r.value::bigint
+		FROM medic.journal AS j, jsonb_each_text(j.after->'rows_by') AS r
+		WHERE j.job_id = $1 AND j.undone_at IS NULL AND j.op = 'insert' AND j.after ? 'rows_by'
+	) AS s GROUP BY tbl, op ORDER BY tbl, op`
 
 // JournalSummary describes what undoing a job would restore, one line per table and operation.
 func (db *DB) JournalSummary(ctx context.Context, jobID string) ([]string, error) {

@@ -162,21 +162,22 @@ const (
 	srcRoomVersionQuery   = `SELECT room_version FROM rooms WHERE room_id = ?`
 	// events_order_room (room_id, topological_ordering, stream_ordering) serves the room scans.
 	srcRoomEventsQuery = `
-		SELECT e.event_id, e.depth, e.stream_ordering, e.type, e.origin_server_ts, e.outlier, length(j.json)
+		SELECT e.event_id, e.topological_ordering, e.stream_ordering, e.type, e.origin_server_ts, e.outlier, length(j.json)
 		FROM events AS e JOIN event_json AS j ON j.event_id = e.event_id
 		WHERE e.room_id = ?
-		ORDER BY e.depth DESC, e.stream_ordering DESC`
-	// Events with lo < (depth, stream_ordering) <= hi.
+		ORDER BY e.topological_ordering DESC, e.stream_ordering DESC`
+	// Events with lo < (topological_ordering, stream_ordering) <= hi: the BETWEEN bounds let
+	// both engines range-scan events_order_room (room_id, topological_ordering, stream_ordering).
 	srcEventsRangeQuery = `
-		SELECT e.event_id, e.depth, e.stream_ordering, e.type, e.state_key, e.sender, e.origin_server_ts, e.outlier,
+		SELECT e.event_id, e.topological_ordering, e.stream_ordering, e.type, e.state_key, e.sender, e.origin_server_ts, e.outlier,
 			e.contains_url, e.rejection_reason, j.json, j.internal_metadata, j.format_version, sg.state_group
 		FROM events AS e
 		JOIN event_json AS j ON j.event_id = e.event_id
 		LEFT JOIN event_to_state_groups AS sg ON sg.event_id = e.event_id
-		WHERE e.room_id = ?
-			AND (e.depth < ? OR (e.depth = ? AND e.stream_ordering <= ?))
-			AND (e.depth > ? OR (e.depth = ? AND e.stream_ordering > ?))
-		ORDER BY e.depth DESC, e.stream_ordering DESC`
+		WHERE e.room_id = ? AND e.topological_ordering BETWEEN ? AND ?
+			AND (e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))
+			AND (e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))
+		ORDER BY e.topological_ordering DESC, e.stream_ordering DESC`
 	srcEventJSONQuery       = `SELECT event_id, json FROM event_json WHERE event_id IN (%s)`
 	srcNonOutliersQuery     = `SELECT event_id FROM events WHERE outlier = ? AND event_id IN (%s)`
 	srcEdgesQuery           = `SELECT event_id, prev_event_id, room_id, is_state FROM event_edges WHERE event_id IN (%s)`

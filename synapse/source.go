@@ -116,7 +116,8 @@ func (s *Source) queryIn(ctx context.Context, query string, ids []string, scan f
 	return nil
 }
 
-// EventKey orders a room's events as Synapse's pagination does: depth, then stream ordering.
+// EventKey orders a room's events as Synapse's pagination does: topological ordering (the
+// depth), then stream ordering.
 type EventKey struct {
 	Depth  int64 `json:"d"`
 	Stream int64 `json:"s"`
@@ -189,7 +190,7 @@ type SourceEvent struct {
 
 // EventsInRange reads the room's events with lo < key <= hi, with their JSON and state group.
 func (s *Source) EventsInRange(ctx context.Context, roomID string, lo, hi EventKey) ([]SourceEvent, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(srcEventsRangeQuery), roomID,
+	rows, err := s.db.QueryContext(ctx, s.q(srcEventsRangeQuery), roomID, lo.Depth, hi.Depth,
 		hi.Depth, hi.Depth, hi.Stream, lo.Depth, lo.Depth, lo.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("read events from the import source: %w", err)
