@@ -92,6 +92,10 @@ func generateSource(b *testing.B, dsn string, n int) {
 			'signatures', json_build_object('old.example', json_build_object('ed25519:a_bcde', md5(e.event_id || 's') || md5(e.event_id || 't') || md5(e.event_id || 'u'))),
 			'unsigned', '{}'::json)::text, 3
 		 FROM events AS e WHERE e.room_id = $1::text`,
+		// Synapse's search rows for the messages (as it indexes content.body).
+		`INSERT INTO event_search (event_id, room_id, sender, key, vector, origin_server_ts, stream_ordering)
+		 SELECT e.event_id, e.room_id, e.sender, 'content.body', to_tsvector('english', (j.json::json)->'content'->>'body'), e.origin_server_ts, e.stream_ordering
+		 FROM events AS e JOIN event_json AS j USING (event_id) WHERE e.room_id = $1::text AND e.type = 'm.room.message'`,
 		`INSERT INTO event_edges (event_id, prev_event_id, is_state)
 		 SELECT '$bench' || i, '$bench' || (i - 1), false FROM generate_series(1, $2::int - 1) AS i`,
 		`INSERT INTO state_events (event_id, room_id, type, state_key)
@@ -309,6 +313,7 @@ func rowByRow(b *testing.B, src *synapse.Source, dsn string, chunks []synapse.Ev
 		if err != nil {
 			b.Fatal(err)
 		}
+		stream, ts := map[string]int64{}, map[string]int64{}
 		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			exec := func(sql string, args ...any) error {
 				rows++
@@ -341,11 +346,13 @@ func rowByRow(b *testing.B, src *synapse.Source, dsn string, chunks []synapse.Ev
 						return err
 					}
 				}
-				if e.Type == "m.room.message" {
-					if err := exec(`INSERT INTO event_search (event_id, room_id, key, vector, stream_ordering, origin_server_ts)
-						VALUES ($1, $2, 'content.body', to_tsvector('english', $3), $4, $5)`, e.EventID, benchRoom, e.JSON, so, e.TS); err != nil {
-						return err
-					}
+				stream[e.EventID], ts[e.EventID] = so, e.TS
+			}
+			// The source's search rows, copied as the hand script copied them.
+			for _, r := range extra.Search {
+				if err := exec(`INSERT INTO event_search (event_id, room_id, key, vector, stream_ordering, origin_server_ts)
+					VALUES ($1, $2, $3, $4::tsvector, $5, $6)`, r.EventID, benchRoom, r.Key, r.Vector, stream[r.EventID], ts[r.EventID]); err != nil {
+					return err
 				}
 			}
 			for _, ed := range extra.Edges {

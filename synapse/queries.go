@@ -178,13 +178,15 @@ const (
 			AND (e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))
 			AND (e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))
 		ORDER BY e.topological_ordering DESC, e.stream_ordering DESC`
-	srcEventJSONQuery       = `SELECT event_id, json FROM event_json WHERE event_id IN (%s)`
-	srcNonOutliersQuery     = `SELECT event_id FROM events WHERE outlier = ? AND event_id IN (%s)`
-	srcEdgesQuery           = `SELECT event_id, prev_event_id, room_id, is_state FROM event_edges WHERE event_id IN (%s)`
-	srcAuthQuery            = `SELECT event_id, auth_id FROM event_auth WHERE event_id IN (%s)`
-	srcRelationsQuery       = `SELECT event_id, relates_to_id, relation_type, aggregation_key FROM event_relations WHERE event_id IN (%s)`
-	srcRedactionsQuery      = `SELECT event_id, redacts, have_censored, received_ts, recheck FROM redactions WHERE event_id IN (%s)`
-	srcRejectionsQuery      = `SELECT event_id, reason, last_check FROM rejections WHERE event_id IN (%s)`
+	srcEventJSONQuery   = `SELECT event_id, json FROM event_json WHERE event_id IN (%s)`
+	srcNonOutliersQuery = `SELECT event_id FROM events WHERE outlier = ? AND event_id IN (%s)`
+	srcEdgesQuery       = `SELECT event_id, prev_event_id, room_id, is_state FROM event_edges WHERE event_id IN (%s)`
+	srcAuthQuery        = `SELECT event_id, auth_id FROM event_auth WHERE event_id IN (%s)`
+	srcRelationsQuery   = `SELECT event_id, relates_to_id, relation_type, aggregation_key FROM event_relations WHERE event_id IN (%s)`
+	srcRedactionsQuery  = `SELECT event_id, redacts, have_censored, received_ts, recheck FROM redactions WHERE event_id IN (%s)`
+	srcRejectionsQuery  = `SELECT event_id, reason, last_check FROM rejections WHERE event_id IN (%s)`
+	// PostgreSQL sources only: the tsvector Synapse computed, as text.
+	srcSearchQuery          = `SELECT event_id, key, vector::text FROM event_search WHERE event_id IN (%s) AND vector IS NOT NULL`
 	srcMembershipsQuery     = `SELECT event_id, user_id, sender, membership, display_name, avatar_url FROM room_memberships WHERE event_id IN (%s)`
 	srcStateGroupsQuery     = `SELECT id, event_id FROM state_groups WHERE room_id = ?`
 	srcStateGroupEdgesQuery = `
@@ -221,6 +223,11 @@ const (
 		WHERE NOT EXISTS (SELECT 1 FROM events WHERE events.event_id = p AND NOT events.outlier)
 		ON CONFLICT DO NOTHING
 		RETURNING event_id`
+	// A PostgreSQL source's search rows, their tsvectors copied (cast from text: no re-stemming).
+	importSearchCopyQuery = `
+		INSERT INTO event_search (event_id, room_id, key, vector, stream_ordering, origin_server_ts)
+		SELECT id, $2, key, vec::tsvector, so, ts
+		FROM unnest($1::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) AS u(id, key, vec, so, ts)`
 	// Synapse's search row for PostgreSQL: to_tsvector('english', value).
 	importSearchQuery = `
 		INSERT INTO event_search (event_id, room_id, key, vector, stream_ordering, origin_server_ts)
