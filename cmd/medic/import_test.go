@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -22,6 +23,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -314,6 +316,41 @@ func TestImportHistory(t *testing.T) {
 		}
 		return m[1]
 	}
+
+	// 0. A chunk cut off mid-way (here: after its events were copied) writes nothing.
+	func() {
+		db, err := synapse.OpenDB(ctx, tb.HS1.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		src, err := synapse.OpenSource(ctx, synapse.SourcePostgres, tb.HS2.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		im, err := synapse.NewImporter(ctx, db, src, roomID.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := im.Plan(ctx, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo, hi := synapse.ChunkRange(plan.Chunks, 0)
+		crash := func(ctx context.Context, tx pgx.Tx, point string) error {
+			if point == "after copying events" {
+				return errors.New("killed")
+			}
+			return nil
+		}
+		if _, err = im.Chunk(ctx, "crashtest", "test", lo, hi, crash); err == nil {
+			t.Fatal("the cut-off chunk reported success")
+		}
+		if fp := tableFingerprints(t, tb.HS1); !maps.Equal(fp, fp0) {
+			t.Fatal("a chunk cut off mid-way left rows behind")
+		}
+	}()
 
 	// 1. From hs2's PostgreSQL database.
 	job := importAndCheck("hs2", want2)
