@@ -44,8 +44,8 @@ type Input struct {
 type Verdict struct {
 	EventID string `json:"event_id"`
 	OK      bool   `json:"ok"`
-	// Rule is the failing check: an auth rule's number and text from the spec, or "hash",
-	// "signature", "event id", "parse".
+	// Rule is the failing check: an auth rule's number in the spec ("8", "10.x"), or "auth"
+	// (an auth failure without a number), "signature", "event id", "parse".
 	Rule  string `json:"rule,omitempty"`
 	Error string `json:"error,omitempty"`
 	// Note is worth knowing even when OK (e.g. the content hash failed, so the event counts

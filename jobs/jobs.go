@@ -11,8 +11,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -95,6 +97,12 @@ func Say(ctx context.Context, format string, args ...any) {
 	if r, ok := ctx.Value(reportKey{}).(*stepReport); ok && r.say != nil {
 		r.say(fmt.Sprintf(format, args...))
 	}
+}
+
+// WithJobID is the context a step of job jobID runs with (for running a step outside the
+// manager, e.g. in a benchmark).
+func WithJobID(ctx context.Context, jobID string) context.Context {
+	return context.WithValue(ctx, jobIDKey{}, jobID)
 }
 
 // JobIDFrom returns the ID of the job a step runs in.
@@ -325,7 +333,7 @@ func (m *Manager) Approve(ctx context.Context, req Requester, jobID string) (str
 		return "", fmt.Errorf("Job `%s` is already running or finished.", job.ID)
 	}
 	job.State = store.JobRunning
-	m.start(ctx, req, job, op, plan, false)
+	m.start(ctx, req, job, op, plan, req.Confirm != nil) // the terminal waits for the job
 	return "", nil
 }
 
@@ -381,12 +389,22 @@ func (m *Manager) Resume(ctx context.Context, req Requester, jobID string) (stri
 	if err != nil {
 		return "", err
 	}
-	if ok, err := m.store.SetJobStateIf(ctx, job.ID, store.JobInterrupted, store.JobRunning); err != nil || !ok {
+	ok, err := m.store.SetJobStateIf(ctx, job.ID, store.JobInterrupted, store.JobRunning)
+	if err == nil && !ok && job.State == store.JobRunning && !m.alive(ctx, job.ID) {
+		// "running" with no heartbeat: its process died (e.g. a killed `medic exec`, which
+		// has no restart notice to mark it interrupted). Take it over.
+		ok = true
+	}
+	if err != nil || !ok {
+		if job.State == store.JobRunning {
+			return "", fmt.Errorf("Job `%s` is running (its heartbeat is fresh), not interrupted.", job.ID)
+		}
 		return "", fmt.Errorf("Job `%s` is %s, not interrupted.", job.ID, job.State)
 	}
 	job.State = store.JobRunning
 	m.audit(ctx, job.ID, req.User, "resumed")
-	m.start(ctx, req, job, op, plan, false)
+	// On the terminal the command returns when the job ends (its process exits after).
+	m.start(ctx, req, job, op, plan, req.Confirm != nil)
 	return "", nil
 }
 
@@ -398,6 +416,9 @@ func (m *Manager) ReportInterrupted(ctx context.Context, cli *mautrix.Client) er
 		return err
 	}
 	for _, job := range running {
+		if m.alive(ctx, job.ID) {
+			continue // another medic process (e.g. `medic exec`) is running it
+		}
 		steps, _ := m.store.Steps(ctx, job.ID)
 		var plan Plan
 		_ = json.Unmarshal([]byte(job.Plan), &plan)
@@ -441,6 +462,51 @@ func (m *Manager) start(ctx context.Context, req Requester, job *store.Job, op *
 	}
 }
 
+// A running job's process writes a heartbeat every heartbeatEvery; a "running" job whose
+// heartbeat is older than heartbeatStale has lost its process.
+const (
+	heartbeatEvery = 5 * time.Second
+	heartbeatStale = 4 * heartbeatEvery
+)
+
+func heartbeatKey(jobID string) string { return "job_heartbeat:" + jobID }
+
+// heartbeat keeps the job's heartbeat fresh until stop is closed.
+func (m *Manager) heartbeat(ctx context.Context, jobID string, stop <-chan struct{}) {
+	beat := func() {
+		_ = m.store.Set(ctx, heartbeatKey(jobID), fmt.Sprintf("%d %d", os.Getpid(), time.Now().UnixMilli()))
+	}
+	beat()
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			beat()
+		}
+	}
+}
+
+func (m *Manager) alive(ctx context.Context, jobID string) bool {
+	v, err := m.store.Get(ctx, heartbeatKey(jobID))
+	if err != nil || v == "" {
+		return false
+	}
+	var pid int
+	var ms int64
+	if _, err = fmt.Sscan(v, &pid, &ms); err != nil {
+		return false
+	}
+	// The store is local to medic's host: a heartbeat of a process that no longer exists is
+	// dead at once, without waiting for it to go stale.
+	if pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+		return false
+	}
+	return time.Since(time.UnixMilli(ms)) < heartbeatStale
+}
+
 func (m *Manager) stopRequested(jobID string) bool {
 	m.lock.Lock()
 	defer m.lock.Unlock()
@@ -453,6 +519,9 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op *Op
 	var args Args
 	_ = json.Unmarshal([]byte(job.Args), &args)
 	m.audit(ctx, job.ID, "@medic", "started")
+	stopBeat := make(chan struct{})
+	defer close(stopBeat)
+	go m.heartbeat(ctx, job.ID, stopBeat)
 	started := time.Now()
 	prior, _ := m.store.Steps(ctx, job.ID)
 	finished := map[int]bool{}

@@ -3,12 +3,8 @@ package recovery
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
-
-	"maunium.net/go/mautrix"
 
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/synapse"
@@ -92,14 +88,9 @@ func FederationReset(adm *synapse.Admin) *jobs.Operation {
 			return plan, nil
 		},
 		Step: func(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
-			err := adm.ResetConnection(ctx, plan.Steps[idx])
-			// Synapse answers 400 when its retry state is already clear (e.g. the step ran
-			// before a crash but was not recorded): the goal is reached, so the step is done.
-			var httpErr mautrix.HTTPError
-			if errors.As(err, &httpErr) && httpErr.RespError != nil && strings.Contains(httpErr.RespError.Err, "does not need to be reset") {
-				return nil
-			}
-			return err
+			// A destination already clear (e.g. the step ran before a crash but was not
+			// recorded) counts as reset: ResetConnection treats Synapse's 400 as done.
+			return adm.ResetConnection(ctx, plan.Steps[idx])
 		},
 	}
 }

@@ -135,8 +135,7 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 		Step: func(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
 			if plan.Steps[idx] == stepRestart {
 				hi.closeSession(jobs.JobIDFrom(ctx))
-				// The restart !unreject uses: the configured command, or the admin, waited for.
-				return (&Unrejecter{Admin: hi.Admin, RestartCommand: hi.Restart}).restart(ctx)
+				return (&Restarter{Admin: hi.Admin, Command: hi.Restart}).Restart(ctx)
 			}
 			var chunks []synapse.EventKey
 			if err := json.Unmarshal([]byte(plan.Data["chunks"]), &chunks); err != nil || idx >= len(chunks) {
@@ -166,7 +165,7 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 func (hi *HistoryImport) serverName() string { return "this server" }
 
 func (hi *HistoryImport) restartText() string {
-	return (&Unrejecter{RestartCommand: hi.Restart}).restartText()
+	return (&Restarter{Command: hi.Restart}).Text()
 }
 
 func (hi *HistoryImport) session(ctx context.Context, jobID string, args jobs.Args) (*synapse.Importer, error) {

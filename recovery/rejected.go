@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapselog"
 )
@@ -17,6 +19,10 @@ type Chain struct {
 	Descendants int
 	ByType      map[string]int // the descendants' event types
 	Last        time.Time      // newest rejection in the chain
+	// Servers signed the chain's events; Cites are the auth events its events cite that are
+	// not rejected (what verifying the chain needs besides the chain).
+	Servers map[string]bool
+	Cites   map[string]bool
 	// Log is what Synapse's logs say about events refused because of this chain (nil when no
 	// logs are configured or none mention it).
 	Log *synapselog.RejectedTrace
@@ -29,27 +35,21 @@ type RoomRejections struct {
 	Chains []*Chain // biggest first
 	// member maps every rejected event of the room to its chain's root.
 	member map[string]string
+	byRoot map[string]*Chain
 }
 
 // RootOf returns the root of the chain an event belongs to ("" if it is not rejected).
 func (r *RoomRejections) RootOf(eventID string) string { return r.member[eventID] }
 
 // Chain returns the chain with the given root.
-func (r *RoomRejections) Chain(root string) *Chain {
-	for _, c := range r.Chains {
-		if c.Root.EventID == root {
-			return c
-		}
-	}
-	return nil
-}
+func (r *RoomRejections) Chain(root string) *Chain { return r.byRoot[root] }
 
 // RoomChains walks a room's rejected events in depth order and groups them into chains: an
 // event whose auth events include a rejected event joins that event's chain. The walk keeps
 // only event IDs, so it stays small for long chains.
 func RoomChains(ctx context.Context, db *synapse.DB, room string) (*RoomRejections, error) {
-	rr := &RoomRejections{RoomID: room, member: map[string]string{}}
-	byRoot := map[string]*Chain{}
+	rr := &RoomRejections{RoomID: room, member: map[string]string{}, byRoot: map[string]*Chain{}}
+	byRoot := rr.byRoot
 	err := db.RoomRejected(ctx, room, func(ev synapse.RejectedEvent) error {
 		rr.Total++
 		root := ""
@@ -59,17 +59,24 @@ func RoomChains(ctx context.Context, db *synapse.DB, room string) (*RoomRejectio
 				break
 			}
 		}
+		var c *Chain
 		if root == "" {
 			root = ev.EventID
-			c := &Chain{Root: ev, ByType: map[string]int{}, Last: ev.Received}
+			c = &Chain{Root: ev, ByType: map[string]int{}, Last: ev.Received, Servers: map[string]bool{}, Cites: map[string]bool{}}
 			byRoot[root] = c
 			rr.Chains = append(rr.Chains, c)
 		} else {
-			c := byRoot[root]
+			c = byRoot[root]
 			c.Descendants++
 			c.ByType[ev.Type]++
 			if ev.Received.After(c.Last) {
 				c.Last = ev.Received
+			}
+		}
+		c.Servers[id.UserID(ev.Sender).Homeserver()] = true
+		for _, a := range ev.AuthEvents {
+			if _, rejected := rr.member[a]; !rejected {
+				c.Cites[a] = true
 			}
 		}
 		rr.member[ev.EventID] = root

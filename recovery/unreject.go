@@ -5,9 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -28,10 +28,6 @@ const RiskRejectedStays = "Synapse assumes that a rejected event stays rejected 
 	"events with their rejection status: the change takes effect only after Synapse restarts, and events it " +
 	"already built on the rejection (e.g. state computed while the event was rejected) are not recomputed."
 
-// RestartWait is how long medic waits for an admin to restart Synapse when no restart
-// command is configured.
-var RestartWait = 30 * time.Minute
-
 // Unrejecter plans and runs !unreject.
 type Unrejecter struct {
 	DB         *synapse.DB
@@ -43,6 +39,10 @@ type Unrejecter struct {
 	// Checker is the configured medic-authcheck path ("" to look next to medic and in $PATH).
 	Checker        string
 	RestartCommand string
+}
+
+func (u *Unrejecter) restarter() *Restarter {
+	return &Restarter{Admin: u.Admin, Command: u.RestartCommand}
 }
 
 // Operation is the job operation.
@@ -58,8 +58,51 @@ type Verification struct {
 	Pass        []string            // events that now pass, in depth order
 	Fail        []authcheck.Verdict // events that still fail, in depth order
 	Forced      []string            // roots accepted despite failing (--force)
-	Types       map[string]int      // types of the passing events
-	ByID        map[string]string   // event ID → type, for the report
+	Types       map[string]int      // types of the events to un-reject
+}
+
+// typeQueue hands event types from the feeding goroutine to the verdict reader, in order.
+// Types are interned: a chain has few distinct ones.
+type typeQueue struct {
+	mu     sync.Mutex
+	items  []string
+	next   int
+	intern map[string]string
+}
+
+func (q *typeQueue) push(t string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.intern == nil {
+		q.intern = map[string]string{}
+	}
+	if s, ok := q.intern[t]; ok {
+		t = s
+	} else {
+		q.intern[t] = t
+	}
+	q.items = append(q.items, t)
+}
+
+func (q *typeQueue) pop() string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.next >= len(q.items) {
+		return ""
+	}
+	t := q.items[q.next]
+	q.items[q.next] = ""
+	q.next++
+	return t
+}
+
+func (v *Verification) verdict(eventID string) authcheck.Verdict {
+	for _, f := range v.Fail {
+		if f.EventID == eventID {
+			return f
+		}
+	}
+	return authcheck.Verdict{EventID: eventID, OK: true}
 }
 
 // Verify checks a room's rejected events with the auth checker: the roots (all chains', or
@@ -81,7 +124,7 @@ func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) 
 	if err != nil {
 		return nil, nil, err
 	}
-	v := &Verification{RoomID: room, RoomVersion: rv, Types: map[string]int{}, ByID: map[string]string{}}
+	v := &Verification{RoomID: room, RoomVersion: rv, Types: map[string]int{}}
 	if rr.Total == 0 {
 		return v, rr, nil
 	}
@@ -102,27 +145,17 @@ func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) 
 		}
 	}
 	selected := map[string]bool{}
-	for _, r := range v.Roots {
-		selected[r] = true
-	}
-	// Which events to check, which servers signed them, and which accepted events they cite.
-	inChain := map[string]bool{}
 	servers := map[string]bool{}
 	cited := map[string]bool{}
-	err = u.DB.RoomRejected(ctx, room, func(ev synapse.RejectedEvent) error {
-		if !selected[rr.RootOf(ev.EventID)] {
-			return nil
+	for _, r := range v.Roots {
+		selected[r] = true
+		c := rr.Chain(r)
+		for s := range c.Servers {
+			servers[s] = true
 		}
-		inChain[ev.EventID] = true
-		v.ByID[ev.EventID] = ev.Type
-		servers[id.UserID(ev.Sender).Homeserver()] = true
-		for _, a := range ev.AuthEvents {
+		for a := range c.Cites {
 			cited[a] = true
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, rr, err
 	}
 	if rv == "12" || strings.HasPrefix(rv, "org.matrix.hydra") {
 		cited["$"+strings.TrimPrefix(room, "!")] = true // the create event's ID is the room ID
@@ -146,26 +179,33 @@ func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) 
 		return nil, rr, err
 	}
 	hdr := authcheck.Header{RoomVersion: rv, Keys: keys}
+	// Verdicts come in the order events were sent to be checked: their types wait in a queue.
+	types := &typeQueue{}
 	feed := func(send func(authcheck.Input) error) error {
 		for _, ev := range contextEvents {
 			if err := send(authcheck.Input{EventID: ev.EventID, Event: ev.JSON, Rejected: ev.Rejected}); err != nil {
 				return err
 			}
 		}
-		return u.DB.RoomRejectedJSON(ctx, room, func(eventID string, js []byte) error {
-			check := inChain[eventID]
+		return u.DB.RoomRejectedJSON(ctx, room, func(eventID, evType string, js []byte) error {
+			check := selected[rr.RootOf(eventID)]
+			if check {
+				types.push(evType)
+			}
 			return send(authcheck.Input{EventID: eventID, Event: js, Rejected: true, Check: check,
 				Force: check && force && eventID == root})
 		})
 	}
 	err = authcheck.Run(ctx, checker, hdr, feed, func(vd authcheck.Verdict) error {
+		evType := types.pop()
 		switch {
 		case vd.OK:
 			v.Pass = append(v.Pass, vd.EventID)
-			v.Types[v.ByID[vd.EventID]]++
+			v.Types[evType]++
 		case force && vd.EventID == root:
 			v.Forced = append(v.Forced, vd.EventID)
 			v.Fail = append(v.Fail, vd)
+			v.Types[evType]++
 		default:
 			v.Fail = append(v.Fail, vd)
 		}
@@ -223,13 +263,6 @@ func (u *Unrejecter) keys(ctx context.Context, servers map[string]bool) (map[str
 	return out, nil
 }
 
-func (u *Unrejecter) restartText() string {
-	if u.RestartCommand != "" {
-		return fmt.Sprintf("Right after the change medic restarts Synapse with `%s` and waits until it answers again.", u.RestartCommand)
-	}
-	return fmt.Sprintf("No restart command is configured: after the change medic asks you to restart Synapse and waits (up to %s) until it has gone down and answers again.", RestartWait)
-}
-
 func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
 	room, root, force := args["room"], args["root"], args["force"] == "true"
 	v, rr, err := u.Verify(ctx, room, root, force)
@@ -253,7 +286,7 @@ func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, erro
 	slices.Sort(unreject)
 	sum := sha256.Sum256([]byte(strings.Join(unreject, "\n")))
 	changes := []string{fmt.Sprintf("`%s` (room version %s): un-reject **%d** event(s) (%s): `events.rejection_reason` → NULL and their `rejections` rows deleted, in one transaction scoped to this room; the old rows are kept for `!undo`.",
-		room, v.RoomVersion, len(unreject), typeList(v.Types, v.ByID, v.Forced))}
+		room, v.RoomVersion, len(unreject), typeList(v.Types))}
 	for i, r := range v.Roots {
 		if i == 5 {
 			changes = append(changes, fmt.Sprintf("… and %d more chains", len(v.Roots)-5))
@@ -263,9 +296,9 @@ func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, erro
 		status := "passes the auth rules against its own auth events, its content hash and its signature"
 		switch {
 		case slices.Contains(v.Forced, r):
-			status = "**FAILS** the auth rules but is forced by `--force`"
+			status = "**FAILS** (" + VerdictText(v.verdict(r)) + ") but is forced by `--force`"
 		case !slices.Contains(v.Pass, r):
-			status = "fails the auth rules: stays rejected"
+			status = "fails (" + VerdictText(v.verdict(r)) + "): stays rejected"
 		}
 		line := fmt.Sprintf("Root `%s` (%s from %s, reason %s): %s; %d event(s) rejected after it.", r, c.Root.Type, c.Root.Sender, c.Root.Reason, status, c.Descendants)
 		if c.Log != nil {
@@ -279,7 +312,7 @@ func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, erro
 		writeFailures(&b, v.Fail, 10)
 		changes = append(changes, b.String())
 	}
-	risks := []string{RiskRejectedStays, u.restartText(),
+	risks := []string{RiskRejectedStays, u.restarter().Text(),
 		"Afterwards medic compares the room's state with another server in the room and reports any difference that un-rejecting alone does not fix."}
 	if len(v.Forced) > 0 {
 		risks = append([]string{"⚠️ **--force**: the root breaks the auth rules. Accepting it may hand someone power they never had, and other servers keep rejecting it, so this server's view of the room splits from theirs. Only do this if you know why the rules are wrong here."}, risks...)
@@ -305,29 +338,29 @@ func writeFailures(b *strings.Builder, fails []authcheck.Verdict, limit int) {
 			fmt.Fprintf(b, "\n* … and %d more", len(fails)-limit)
 			break
 		}
-		fmt.Fprintf(b, "\n* `%s`: rule %s", f.EventID, f.Rule)
-		if f.Error != "" && !strings.Contains(f.Rule, f.Error) {
-			fmt.Fprintf(b, " — %s", f.Error)
-		}
+		fmt.Fprintf(b, "\n* `%s`: %s", f.EventID, VerdictText(f))
 	}
 }
 
-func typeList(types map[string]int, byID map[string]string, forced []string) string {
-	t := map[string]int{}
-	for k, n := range types {
-		t[k] += n
+// VerdictText says why an event fails, e.g. "auth rule 8: sender does not have sufficient
+// power level to send event (100 > 0)".
+func VerdictText(v authcheck.Verdict) string {
+	switch v.Rule {
+	case "signature", "event id", "parse", "auth":
+		return v.Rule + " check failed: " + v.Error
 	}
-	for _, f := range forced {
-		t[byID[f]]++
-	}
-	keys := make([]string, 0, len(t))
-	for k := range t {
+	return "auth rule " + v.Rule + ": " + v.Error
+}
+
+func typeList(types map[string]int) string {
+	keys := make([]string, 0, len(types))
+	for k := range types {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%d %s", t[k], k)
+		parts[i] = fmt.Sprintf("%d %s", types[k], k)
 	}
 	return strings.Join(parts, ", ")
 }
@@ -342,9 +375,9 @@ func (u *Unrejecter) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, 
 		if open, _, err := u.DB.JournalCount(ctx, jobID); err == nil && open > 0 {
 			return nil // committed before a restart of medic: the journal is the proof
 		}
-		n, err := u.DB.ApplyJournaled(ctx, jobID, "job "+jobID, []synapse.RowChange{
-			{Table: "events", Key: []string{"event_id"}, Where: synapse.UnrejectEventsWhere, Args: []any{room, events}, Set: synapse.UnrejectEventsSet},
-			{Table: "rejections", Key: []string{"event_id"}, Where: synapse.UnrejectRejectionsWhere, Args: []any{room, events}},
+		n, err := u.DB.ApplyJournaledWith(ctx, jobID, "job "+jobID, synapse.LoadUnrejectIDs(events), []synapse.RowChange{
+			{Table: "events", Key: []string{"event_id"}, Where: synapse.UnrejectEventsWhere, Args: []any{room}, Set: synapse.UnrejectEventsSet},
+			{Table: "rejections", Key: []string{"event_id"}, Where: synapse.UnrejectRejectionsWhere, Args: []any{room}},
 		}, hold)
 		if err != nil {
 			return fmt.Errorf("un-reject: %w", err)
@@ -355,59 +388,11 @@ func (u *Unrejecter) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, 
 		if err := hold.At(ctx, "before restart"); err != nil {
 			return err
 		}
-		return u.restart(ctx)
+		return u.restarter().Restart(ctx)
 	case 2:
 		return u.postCheck(ctx, room, events)
 	}
 	return fmt.Errorf("no step %d", idx)
-}
-
-// restart restarts Synapse with the configured command, or asks the admin to, and waits
-// until Synapse answers again.
-func (u *Unrejecter) restart(ctx context.Context) error {
-	if u.RestartCommand != "" {
-		out, err := exec.CommandContext(ctx, "sh", "-c", u.RestartCommand).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("restart command failed: %w: %s", err, lastLine(string(out)))
-		}
-		return u.waitUp(ctx, 5*time.Minute, false)
-	}
-	jobs.Say(ctx, "⚠️ **Restart Synapse now** (e.g. `systemctl restart matrix-synapse`): the change takes effect only after a restart. I'm waiting up to %s and will confirm when it is back.", RestartWait)
-	return u.waitUp(ctx, RestartWait, true)
-}
-
-func lastLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		s = s[i+1:]
-	}
-	return s
-}
-
-// waitUp waits until Synapse answers; with mustGoDown, only after it has been seen down.
-func (u *Unrejecter) waitUp(ctx context.Context, limit time.Duration, mustGoDown bool) error {
-	deadline := time.Now().Add(limit)
-	sawDown := !mustGoDown
-	for time.Now().Before(deadline) {
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		version, err := u.Admin.ServerVersion(pctx)
-		cancel()
-		if err != nil {
-			sawDown = true
-		} else if sawDown {
-			jobs.Note(ctx, "Synapse %s is back up after the restart.", version)
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-	if !sawDown {
-		return fmt.Errorf("Synapse was not restarted within %s; restart it, then `!resume` this job", limit)
-	}
-	return fmt.Errorf("Synapse did not answer within %s of the restart", limit)
 }
 
 // postCheck confirms the events are accepted and compares the room's current state with a

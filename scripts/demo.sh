@@ -4,7 +4,7 @@
 # medic in the foreground. Ctrl-C stops medic and the testbed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x ./medic ] || make build
+{ [ -x ./medic ] && [ -x ./medic-authcheck ]; } || make build
 command -v curl >/dev/null || { apt-get update -qq; apt-get install -y -qq curl >/dev/null; }
 
 echo "Bringing up the testbed (the first run installs Synapse; later runs take ~15 s)..."
@@ -25,6 +25,7 @@ synapse:
   database: "$MEDIC_TESTBED_HS1_DSN"
   signing_key_path: $(ls "$MEDIC_TESTBED_HS1_DIR"/*.signing.key)
   logs: [{type: file, path: "$MEDIC_TESTBED_HS1_DIR/homeserver.log*"}]
+  restart_command: "$PWD/testbed/testbed.sh restart 1"
 federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 YAML
 

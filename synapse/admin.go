@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -94,6 +95,11 @@ func (a *Admin) Destination(ctx context.Context, server string) (*Destination, e
 func (a *Admin) ResetConnection(ctx context.Context, server string) error {
 	_, err := a.Client.Client.MakeRequest(ctx, http.MethodPost,
 		a.BuildAdminURL("v1", "federation", "destinations", server, "reset_connection"), struct{}{}, nil)
+	// Synapse answers 400 when the retry state is already clear: the goal is reached.
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.RespError != nil && strings.Contains(httpErr.RespError.Err, "does not need to be reset") {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("reset connection to %s: %w", server, err)
 	}

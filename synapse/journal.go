@@ -59,7 +59,8 @@ type RowChange struct {
 	// Where selects the rows, over the table aliased as t (e.g. "t.event_id = ANY($1)").
 	Where string
 	Args  []any
-	// Set is the assignment list of an update (e.g. "rejection_reason = NULL"); empty for a delete.
+	// Set is the assignment list of an update (e.g. "rejection_reason = NULL", columns not
+	// qualified); empty for a delete. An update needs Key to be a unique key.
 	Set string
 }
 
@@ -95,8 +96,20 @@ func (db *DB) EnsureJournal(ctx context.Context) error {
 // ApplyJournaled applies changes in one transaction, journaling each changed row's
 // before- and after-image under jobID. It returns how many rows changed.
 func (db *DB) ApplyJournaled(ctx context.Context, jobID, actor string, changes []RowChange, crash CrashPoint) (int, error) {
+	return db.ApplyJournaledWith(ctx, jobID, actor, nil, changes, crash)
+}
+
+// ApplyJournaledWith is ApplyJournaled with a prepare step that runs first in the same
+// transaction, e.g. to load a large key set into a temporary table the changes' Where clauses
+// join (an ANY($n) over 100k keys is slow to plan and to match).
+func (db *DB) ApplyJournaledWith(ctx context.Context, jobID, actor string, prepare func(context.Context, pgx.Tx) error, changes []RowChange, crash CrashPoint) (int, error) {
 	total := 0
 	err := db.InJournaledTx(ctx, jobID, actor, func(j *JournalTx) error {
+		if prepare != nil {
+			if err := prepare(ctx, j.Tx); err != nil {
+				return err
+			}
+		}
 		for _, ch := range changes {
 			n, err := j.Apply(ctx, ch, crash)
 			if err != nil {
@@ -126,6 +139,11 @@ func (db *DB) InJournaledTx(ctx context.Context, jobID, actor string, fn func(j 
 		return err
 	}
 	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		// Pairing before- and after-images of 100k rows sorts or hashes them: in memory,
+		// not in temporary files (the default 4 MB would spill).
+		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '64MB'`); err != nil {
+			return err
+		}
 		j := &JournalTx{Tx: tx, jobID: jobID, actor: actor}
 		if err := tx.QueryRow(ctx, nextSeqQuery, jobID).Scan(&j.seq); err != nil {
 			return fmt.Errorf("read journal position: %w", err)
@@ -323,74 +341,60 @@ func keyJSON(row map[string]any, key []string) ([]byte, error) {
 	return json.Marshal(k)
 }
 
+// applyOne changes one table's rows and journals them in a single statement, so nothing
+// passes through medic's memory and a change of 100k rows is one round trip. A delete returns
+// the deleted rows: their before-images. An update joins the table to its own rows read (and
+// locked) in a subquery, and returns both images per row; every part of the statement sees
+// the same snapshot, so the subquery's rows are the rows as they were.
 func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange, seq *int, crash CrashPoint) (int, error) {
 	tbl := ident(ch.Table)
-	// Lock and read the rows first: their before-images.
-	rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT to_jsonb(t) FROM %s AS t WHERE %s FOR UPDATE`, tbl, ch.Where), ch.Args...)
-	if err != nil {
-		return 0, err
+	keyObj := func(alias string) string {
+		parts := make([]string, len(ch.Key))
+		for i, col := range ch.Key {
+			parts[i] = fmt.Sprintf("'%s', %s.%s", strings.ReplaceAll(col, "'", "''"), alias, pgx.Identifier{col}.Sanitize())
+		}
+		return "jsonb_build_object(" + strings.Join(parts, ", ") + ")"
 	}
-	befores, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-	if err != nil {
-		return 0, err
-	}
-	if len(befores) == 0 {
-		return 0, nil
-	}
-	if err = crash.at(ctx, tx, "after reading "+ch.Table); err != nil {
-		return 0, err
-	}
-	afterByKey := map[string][]byte{}
+	var change string
 	op := OpDelete
-	if ch.Set != "" {
-		op = OpUpdate
-		rows, err = tx.Query(ctx, fmt.Sprintf(`UPDATE %s AS t SET %s WHERE %s RETURNING to_jsonb(t)`, tbl, ch.Set, ch.Where), ch.Args...)
+	if ch.Set == "" {
+		change = fmt.Sprintf(`DELETE FROM %s AS t WHERE %s RETURNING %s AS k, to_jsonb(t) AS b, NULL::jsonb AS a`,
+			tbl, ch.Where, keyObj("t"))
 	} else {
-		rows, err = tx.Query(ctx, fmt.Sprintf(`DELETE FROM %s AS t WHERE %s RETURNING to_jsonb(t)`, tbl, ch.Where), ch.Args...)
+		op = OpUpdate
+		join := make([]string, len(ch.Key))
+		for i, col := range ch.Key {
+			c := pgx.Identifier{col}.Sanitize()
+			join[i] = fmt.Sprintf("u.%s = old.%s", c, c)
+		}
+		change = fmt.Sprintf(`UPDATE %[1]s AS u SET %[2]s
+			FROM (SELECT t.* FROM %[1]s AS t WHERE %[3]s FOR UPDATE) AS old
+			WHERE %[4]s
+			RETURNING %[5]s AS k, to_jsonb(old) AS b, to_jsonb(u) AS a`,
+			tbl, ch.Set, ch.Where, strings.Join(join, " AND "), keyObj("u"))
 	}
-	if err != nil {
+	n := len(ch.Args)
+	query := fmt.Sprintf(`
+		WITH c AS (%[1]s),
+		ins AS (
+			INSERT INTO medic.journal (job_id, seq, tbl, op, key, before, after, actor)
+			SELECT $%[2]d, $%[3]d + row_number() OVER (), $%[4]d, $%[5]d, c.k, c.b, c.a, $%[6]d FROM c
+			RETURNING 1)
+		SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM ins)`,
+		change, n+1, n+2, n+3, n+4, n+5)
+	if err := crash.at(ctx, tx, "before changing "+ch.Table); err != nil {
 		return 0, err
 	}
-	afters, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-	if err != nil {
+	args := append(slices.Clone(ch.Args), jobID, *seq, ch.Table, op, actor)
+	var changed, journaled int
+	if err := tx.QueryRow(ctx, query, args...).Scan(&changed, &journaled); err != nil {
 		return 0, err
 	}
-	if len(afters) != len(befores) {
-		return 0, fmt.Errorf("read %d rows but changed %d; nothing was changed", len(befores), len(afters))
+	if changed != journaled {
+		return 0, fmt.Errorf("changed %d rows but journaled %d; nothing was changed", changed, journaled)
 	}
-	for _, a := range afters {
-		row, err := decodeRow(a)
-		if err != nil {
-			return 0, err
-		}
-		k, err := keyJSON(row, ch.Key)
-		if err != nil {
-			return 0, err
-		}
-		afterByKey[string(k)] = a
-	}
-	if err = crash.at(ctx, tx, "after changing "+ch.Table); err != nil {
-		return 0, err
-	}
-	for _, b := range befores {
-		row, err := decodeRow(b)
-		if err != nil {
-			return 0, err
-		}
-		k, err := keyJSON(row, ch.Key)
-		if err != nil {
-			return 0, err
-		}
-		var after []byte
-		if op == OpUpdate {
-			after = afterByKey[string(k)]
-		}
-		*seq++
-		if _, err = tx.Exec(ctx, insertJournalQuery, jobID, *seq, ch.Table, op, k, b, after, actor); err != nil {
-			return 0, fmt.Errorf("journal row: %w", err)
-		}
-	}
-	return len(befores), crash.at(ctx, tx, "after journaling "+ch.Table)
+	*seq += changed
+	return changed, crash.at(ctx, tx, "after changing "+ch.Table)
 }
 
 // ErrDrifted means rows changed since the job changed them, so undo would overwrite someone

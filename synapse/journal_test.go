@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -21,24 +19,8 @@ func TestMain(m *testing.M) { testbed.Main(m) }
 func scratchDB(t *testing.T) *DB {
 	tb := testbed.Get(t)
 	ctx := context.Background()
-	name := testbed.UniqueName("journal_test_")
-	tb.HS1.Exec(t, "CREATE DATABASE "+name)
-	t.Cleanup(func() { tb.HS1.Exec(t, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
-	u, err := url.Parse(tb.HS1.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	dump, err := exec.Command("pg_dump", "--schema-only", "--no-owner", "-t", "events", "-t", "rejections", tb.HS1.DSN).Output()
-	if err != nil {
-		t.Fatalf("pg_dump: %v", err)
-	}
-	load := exec.Command("psql", "-q", "-v", "ON_ERROR_STOP=1", u.String())
-	load.Stdin = strings.NewReader(string(dump))
-	if out, err := load.CombinedOutput(); err != nil {
-		t.Fatalf("load schema: %v\n%s", err, out)
-	}
-	db, err := OpenDB(ctx, u.String())
+	dsn := testbed.ScratchDB(t, tb.HS1, "events", "rejections")
+	db, err := OpenDB(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,25 +23,20 @@ const (
 		WHERE e.received_ts >= $1 AND ($2 = '' OR e.room_id = $2)
 		GROUP BY e.room_id, r.reason, e.type
 		ORDER BY e.room_id, count(*) DESC`
-	// roomRejectedQuery walks one room's events in depth order (index events_order_room)
-	// and keeps the rejected ones, with the IDs of their auth events.
-	roomRejectedQuery = `
-		SELECT e.event_id, e.type, e.state_key, e.sender, e.depth, coalesce(r.reason, e.rejection_reason),
-			e.received_ts, coalesce(j.json::jsonb -> 'auth_events', '[]'::jsonb)
+	// roomRejectedFrom walks one room's events in depth order (index events_order_room) and
+	// keeps the rejected ones.
+	roomRejectedFrom = `
 		FROM events AS e
 		LEFT JOIN rejections AS r USING (event_id)
 		JOIN event_json AS j USING (event_id)
 		WHERE e.room_id = $1 AND (e.rejection_reason IS NOT NULL OR r.event_id IS NOT NULL)
 		ORDER BY e.topological_ordering, e.stream_ordering`
-	// roomRejectedJSONQuery is the same walk with the events' JSON, for the auth checker.
-	roomRejectedJSONQuery = `
-		SELECT e.event_id, j.json
-		FROM events AS e
-		LEFT JOIN rejections AS r USING (event_id)
-		JOIN event_json AS j USING (event_id)
-		WHERE e.room_id = $1 AND (e.rejection_reason IS NOT NULL OR r.event_id IS NOT NULL)
-		ORDER BY e.topological_ordering, e.stream_ordering`
-	eventsByIDQuery = `
+	// roomRejectedQuery: the rejected events with the IDs of their auth events.
+	roomRejectedQuery = `SELECT e.event_id, e.type, e.state_key, e.sender, e.depth, coalesce(r.reason, e.rejection_reason),
+		e.received_ts, coalesce(j.json::json -> 'auth_events', '[]'::json)` + roomRejectedFrom
+	// roomRejectedJSONQuery: the same walk with the events' JSON, for the auth checker.
+	roomRejectedJSONQuery = `SELECT e.event_id, e.type, j.json` + roomRejectedFrom
+	eventsByIDQuery       = `
 		SELECT e.event_id, j.json, (e.rejection_reason IS NOT NULL OR r.event_id IS NOT NULL)
 		FROM events AS e
 		LEFT JOIN rejections AS r USING (event_id)
@@ -52,7 +47,7 @@ const (
 	serverKeysQuery = `SELECT server_name, key_id, ts_valid_until_ms, key_json FROM server_keys_json`
 	// currentStateQuery is the room's current state (indexed by room).
 	currentStateQuery = `SELECT type, state_key, event_id FROM current_state_events WHERE room_id = $1`
-	stateKeysQuery = `SELECT event_id, type, state_key FROM events WHERE event_id = ANY($1) AND state_key IS NOT NULL`
+	stateKeysQuery    = `SELECT event_id, type, state_key FROM events WHERE event_id = ANY($1) AND state_key IS NOT NULL`
 	// rejectedCountQuery counts a set of events of a room that are rejected either way.
 	rejectedCountQuery = `
 		SELECT count(*) FROM events AS e
@@ -60,12 +55,33 @@ const (
 			AND (e.rejection_reason IS NOT NULL OR EXISTS (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id))`
 )
 
-// Unreject changes: scoped to one room by events.room_id, for the events listed.
+// Unreject changes: scoped to one room by events.room_id, for the events listed in the
+// transaction's temporary table medic_unreject (see LoadUnrejectIDs).
 const (
-	UnrejectEventsWhere     = `t.room_id = $1 AND t.event_id = ANY($2) AND t.rejection_reason IS NOT NULL`
+	createUnrejectIDs       = `CREATE TEMPORARY TABLE medic_unreject (event_id TEXT PRIMARY KEY) ON COMMIT DROP`
+	UnrejectEventsWhere     = `t.room_id = $1 AND t.event_id IN (SELECT event_id FROM medic_unreject) AND t.rejection_reason IS NOT NULL`
 	UnrejectEventsSet       = `rejection_reason = NULL`
-	UnrejectRejectionsWhere = `t.event_id = ANY($2) AND EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = t.event_id AND e.room_id = $1)`
+	UnrejectRejectionsWhere = `t.event_id IN (SELECT event_id FROM medic_unreject) AND EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = t.event_id AND e.room_id = $1)`
 )
+
+// LoadUnrejectIDs returns a prepare step (ApplyJournaledWith) that loads the events to
+// un-reject into the transaction's temporary table medic_unreject.
+func LoadUnrejectIDs(ids []string) func(context.Context, pgx.Tx) error {
+	return func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, createUnrejectIDs); err != nil {
+			return fmt.Errorf("create medic_unreject: %w", err)
+		}
+		rows := make([][]any, len(ids))
+		for i, e := range ids {
+			rows[i] = []any{e}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"medic_unreject"}, []string{"event_id"}, pgx.CopyFromRows(rows)); err != nil {
+			return fmt.Errorf("load events to un-reject: %w", err)
+		}
+		_, err := tx.Exec(ctx, `ANALYZE medic_unreject`)
+		return err
+	}
+}
 
 // RejectedGroup counts a room's rejected events of one reason and type.
 type RejectedGroup struct {
@@ -146,19 +162,19 @@ func authEventIDs(raw []byte) []string {
 }
 
 // RoomRejectedJSON calls fn for each rejected event of a room with its JSON, in depth order.
-func (db *DB) RoomRejectedJSON(ctx context.Context, room string, fn func(eventID string, js []byte) error) error {
+func (db *DB) RoomRejectedJSON(ctx context.Context, room string, fn func(eventID, evType string, js []byte) error) error {
 	rows, err := db.Pool.Query(ctx, roomRejectedJSONQuery, room)
 	if err != nil {
 		return fmt.Errorf("read rejected events of %s: %w", room, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var eventID string
+		var eventID, evType string
 		var js []byte
-		if err = rows.Scan(&eventID, &js); err != nil {
+		if err = rows.Scan(&eventID, &evType, &js); err != nil {
 			return err
 		}
-		if err = fn(eventID, js); err != nil {
+		if err = fn(eventID, evType, js); err != nil {
 			return err
 		}
 	}

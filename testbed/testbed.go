@@ -15,8 +15,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -302,8 +304,8 @@ func UniqueName(prefix string) string {
 // AdminAPI returns mautrix-go's Synapse admin client for an admin's client.
 func AdminAPI(cli *mautrix.Client) *synapseadmin.Client { return &synapseadmin.Client{Client: cli} }
 
-// withConn runs fn with a connection to the homeserver's database.
-func (h *Homeserver) withConn(t testing.TB, fn func(ctx context.Context, conn *pgx.Conn) error) {
+// WithConn runs fn with a connection to the homeserver's database; an error fails the test.
+func (h *Homeserver) WithConn(t testing.TB, fn func(ctx context.Context, conn *pgx.Conn) error) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, h.DSN)
@@ -319,7 +321,7 @@ func (h *Homeserver) withConn(t testing.TB, fn func(ctx context.Context, conn *p
 // Exec runs SQL on the homeserver's database (for fault injection in tests).
 func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
-	h.withConn(t, func(ctx context.Context, conn *pgx.Conn) error {
+	h.WithConn(t, func(ctx context.Context, conn *pgx.Conn) error {
 		if _, err := conn.Exec(ctx, sql, args...); err != nil {
 			return fmt.Errorf("%s: %w", sql, err)
 		}
@@ -330,7 +332,7 @@ func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
 // Count runs a query returning one integer on the homeserver's database.
 func (h *Homeserver) Count(t testing.TB, sql string, args ...any) (n int) {
 	t.Helper()
-	h.withConn(t, func(ctx context.Context, conn *pgx.Conn) error {
+	h.WithConn(t, func(ctx context.Context, conn *pgx.Conn) error {
 		if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
 			return fmt.Errorf("%s: %w", sql, err)
 		}
@@ -392,32 +394,97 @@ unreject: {auth_checker: %q}
 	return path
 }
 
-var (
-	checkerOnce sync.Once
-	checkerPath string
-	checkerErr  error
-)
+var jsonv2Builds sync.Map // package path → *jsonv2Build
 
-// AuthChecker builds medic-authcheck (with GOEXPERIMENT=jsonv2, as the Makefile does) once per
-// test process and returns its path.
-func AuthChecker(t testing.TB) string {
+type jsonv2Build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildJSONv2 builds one of the project's commands that need GOEXPERIMENT=jsonv2 (mautrix-go's
+// federation/pdu), once per test process, and returns the binary's path.
+func buildJSONv2(t testing.TB, pkg string) string {
 	t.Helper()
-	checkerOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "medic-authcheck")
+	v, _ := jsonv2Builds.LoadOrStore(pkg, &jsonv2Build{})
+	b := v.(*jsonv2Build)
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "medic-jsonv2")
 		if err != nil {
-			checkerErr = err
+			b.err = err
 			return
 		}
-		checkerPath = filepath.Join(dir, "medic-authcheck")
-		cmd := exec.Command("go", "build", "-o", checkerPath, "./cmd/medic-authcheck")
+		b.path = filepath.Join(dir, filepath.Base(pkg))
+		cmd := exec.Command("go", "build", "-o", b.path, pkg)
 		cmd.Dir = filepath.Join(filepath.Dir(Script()), "..")
 		cmd.Env = append(os.Environ(), "GOEXPERIMENT=jsonv2", "GOFLAGS=")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			checkerErr = fmt.Errorf("build medic-authcheck: %w\n%s", err, out)
+			b.err = fmt.Errorf("build %s: %w\n%s", pkg, err, out)
 		}
 	})
-	if checkerErr != nil {
-		t.Fatal(checkerErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return checkerPath
+	return b.path
+}
+
+// AuthChecker returns medic-authcheck, built as the Makefile builds it.
+func AuthChecker(t testing.TB) string { return buildJSONv2(t, "./cmd/medic-authcheck") }
+
+// CraftEventBinary returns the craftevent tool (see testbed/craftevent), for streaming many
+// templates through it.
+func CraftEventBinary(t testing.TB) string { return buildJSONv2(t, "./testbed/craftevent") }
+
+// CraftEvent signs an event template as homeserver h (content hash, signature) for a room of
+// the given version and returns its event ID and PDU: for events h itself would refuse to
+// create, delivered over federation by the test.
+func CraftEvent(t testing.TB, h *Homeserver, roomVersion string, template map[string]any) (string, json.RawMessage) {
+	t.Helper()
+	in, err := json.Marshal(template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(buildJSONv2(t, "./testbed/craftevent"), h.Name, h.SigningKeyPath(), roomVersion)
+	cmd.Stdin = bytes.NewReader(in)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("craftevent: %v\n%s", err, out)
+	}
+	var res struct {
+		EventID string          `json:"event_id"`
+		PDU     json.RawMessage `json:"pdu"`
+	}
+	if err = json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("craftevent output %q: %v", out, err)
+	}
+	return res.EventID, res.PDU
+}
+
+// ScratchDB creates a database on the testbed's PostgreSQL with a copy of homeserver h's
+// Synapse schema (all tables, or the ones named), without rows, drops it when the test ends,
+// and returns its DSN. Benchmarks and tests fill it with generated rows.
+func ScratchDB(t testing.TB, h *Homeserver, tables ...string) string {
+	t.Helper()
+	name := UniqueName("scratch_")
+	h.Exec(t, "CREATE DATABASE "+name)
+	t.Cleanup(func() { h.Exec(t, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	u, err := url.Parse(h.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	args := []string{"--schema-only", "--no-owner"}
+	for _, tbl := range tables {
+		args = append(args, "-t", tbl)
+	}
+	dump, err := exec.Command("pg_dump", append(args, h.DSN)...).Output()
+	if err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	load := exec.Command("psql", "-q", "-v", "ON_ERROR_STOP=1", u.String())
+	load.Stdin = bytes.NewReader(dump)
+	if out, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("load schema: %v\n%s", err, out)
+	}
+	return u.String()
 }

@@ -14,6 +14,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strings"
+	"sync"
 	"time"
 
 	"maunium.net/go/mautrix/federation/eventauth"
@@ -37,6 +40,17 @@ type checker struct {
 	known map[id.EventID]*pdu.PDU
 }
 
+// item is one input on its way through the pipeline: workers parse it and check what does
+// not depend on other events (event ID, content hash, signature) in parallel; one loop then
+// authorizes the items in input order, because an event's verdict decides its successors'.
+type item struct {
+	in   authcheck.Input
+	p    *pdu.PDU
+	v    authcheck.Verdict
+	err  error // parse error
+	done chan struct{}
+}
+
 func run(in io.Reader, out io.Writer) error {
 	dec := json.NewDecoder(bufio.NewReaderSize(in, 1<<20))
 	w := bufio.NewWriter(out)
@@ -50,26 +64,57 @@ func run(in io.Reader, out io.Writer) error {
 	if c.rv == id.RoomV1 || c.rv == id.RoomV2 {
 		return fmt.Errorf("room version %s is not supported by mautrix-go's auth rules", c.rv)
 	}
-	for {
-		var in authcheck.Input
-		if err := dec.Decode(&in); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("read event: %w", err)
+	work := make(chan *item, 1024)
+	ordered := make(chan *item, 4096)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range work {
+				c.precheck(it)
+				close(it.done)
+			}
+		}()
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(ordered)
+		defer close(work)
+		for {
+			it := &item{done: make(chan struct{})}
+			if err := dec.Decode(&it.in); errors.Is(err, io.EOF) {
+				readErr <- nil
+				return
+			} else if err != nil {
+				readErr <- fmt.Errorf("read event: %w", err)
+				return
+			}
+			work <- it
+			ordered <- it
 		}
-		if !in.Check {
-			if p, err := parse(in); err == nil {
-				c.remember(p, in.Rejected)
+	}()
+	var writeErr error
+	for it := range ordered {
+		<-it.done
+		if !it.in.Check {
+			if it.err == nil {
+				c.remember(it.p, it.in.Rejected)
 			}
 			continue
 		}
-		v := c.check(in)
+		v := c.authorize(it)
 		// Buffered: medic writes all inputs before it needs the last verdict, and reads
 		// verdicts concurrently, so they need not be flushed one by one.
-		if err := enc.Encode(v); err != nil {
-			return err
+		if writeErr == nil {
+			writeErr = enc.Encode(v)
 		}
 	}
+	wg.Wait()
+	if err := <-readErr; err != nil {
+		return err
+	}
+	return writeErr
 }
 
 func parse(in authcheck.Input) (*pdu.PDU, error) {
@@ -105,40 +150,54 @@ func (c *checker) getKey(server string, keyID id.KeyID, _ time.Time) (id.Signing
 	return id.SigningKey(k.Key), time.UnixMilli(k.ValidUntilTS), nil
 }
 
-func (c *checker) check(in authcheck.Input) (v authcheck.Verdict) {
-	v.EventID = in.EventID
-	p, err := parse(in)
-	if err != nil {
-		v.Rule, v.Error = "parse", err.Error()
-		return v
+// precheck parses an input and, for one to check, verifies what needs no other event: the
+// event ID (reference hash), the content hash and the sender server's signature.
+func (c *checker) precheck(it *item) {
+	in := it.in
+	it.v.EventID = in.EventID
+	it.p, it.err = parse(in)
+	if it.err != nil || !in.Check {
+		return
 	}
-	accepted := false
-	defer func() {
-		c.remember(p, !(accepted || in.Force))
-	}()
+	p := it.p
 	if got, err := p.GetEventID(c.rv); err != nil || got != id.EventID(in.EventID) {
-		v.Rule = "event id"
-		v.Error = fmt.Sprintf("the event's reference hash gives %s, not %s (%v)", got, in.EventID, err)
-		return v
+		it.v.Rule = "event id"
+		it.v.Error = fmt.Sprintf("the event's reference hash gives %s, not %s (%v)", got, in.EventID, err)
+		return
 	}
 	if !p.VerifyContentHash() {
 		// As the spec says: an event whose content hash fails is redacted, not rejected.
 		p = p.Redact(c.rv)
 		p.InternalMeta.EventID = id.EventID(in.EventID)
-		v.Note = "content hash mismatch: checked as redacted"
+		it.p = p
+		it.v.Note = "content hash mismatch: checked as redacted"
 	}
-	if err = p.VerifySignature(c.rv, p.Sender.Homeserver(), c.getKey); err != nil {
-		v.Rule, v.Error = "signature", err.Error()
+	if err := p.VerifySignature(c.rv, p.Sender.Homeserver(), c.getKey); err != nil {
+		it.v.Rule, it.v.Error = "signature", err.Error()
+	}
+}
+
+// authorize applies the auth rules to a prechecked input, in input order, and records the
+// outcome for the events after it.
+func (c *checker) authorize(it *item) authcheck.Verdict {
+	v := it.v
+	if it.err != nil {
+		return authcheck.Verdict{EventID: it.in.EventID, Rule: "parse", Error: it.err.Error()}
+	}
+	p := it.p
+	accepted := false
+	defer func() { c.remember(p, !(accepted || it.in.Force)) }()
+	if v.Rule != "" {
 		return v
 	}
-	if err = eventauth.Authorize(c.rv, p, nil, c.getEvents, c.getKey); err != nil {
+	if err := eventauth.Authorize(c.rv, p, nil, c.getEvents, c.getKey); err != nil {
 		var afe eventauth.AuthFailError
+		v.Rule, v.Error = "auth", err.Error()
 		if errors.As(err, &afe) {
-			v.Rule = afe.Index + " " + afe.Message
-		} else {
-			v.Rule = "auth"
+			// "fail 8: sender does not have … (100 > 0)" → rule "8", the rest as the detail.
+			v.Rule = afe.Index
+			v.Error = strings.TrimPrefix(err.Error(), "fail "+afe.Index+": ")
 		}
-		v.Error = err.Error()
 		return v
 	}
 	accepted = true

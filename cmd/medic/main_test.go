@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -12,6 +13,9 @@ import (
 )
 
 func TestMain(m *testing.M) { testbed.Main(m) }
+
+// jobIDPattern finds the job ID in a plan's title.
+var jobIDPattern = regexp.MustCompile("Plan ([a-z0-9]+):")
 
 func writeConfig(t *testing.T, body string) string {
 	path := filepath.Join(t.TempDir(), "config.yaml")

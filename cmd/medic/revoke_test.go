@@ -35,6 +35,37 @@ func joinHonouring429(t *testing.T, cli *mautrix.Client, roomID id.RoomID, via s
 	t.Fatalf("%s could not join", cli.UserID)
 }
 
+// forgottenPrivateRoom is incident 1 with an invite-only room (so every rejoin goes through a
+// minted token, never the admin join): after a dump of hs1, hs2 invites the users and they
+// join; then hs1's database is restored. It returns the room and hs2's admin.
+func forgottenPrivateRoom(t *testing.T, tb *testbed.Testbed, users []*mautrix.Client) (*mautrix.RespCreateRoom, *mautrix.Client) {
+	t.Helper()
+	ctx := context.Background()
+	dump := filepath.Join(t.TempDir(), "hs1.dump")
+	tb.Dump(t, tb.HS1, dump)
+	remote := tb.Admin(t, tb.HS2)
+	room, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, len(users))
+	for i, u := range users {
+		if _, err = remote.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: u.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = u.UserID.String()
+	}
+	for _, u := range users {
+		joinHonouring429(t, u, room.RoomID, tb.HS2.Name)
+	}
+	// Joins after the first are local to hs1 (already in the room) and reach hs2 by federation
+	// transactions: wait for them before the restore throws hs1's queue away.
+	waitRows(t, tb.HS2, len(users), "hs2 has every join", `SELECT count(*) FROM current_state_events c JOIN room_memberships m USING (event_id)
+		WHERE c.room_id = $1 AND m.membership = 'join' AND c.state_key = ANY($2)`, room.RoomID, ids)
+	tb.Restore(t, tb.HS1, dump)
+	return room, remote
+}
+
 // TestRecoverKillRevokesTokens kills medic (SIGKILL) while it joins users with minted tokens;
 // the next start logs every such token out.
 func TestRecoverKillRevokesTokens(t *testing.T) {
@@ -48,25 +79,8 @@ func TestRecoverKillRevokesTokens(t *testing.T) {
 		users = append(users, u)
 		ids = append(ids, u.UserID.String())
 	}
-	dump := filepath.Join(t.TempDir(), "hs1.dump")
-	tb.Dump(t, tb.HS1, dump)
-
-	// An invite-only room: every rejoin must go through a minted token (no admin join).
-	remote := tb.Admin(t, tb.HS2)
-	room, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range users {
-		if _, err = remote.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: u.UserID}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, u := range users {
-		joinHonouring429(t, u, room.RoomID, tb.HS2.Name)
-	}
-	tb.Restore(t, tb.HS1, dump)
-	if _, err = remote.SendMessageEvent(ctx, room.RoomID, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "hi"}); err != nil {
+	room, remote := forgottenPrivateRoom(t, tb, users)
+	if _, err := remote.SendMessageEvent(ctx, room.RoomID, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "hi"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -80,7 +94,7 @@ func TestRecoverKillRevokesTokens(t *testing.T) {
 			t.Logf("medic output:\n%s", out.String())
 		}
 	})
-	if err = p.cmd.Start(); err != nil {
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
@@ -132,22 +146,7 @@ func TestRecoverFailedJoinRevokesToken(t *testing.T) {
 	banned := tb.Register(t, tb.HS1, testbed.UniqueName("fb"), false)
 	fine := tb.Register(t, tb.HS1, testbed.UniqueName("ff"), false)
 	ids := []string{banned.UserID.String(), fine.UserID.String()}
-	dump := filepath.Join(t.TempDir(), "hs1.dump")
-	tb.Dump(t, tb.HS1, dump)
-
-	// Invite-only, so both rejoins go through minted tokens.
-	remote := tb.Admin(t, tb.HS2)
-	room, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range []*mautrix.Client{banned, fine} {
-		if _, err = remote.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: u.UserID}); err != nil {
-			t.Fatal(err)
-		}
-		joinHonouring429(t, u, room.RoomID, tb.HS2.Name)
-	}
-	tb.Restore(t, tb.HS1, dump)
+	room, remote := forgottenPrivateRoom(t, tb, []*mautrix.Client{banned, fine})
 
 	dir := t.TempDir()
 	cfg := tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword)
@@ -169,10 +168,10 @@ func TestRecoverFailedJoinRevokesToken(t *testing.T) {
 		t.Fatalf("the plan does not rejoin both users:\n%s", plan)
 	}
 	// Between the plan and the run, hs2 bans one of them: that join must now fail.
-	if _, err = remote.BanUser(ctx, room.RoomID, &mautrix.ReqBanUser{UserID: banned.UserID, Reason: "test"}); err != nil {
+	if _, err := remote.BanUser(ctx, room.RoomID, &mautrix.ReqBanUser{UserID: banned.UserID, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err = io.WriteString(answer, "y\n"); err != nil {
+	if _, err := io.WriteString(answer, "y\n"); err != nil {
 		t.Fatal(err)
 	}
 	code := <-done
