@@ -140,7 +140,6 @@ func medicExec(t *testing.T, cfg, line string) (string, int) {
 	return stdout.String() + stderr.String(), code
 }
 
-
 // TestImportHistory is incident 3 on the testbed: a room's history that only hs2 (PostgreSQL)
 // and hs3 (SQLite) have is imported into hs1 after alice@hs1 joined late and both are gone.
 func TestImportHistory(t *testing.T) {
