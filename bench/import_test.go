@@ -273,7 +273,7 @@ func BenchmarkImportHistory(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		baseRows := rowByRow(b, src, baseDSN, plan.Chunks)
+		baseRows := rowByRow(b, src, srcDSN, baseDSN, plan.Chunks)
 		src.Close()
 		baseSecs := time.Since(baseStart).Seconds()
 
@@ -291,13 +291,18 @@ func BenchmarkImportHistory(b *testing.B) {
 // rowByRow writes what the import writes for each event with one INSERT per row (events,
 // event_json, edges, auth, state_events, event_to_state_groups, search, relations), one
 // transaction per chunk: the hand script's method, done right otherwise.
-func rowByRow(b *testing.B, src *synapse.Source, dsn string, chunks []synapse.EventKey) int {
+func rowByRow(b *testing.B, src *synapse.Source, srcDSN, dsn string, chunks []synapse.EventKey) int {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer conn.Close(ctx)
+	srcConn, err := pgx.Connect(ctx, srcDSN)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srcConn.Close(ctx)
 	rows := 0
 	for i := range chunks {
 		lo, hi := synapse.ChunkRange(chunks, i)
@@ -349,7 +354,16 @@ func rowByRow(b *testing.B, src *synapse.Source, dsn string, chunks []synapse.Ev
 				stream[e.EventID], ts[e.EventID] = so, e.TS
 			}
 			// The source's search rows, copied as the hand script copied them.
-			for _, r := range extra.Search {
+			search, err := srcConn.Query(ctx, `SELECT event_id, key, vector::text FROM event_search WHERE event_id = ANY($1)`, ids)
+			if err != nil {
+				return err
+			}
+			type searchRow struct{ EventID, Key, Vector string }
+			srows, err := pgx.CollectRows(search, pgx.RowToStructByPos[searchRow])
+			if err != nil {
+				return err
+			}
+			for _, r := range srows {
 				if err := exec(`INSERT INTO event_search (event_id, room_id, key, vector, stream_ordering, origin_server_ts)
 					VALUES ($1, $2, $3, $4::tsvector, $5, $6)`, r.EventID, benchRoom, r.Key, r.Vector, stream[r.EventID], ts[r.EventID]); err != nil {
 					return err

@@ -868,30 +868,14 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 		// 8. event_search (built as Synapse builds it), redactions, relations, memberships.
 		var sIDs, sKeys, sValues []string
 		var sStream, sTS []int64
-		searchQuery := importSearchQuery
-		if !im.Src.SQLite() {
-			// The source's own rows: Synapse computed them from the same content.
-			searchQuery = importSearchCopyQuery
-			ts := map[string]int64{}
-			for _, e := range newEvents {
-				ts[e.EventID] = e.TS
-			}
-			for _, r := range extra.Search {
-				if isNew[r.EventID] {
-					sIDs, sKeys, sValues = append(sIDs, r.EventID), append(sKeys, r.Key), append(sValues, r.Vector)
-					sStream, sTS = append(sStream, stream[r.EventID]), append(sTS, ts[r.EventID])
-				}
-			}
-		} else {
-			for _, e := range newEvents {
-				if key, value, ok := searchEntry(e.Type, e.JSON); ok {
-					sIDs, sKeys, sValues = append(sIDs, e.EventID), append(sKeys, key), append(sValues, value)
-					sStream, sTS = append(sStream, stream[e.EventID]), append(sTS, e.TS)
-				}
+		for _, e := range newEvents {
+			if key, value, ok := searchEntry(e.Type, e.JSON); ok {
+				sIDs, sKeys, sValues = append(sIDs, e.EventID), append(sKeys, key), append(sValues, value)
+				sStream, sTS = append(sStream, stream[e.EventID]), append(sTS, e.TS)
 			}
 		}
 		if len(sIDs) > 0 {
-			tag, err := tx.Exec(ctx, searchQuery, sIDs, im.RoomID, sKeys, sValues, sStream, sTS)
+			tag, err := tx.Exec(ctx, importSearchQuery, sIDs, im.RoomID, sKeys, sValues, sStream, sTS)
 			if err != nil {
 				return fmt.Errorf("index events for search: %w", err)
 			}

@@ -185,8 +185,6 @@ const (
 	srcRelationsQuery   = `SELECT event_id, relates_to_id, relation_type, aggregation_key FROM event_relations WHERE event_id IN (%s)`
 	srcRedactionsQuery  = `SELECT event_id, redacts, have_censored, received_ts, recheck FROM redactions WHERE event_id IN (%s)`
 	srcRejectionsQuery  = `SELECT event_id, reason, last_check FROM rejections WHERE event_id IN (%s)`
-	// PostgreSQL sources only: the tsvector Synapse computed, as text.
-	srcSearchQuery          = `SELECT event_id, key, vector::text FROM event_search WHERE event_id IN (%s) AND vector IS NOT NULL`
 	srcMembershipsQuery     = `SELECT event_id, user_id, sender, membership, display_name, avatar_url FROM room_memberships WHERE event_id IN (%s)`
 	srcStateGroupsQuery     = `SELECT id, event_id FROM state_groups WHERE room_id = ?`
 	srcStateGroupEdgesQuery = `
@@ -223,11 +221,6 @@ const (
 		WHERE NOT EXISTS (SELECT 1 FROM events WHERE events.event_id = p AND NOT events.outlier)
 		ON CONFLICT DO NOTHING
 		RETURNING event_id`
-	// A PostgreSQL source's search rows, their tsvectors copied (cast from text: no re-stemming).
-	importSearchCopyQuery = `
-		INSERT INTO event_search (event_id, room_id, key, vector, stream_ordering, origin_server_ts)
-		SELECT id, $2, key, vec::tsvector, so, ts
-		FROM unnest($1::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) AS u(id, key, vec, so, ts)`
 	// Synapse's search row for PostgreSQL: to_tsvector('english', value).
 	importSearchQuery = `
 		INSERT INTO event_search (event_id, room_id, key, vector, stream_ordering, origin_server_ts)

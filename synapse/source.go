@@ -290,14 +290,8 @@ type Membership struct {
 	DisplayName, AvatarURL              *string
 }
 
-// SearchRow is a PostgreSQL source's event_search row, its tsvector as text.
-type SearchRow struct{ EventID, Key, Vector string }
-
 // EventRows are the rows of other tables that belong to a set of events.
 type EventRows struct {
-	// Search holds the source's search rows (PostgreSQL sources only: SQLite keeps an FTS
-	// table without an event_id index, so the importer rebuilds those from the events).
-	Search      []SearchRow
 	Edges       []Edge
 	Auth        [][2]string // event_id, auth_id
 	Relations   []Relation
@@ -386,21 +380,6 @@ func (s *Source) RowsFor(ctx context.Context, ids []string) (*EventRows, error) 
 			out.Memberships = append(out.Memberships, m)
 			return nil
 		}},
-	}
-	if !s.sqlite {
-		steps = append(steps, struct {
-			what, query string
-			scan        func(*sql.Rows) error
-		}{"event_search", srcSearchQuery, func(r *sql.Rows) error {
-			var row SearchRow
-			var key, vec sql.NullString
-			if err := r.Scan(&row.EventID, &key, &vec); err != nil {
-				return err
-			}
-			row.Key, row.Vector = key.String, vec.String
-			out.Search = append(out.Search, row)
-			return nil
-		}})
 	}
 	for _, st := range steps {
 		if err := s.queryIn(ctx, st.query, ids, st.scan); err != nil {
