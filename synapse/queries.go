@@ -178,13 +178,13 @@ const (
 			AND (e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))
 			AND (e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))
 		ORDER BY e.topological_ordering DESC, e.stream_ordering DESC`
-	srcEventJSONQuery   = `SELECT event_id, json FROM event_json WHERE event_id IN (%s)`
-	srcNonOutliersQuery = `SELECT event_id FROM events WHERE outlier = ? AND event_id IN (%s)`
-	srcEdgesQuery       = `SELECT event_id, prev_event_id, room_id, is_state FROM event_edges WHERE event_id IN (%s)`
-	srcAuthQuery        = `SELECT event_id, auth_id FROM event_auth WHERE event_id IN (%s)`
-	srcRelationsQuery   = `SELECT event_id, relates_to_id, relation_type, aggregation_key FROM event_relations WHERE event_id IN (%s)`
-	srcRedactionsQuery  = `SELECT event_id, redacts, have_censored, received_ts, recheck FROM redactions WHERE event_id IN (%s)`
-	srcRejectionsQuery  = `SELECT event_id, reason, last_check FROM rejections WHERE event_id IN (%s)`
+	srcEventJSONQuery       = `SELECT event_id, json FROM event_json WHERE event_id IN (%s)`
+	srcNonOutliersQuery     = `SELECT event_id FROM events WHERE outlier = ? AND event_id IN (%s)`
+	srcEdgesQuery           = `SELECT event_id, prev_event_id, room_id, is_state FROM event_edges WHERE event_id IN (%s)`
+	srcAuthQuery            = `SELECT event_id, auth_id FROM event_auth WHERE event_id IN (%s)`
+	srcRelationsQuery       = `SELECT event_id, relates_to_id, relation_type, aggregation_key FROM event_relations WHERE event_id IN (%s)`
+	srcRedactionsQuery      = `SELECT event_id, redacts, have_censored, received_ts, recheck FROM redactions WHERE event_id IN (%s)`
+	srcRejectionsQuery      = `SELECT event_id, reason, last_check FROM rejections WHERE event_id IN (%s)`
 	srcMembershipsQuery     = `SELECT event_id, user_id, sender, membership, display_name, avatar_url FROM room_memberships WHERE event_id IN (%s)`
 	srcStateGroupsQuery     = `SELECT id, event_id FROM state_groups WHERE room_id = ?`
 	srcStateGroupEdgesQuery = `
