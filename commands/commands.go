@@ -78,6 +78,7 @@ func NewEnv(ctx context.Context, cfg *config.Config, st *store.Store, admin *syn
 		recovery.ExtremitiesTrim(admin),
 		recovery.Undo(env.DB),
 		rejoiner.Operation(),
+		(&recovery.HistoryImport{DB: env.DB, Admin: admin, Config: cfg.Import, Restart: cfg.Synapse.RestartCommand}).Operation(),
 		env.Unrejecter().Operation(),
 	)
 	return env, nil
@@ -221,6 +222,7 @@ func All() []*Handler {
 		federationCommand(),
 		extremitiesCommand(),
 		recoverCommand(),
+		importCommand(),
 		rejectedCommand(),
 		unrejectCommand(),
 		healthCommand(),

@@ -35,7 +35,24 @@ type Config struct {
 	Unreject   Unreject      `yaml:"unreject"`
 	Jobs       Jobs          `yaml:"jobs"`
 	Health     Health        `yaml:"health"`
+	Import     Import        `yaml:"import"`
 	Logging    Logging       `yaml:"logging"`
+}
+
+// Import configures !import history.
+type Import struct {
+	// Sources are other Synapse databases history may be imported from, by name.
+	Sources map[string]ImportSource `yaml:"sources"`
+	// ChunkSize is how many events one transaction imports (default 5000).
+	ChunkSize int `yaml:"chunk_size"`
+}
+
+// ImportSource is another Synapse's database.
+type ImportSource struct {
+	// Type is postgres or sqlite.
+	Type string `yaml:"type"`
+	// Database is a PostgreSQL DSN, or the path of the SQLite file.
+	Database string `yaml:"database"`
 }
 
 type Homeserver struct {
@@ -306,6 +323,15 @@ func (c *Config) fillDefaults(baseDir string) {
 	if th.DiskCriticalPercent == 0 {
 		th.DiskCriticalPercent = 5
 	}
+	if c.Import.ChunkSize == 0 {
+		c.Import.ChunkSize = 5000
+	}
+	for name, src := range c.Import.Sources {
+		if src.Type == "sqlite" && src.Database != "" && !filepath.IsAbs(src.Database) {
+			src.Database = filepath.Join(baseDir, src.Database)
+			c.Import.Sources[name] = src
+		}
+	}
 }
 
 func setDefault(s *string, v string) {
@@ -421,6 +447,24 @@ func (c *Config) Validate() error {
 		bad("jobs.expire_after", "must be a positive duration like 15m, got %q", c.Jobs.ExpireAfter)
 	}
 	c.validateHealth(bad)
+	for name, src := range c.Import.Sources {
+		key := "import.sources." + name
+		switch src.Type {
+		case "postgres", "sqlite":
+		default:
+			bad(key+".type", "must be postgres or sqlite, got %q", src.Type)
+		}
+		if src.Database == "" {
+			bad(key+".database", "required (a PostgreSQL DSN, or the SQLite file's path)")
+		} else if src.Type == "sqlite" {
+			if _, err := os.Stat(src.Database); err != nil {
+				bad(key+".database", "cannot read: %v", errors.Unwrap(err))
+			}
+		}
+	}
+	if c.Import.ChunkSize < 1 || c.Import.ChunkSize > 100000 {
+		bad("import.chunk_size", "must be between 1 and 100000, got %d", c.Import.ChunkSize)
+	}
 	switch c.Logging.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:

@@ -18,6 +18,12 @@ synapse:
   database: "mysql://x"
   signing_key_path: /nonexistent/key
   logs: [{type: syslog}, {type: file}, {type: journald}]
+import:
+  sources:
+    old: {type: mysql, database: "x"}
+    gone: {type: sqlite, database: /nonexistent/homeserver.db}
+    empty: {type: postgres}
+  chunk_size: -1
 logging: {level: loud}
 `), t.TempDir())
 	if err != nil {
@@ -31,6 +37,7 @@ logging: {level: loud}
 		"homeserver.url", "homeserver.server_name", "bot.user_id", "bot.password", "bot.command_prefix",
 		"admins[0]", "rooms.admin[0]", "database.type", "synapse.database", "synapse.signing_key_path",
 		"synapse.logs[0].type", "synapse.logs[1].path", "synapse.logs[2].unit", "logging.level",
+		"import.sources.old.type", "import.sources.gone.database", "import.sources.empty.database", "import.chunk_size",
 	} {
 		if !strings.Contains(err.Error(), "\n  "+key+":") {
 			t.Errorf("problem list does not name %s:\n%v", key, err)

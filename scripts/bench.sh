@@ -16,6 +16,9 @@ fi
 go test -run '^$' -bench "${MEDIC_BENCH:-PingRoundTrip}" -benchtime "${MEDIC_BENCHTIME:-50x}" -count 1 ./bench
 # The log scan against grep on a generated 1 GB log (MEDIC_BENCH_LOG_MB to change the size).
 go test -run '^$' -bench RecoverScan -benchtime 1x -count 1 ./bench
+# !import history: 142k generated events imported from a scratch source database, next to
+# row-by-row INSERTs of the same data (MEDIC_BENCH_IMPORT_EVENTS to change the size).
+go test -run '^$' -bench ImportHistory -benchtime 1x -count 1 -timeout 30m ./bench
 # !unreject on a generated 100k-event rejection chain (MEDIC_BENCH_CHAIN to change the size):
 # plan (verify every event) and run times, peak RSS of medic and of the auth checker.
 go test -run '^$' -bench UnrejectChain -benchtime 1x -count 1 -timeout 30m ./bench

@@ -45,6 +45,10 @@ const (
 const (
 	OpUpdate = "update"
 	OpDelete = "delete"
+	// OpInsert journals rows medic inserted, compactly: the key holds column values that
+	// select exactly those rows (arrays match any element), before is JSON null and after
+	// holds the row count, so a 142k-event import journals key lists, not row images.
+	OpInsert = "insert"
 )
 
 // RowChange changes the rows of one table that match a condition.
@@ -99,38 +103,230 @@ func (db *DB) ApplyJournaled(ctx context.Context, jobID, actor string, changes [
 // transaction, e.g. to load a large key set into a temporary table the changes' Where clauses
 // join (an ANY($n) over 100k keys is slow to plan and to match).
 func (db *DB) ApplyJournaledWith(ctx context.Context, jobID, actor string, prepare func(context.Context, pgx.Tx) error, changes []RowChange, crash CrashPoint) (int, error) {
-	if err := db.EnsureJournal(ctx); err != nil {
-		return 0, err
-	}
 	total := 0
-	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		// Pairing before- and after-images of 100k rows sorts or hashes them: in memory,
-		// not in temporary files (the default 4 MB would spill).
-		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '64MB'`); err != nil {
-			return err
-		}
+	err := db.InJournaledTx(ctx, jobID, actor, func(j *JournalTx) error {
 		if prepare != nil {
-			if err := prepare(ctx, tx); err != nil {
+			if err := prepare(ctx, j.Tx); err != nil {
 				return err
 			}
 		}
-		var seq int
-		if err := tx.QueryRow(ctx, nextSeqQuery, jobID).Scan(&seq); err != nil {
-			return fmt.Errorf("read journal position: %w", err)
-		}
 		for _, ch := range changes {
-			n, err := applyOne(ctx, tx, jobID, actor, ch, &seq, crash)
+			n, err := j.Apply(ctx, ch, crash)
 			if err != nil {
-				return fmt.Errorf("change %s: %w", ch.Table, err)
+				return err
 			}
 			total += n
 		}
-		return crash.at(ctx, tx, "before commit")
+		return crash.at(ctx, j.Tx, "before commit")
 	})
 	if err != nil {
 		return 0, err
 	}
 	return total, nil
+}
+
+// JournalTx is a transaction on Synapse's database whose changes are journaled under one job.
+type JournalTx struct {
+	Tx           pgx.Tx
+	jobID, actor string
+	seq          int
+}
+
+// InJournaledTx runs fn in one transaction with a journal writer for jobID: the changes fn
+// makes and their journal entries commit together or not at all.
+func (db *DB) InJournaledTx(ctx context.Context, jobID, actor string, fn func(j *JournalTx) error) error {
+	if err := db.EnsureJournal(ctx); err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		// Pairing before- and after-images of 100k rows sorts or hashes them: in memory,
+		// not in temporary files (the default 4 MB would spill).
+		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '64MB'`); err != nil {
+			return err
+		}
+		j := &JournalTx{Tx: tx, jobID: jobID, actor: actor}
+		if err := tx.QueryRow(ctx, nextSeqQuery, jobID).Scan(&j.seq); err != nil {
+			return fmt.Errorf("read journal position: %w", err)
+		}
+		return fn(j)
+	})
+}
+
+// Apply changes rows, journaling their before- and after-images. It returns how many changed.
+func (j *JournalTx) Apply(ctx context.Context, ch RowChange, crash CrashPoint) (int, error) {
+	n, err := applyOne(ctx, j.Tx, j.jobID, j.actor, ch, &j.seq, crash)
+	if err != nil {
+		return 0, fmt.Errorf("change %s: %w", ch.Table, err)
+	}
+	return n, nil
+}
+
+// Inserted names rows medic inserted into a table: those where every Match column equals
+// its value or, for a slice value ([]string, []int64), any of its elements. The match must
+// select exactly the inserted rows (e.g. the event IDs of events that did not exist before).
+type Inserted struct {
+	Table string
+	Match map[string]any
+	Rows  int
+	// Tables, instead of Table, names several tables whose inserted rows the same Match
+	// selects, in the order they were written (undo deletes them in reverse, so rows that
+	// reference others go first); RowsBy counts each. One entry then journals the key list once.
+	Tables []string
+	RowsBy map[string]int
+	// Volatile rows may be consumed or added by Synapse after the insert (a work queue such
+	// as event_auth_chain_to_calculate, or the chain cover Synapse computes from it): undo
+	// deletes whatever matches then instead of insisting on the count.
+	Volatile bool
+}
+
+type insertedMeta struct {
+	Rows     int            `json:"rows"`
+	RowsBy   map[string]int `json:"rows_by,omitempty"`
+	Volatile bool           `json:"volatile,omitempty"`
+}
+
+// Inserted journals rows inserted in this transaction. Entries matching no row are skipped
+// (unless volatile: Synapse may fill those later).
+func (j *JournalTx) Inserted(ctx context.Context, ins Inserted) error {
+	for _, n := range ins.RowsBy {
+		ins.Rows += n
+	}
+	if ins.Rows == 0 && !ins.Volatile {
+		return nil
+	}
+	key, err := json.Marshal(ins.Match)
+	if err != nil {
+		return err
+	}
+	meta, tbl := insertedMeta{Rows: ins.Rows, Volatile: ins.Volatile}, ins.Table
+	if len(ins.Tables) > 0 {
+		tbl, meta.RowsBy = strings.Join(ins.Tables, ","), ins.RowsBy
+	}
+	after, _ := json.Marshal(meta)
+	j.seq++
+	if _, err = j.Tx.Exec(ctx, insertJournalQuery, j.jobID, j.seq, tbl, OpInsert, key, []byte("null"), after, j.actor); err != nil {
+		return fmt.Errorf("journal inserted %s rows: %w", ins.Table, err)
+	}
+	return nil
+}
+
+// insertedWhere turns a journaled match back into a condition over the table aliased as t.
+func insertedWhere(raw []byte) (string, []any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var match map[string]any
+	if err := dec.Decode(&match); err != nil {
+		return "", nil, err
+	}
+	cols := make([]string, 0, len(match))
+	for c := range match {
+		cols = append(cols, c)
+	}
+	slices.Sort(cols)
+	var conds []string
+	var args []any
+	for _, c := range cols {
+		v, err := matchValue(match[c])
+		if err != nil {
+			return "", nil, fmt.Errorf("column %s: %w", c, err)
+		}
+		args = append(args, v)
+		op := "="
+		switch v.(type) {
+		case []string, []int64:
+			op = "= ANY"
+		}
+		conds = append(conds, fmt.Sprintf("t.%s %s($%d)", ident(c), op, len(args)))
+	}
+	if len(conds) == 0 {
+		return "", nil, errors.New("empty match")
+	}
+	return strings.Join(conds, " AND "), args, nil
+}
+
+func matchValue(v any) (any, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case json.Number:
+		return x.Int64()
+	case []any:
+		if len(x) == 0 {
+			return []string{}, nil
+		}
+		if _, isNum := x[0].(json.Number); isNum {
+			out := make([]int64, len(x))
+			for i, e := range x {
+				n, ok := e.(json.Number)
+				if !ok {
+					return nil, errors.New("mixed array")
+				}
+				var err error
+				if out[i], err = n.Int64(); err != nil {
+					return nil, err
+				}
+			}
+			return out, nil
+		}
+		out := make([]string, len(x))
+		for i, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return nil, errors.New("mixed array")
+			}
+			out[i] = s
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unsupported value %T", v)
+}
+
+// undoInserted deletes the rows an insert entry names, refusing (drift) when their number
+// changed since, unless the entry is volatile.
+func undoInserted(ctx context.Context, tx pgx.Tx, tbl string, key, after []byte) (drift string, err error) {
+	where, args, err := insertedWhere(key)
+	if err != nil {
+		return "", err
+	}
+	var meta insertedMeta
+	if err = json.Unmarshal(after, &meta); err != nil {
+		return "", err
+	}
+	if tables := strings.Split(tbl, ","); len(tables) > 1 {
+		// Check every table first, then delete in reverse order of writing.
+		for _, one := range tables {
+			var n int
+			if err = tx.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s AS t WHERE %s`, ident(one), where), args...).Scan(&n); err != nil {
+				return "", err
+			}
+			if n != meta.RowsBy[one] {
+				return fmt.Sprintf("%s: %d rows inserted, %d match now", one, meta.RowsBy[one], n), nil
+			}
+		}
+		for i := len(tables) - 1; i >= 0; i-- {
+			if _, err = tx.Exec(ctx, fmt.Sprintf(`DELETE FROM %s AS t WHERE %s`, ident(tables[i]), where), args...); err != nil {
+				return "", err
+			}
+		}
+		return "", nil
+	}
+	t := ident(tbl)
+	var n int
+	if err = tx.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s AS t WHERE %s`, t, where), args...).Scan(&n); err != nil {
+		return "", err
+	}
+	if !meta.Volatile && n != meta.Rows {
+		return fmt.Sprintf("%s: %d rows inserted, %d match now", tbl, meta.Rows, n), nil
+	}
+	if tbl == "event_auth_chains" {
+		// Links leave from the chain positions of these events: they go with them.
+		if _, err = tx.Exec(ctx, fmt.Sprintf(`DELETE FROM event_auth_chain_links AS l USING event_auth_chains AS t
+			WHERE %s AND l.origin_chain_id = t.chain_id AND l.origin_sequence_number = t.sequence_number`, where), args...); err != nil {
+			return "", err
+		}
+	}
+	_, err = tx.Exec(ctx, fmt.Sprintf(`DELETE FROM %s AS t WHERE %s`, t, where), args...)
+	return "", err
 }
 
 func keyJSON(row map[string]any, key []string) ([]byte, error) {
@@ -234,6 +430,21 @@ func (db *DB) Undo(ctx context.Context, jobID string, crash CrashPoint) (int, er
 		}
 		var drifted []string
 		for _, e := range entries {
+			if e.op == OpInsert {
+				d, err := undoInserted(ctx, tx, e.tbl, e.key, e.after)
+				if err != nil {
+					return fmt.Errorf("delete inserted %s rows: %w", e.tbl, err)
+				}
+				if d != "" {
+					drifted = append(drifted, d)
+				} else {
+					restored++
+				}
+				if err = crash.at(ctx, tx, fmt.Sprintf("after restoring entry %d", e.seq)); err != nil {
+					return err
+				}
+				continue
+			}
 			var key map[string]any
 			if err = json.Unmarshal(e.key, &key); err != nil {
 				return err
@@ -317,7 +528,17 @@ func (db *DB) JournalCount(ctx context.Context, jobID string) (open, all int, er
 	return
 }
 
-const journalSummaryQuery = `SELECT tbl, op, count(*) FROM medic.journal WHERE job_id = $1 AND undone_at IS NULL GROUP BY tbl, op ORDER BY tbl, op`
+// For inserted rows journaled compactly, the count is the rows the entries name.
+// Entries naming several tables count per table (rows_by).
+const journalSummaryQuery = `
+	SELECT tbl, op, sum(n)::bigint FROM (
+		SELECT j.tbl, j.op, CASE WHEN j.op = 'insert' THEN (j.after->>'rows')::bigint ELSE 1 END AS n
+		FROM medic.journal AS j WHERE j.job_id = $1 AND j.undone_at IS NULL AND NOT (j.op = 'insert' AND j.after ? 'rows_by')
+		UNION ALL
+		SELECT r.key, j.op, r.value::bigint
+		FROM medic.journal AS j, jsonb_each_text(j.after->'rows_by') AS r
+		WHERE j.job_id = $1 AND j.undone_at IS NULL AND j.op = 'insert' AND j.after ? 'rows_by'
+	) AS s GROUP BY tbl, op ORDER BY tbl, op`
 
 // JournalSummary describes what undoing a job would restore, one line per table and operation.
 func (db *DB) JournalSummary(ctx context.Context, jobID string) ([]string, error) {
@@ -334,7 +555,8 @@ func (db *DB) JournalSummary(ctx context.Context, jobID string) ([]string, error
 		if err := r.Scan(&tbl, &op, &n); err != nil {
 			return "", err
 		}
-		verb := map[string]string{OpUpdate: "put back the previous values of", OpDelete: "re-insert"}[op]
+		verb := map[string]string{OpUpdate: "put back the previous values of", OpDelete: "re-insert",
+			OpInsert: "delete the inserted"}[op]
 		return fmt.Sprintf("%s %d row(s) of `%s`", verb, n, tbl), nil
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -187,5 +188,74 @@ func TestJournalCrashPointsAndExactUndo(t *testing.T) {
 	}
 	if snapshot(t, db) != drifted {
 		t.Fatal("a refused undo changed rows")
+	}
+}
+
+// TestJournalInsertedUndo checks the compact journal of inserted rows: undo deletes exactly
+// the journaled rows (single-table and grouped entries), leaves other rows alone, and refuses
+// when the rows a non-volatile entry names changed in number since.
+func TestJournalInsertedUndo(t *testing.T) {
+	db := scratchDB(t)
+	ctx := context.Background()
+	count := func() (n int) {
+		if err := db.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events) * 1000 + (SELECT count(*) FROM rejections)`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := count()
+	ids := []string{"$new1", "$new2", "$new3"}
+	insert := func(jobID string, grouped bool) {
+		err := db.InJournaledTx(ctx, jobID, "test", func(j *JournalTx) error {
+			for i, id := range ids {
+				if _, err := j.Tx.Exec(ctx, `INSERT INTO events (stream_ordering, topological_ordering, event_id, type, room_id,
+					processed, outlier, depth, instance_name) VALUES ($1, 1, $2, 'm.room.message', '!c:hs2.test', true, false, 1, 'master')`,
+					int64(-1000-i)-int64(len(jobID)*10), id+jobID); err != nil {
+					return err
+				}
+				if _, err := j.Tx.Exec(ctx, `INSERT INTO rejections (event_id, reason, last_check) VALUES ($1, 'x', '1')`, id+jobID); err != nil {
+					return err
+				}
+			}
+			match := map[string]any{"event_id": []string{ids[0] + jobID, ids[1] + jobID, ids[2] + jobID}}
+			if grouped {
+				return j.Inserted(ctx, Inserted{Tables: []string{"events", "rejections"}, RowsBy: map[string]int{"events": 3, "rejections": 3}, Match: match})
+			}
+			if err := j.Inserted(ctx, Inserted{Table: "events", Match: match, Rows: 3}); err != nil {
+				return err
+			}
+			return j.Inserted(ctx, Inserted{Table: "rejections", Match: match, Rows: 3})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, grouped := range []bool{false, true} {
+		job := fmt.Sprintf("ins%v", grouped)
+		insert(job, grouped)
+		if got := count(); got != before+3003 {
+			t.Fatalf("after insert: %d, want %d", got, before+3003)
+		}
+		summary, err := db.JournalSummary(ctx, job)
+		if err != nil || len(summary) != 2 || !strings.Contains(summary[0], "3 row(s) of `events`") {
+			t.Errorf("summary %q, %v", summary, err)
+		}
+		if _, err = db.Undo(ctx, job, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := count(); got != before {
+			t.Fatalf("after undo (grouped %v): %d, want %d", grouped, got, before)
+		}
+	}
+	// Drift: a row removed since the import makes undo refuse and change nothing.
+	insert("drift", true)
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM rejections WHERE event_id = '$new2drift'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Undo(ctx, "drift", nil); !errors.Is(err, ErrDrifted) {
+		t.Fatalf("undo after drift: %v, want ErrDrifted", err)
+	}
+	if got := count(); got != before+3002 {
+		t.Errorf("a refused undo changed rows: %d, want %d", got, before+3002)
 	}
 }

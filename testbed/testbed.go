@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -41,6 +42,8 @@ type Homeserver struct {
 	URL  string // client/admin API, plain HTTP on loopback
 	DSN  string // its PostgreSQL database
 	Dir  string // config directory on the host (inside the chroot)
+	// SQLite is the database file of a homeserver on SQLite (hs3); DSN is empty then.
+	SQLite string
 }
 
 // Testbed is the running pair.
@@ -124,7 +127,11 @@ func Get(t testing.TB) *Testbed {
 		env := func(k string) string { return os.Getenv("MEDIC_TESTBED_" + k) }
 		hs := func(n int) *Homeserver {
 			p := fmt.Sprintf("HS%d_", n)
-			return &Homeserver{N: n, Name: env(p + "NAME"), URL: env(p + "URL"), DSN: env(p + "DSN"), Dir: env(p + "DIR")}
+			if v, err := strconv.Atoi(env(p + "N")); err == nil && v > 0 {
+				n = v // the pair may be spare homeservers (hs4/hs5) standing in for hs1/hs2
+			}
+			return &Homeserver{N: n, Name: env(p + "NAME"), URL: env(p + "URL"), DSN: env(p + "DSN"), Dir: env(p + "DIR"),
+				SQLite: env(p + "SQLITE")}
 		}
 		current = &Testbed{
 			HS1: hs(1), HS2: hs(2),
@@ -164,11 +171,49 @@ func (tb *Testbed) run(t testing.TB, args ...string) {
 	}
 }
 
+// Run runs testbed.sh with args (e.g. "stop", "1"), failing the test if it fails.
+func (tb *Testbed) Run(t testing.TB, args ...string) {
+	t.Helper()
+	tb.run(t, args...)
+}
+
 // Stop stops the homeserver; it is started again when the test ends.
 func (tb *Testbed) Stop(t testing.TB, h *Homeserver) {
 	t.Helper()
 	tb.run(t, "stop", fmt.Sprint(h.N))
 	t.Cleanup(func() { tb.run(t, "start", fmt.Sprint(h.N)) })
+}
+
+// FreshHS3 creates hs3 from scratch (Synapse on SQLite, hs3.test:8483, users admin, alice,
+// bob) and starts it; it is stopped when the test ends. Its data is recreated every time, so
+// it never carries rooms of hs1/hs2 databases that `up` recreated since.
+func (tb *Testbed) FreshHS3(t testing.TB) *Homeserver {
+	t.Helper()
+	tb.run(t, "fresh", "3")
+	t.Cleanup(func() { tb.run(t, "stop", "3") })
+	name, url, dir, sqlite := "hs3.test:8483", "http://127.0.0.1:8028", "", ""
+	for k, v := range parseEnv(mustOutput(t, tb.script, "env")) {
+		switch k {
+		case "MEDIC_TESTBED_HS3_NAME":
+			name = v
+		case "MEDIC_TESTBED_HS3_URL":
+			url = v
+		case "MEDIC_TESTBED_HS3_DIR":
+			dir = v
+		case "MEDIC_TESTBED_HS3_SQLITE":
+			sqlite = v
+		}
+	}
+	return &Homeserver{N: 3, Name: name, URL: url, Dir: dir, SQLite: sqlite}
+}
+
+func mustOutput(t testing.TB, name string, args ...string) []byte {
+	t.Helper()
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return out
 }
 
 // Start starts a stopped homeserver and waits until it answers.

@@ -8,6 +8,9 @@
 #   testbed.sh stop N    stop homeserver N (SIGTERM, waits)
 #   testbed.sh restart N stop, then start homeserver N (medic's restart_command in tests)
 #   testbed.sh recreatedb N  drop and create hsN's empty database (Synapse must be stopped)
+#   testbed.sh fresh N   (re)create hsN (3..5) from scratch, start it and add its users: hs3 is
+#                        Synapse on SQLite (hs3.test:8483, client 8028) for the tests that need
+#                        it (they run this and `stop 3` after); hs4/hs5 (PostgreSQL) are spare
 #   testbed.sh env       print the facts tests need, as shell variables
 #
 # Synapse is not packaged for Debian 12, so it runs from a Debian sid chroot that shares the
@@ -46,6 +49,7 @@ ensure_hosts() {
   for f in /etc/hosts "$ROOT/etc/hosts"; do
     [ -f "$f" ] || continue
     grep -q 'hs1.test' "$f" || echo '127.0.0.1 hs1.test hs2.test hs3.test hs4.test hs5.test' >>"$f"
+    grep -q 'hs5.test' "$f" || echo '127.0.0.1 hs4.test hs5.test' >>"$f"
   done
 }
 
@@ -115,6 +119,22 @@ n = int(n)
 fed = 8480 + n
 cli = 8000 + n * 10 - 2
 keep = [l for l in keep if not l.startswith('registration_shared_secret')]
+# hs3 runs on SQLite: a real Synapse SQLite database for !import's SQLite source.
+if n == 3:
+    database = f"""database:
+  name: sqlite3
+  args:
+    database: {d}/homeserver.db"""
+else:
+    database = f"""database:
+  name: psycopg2
+  args:
+    user: synapse
+    password: synapse
+    dbname: hs{n}
+    host: 127.0.0.1
+    cp_min: 1
+    cp_max: 5"""
 keep.append(f"""registration_shared_secret: "medic-testbed-shared-secret"
 public_baseurl: http://127.0.0.1:{cli}/
 listeners:
@@ -131,15 +151,7 @@ listeners:
     resources: [{{names: [federation], compress: false}}]
 tls_certificate_path: {d}/tls.crt
 tls_private_key_path: {d}/tls.key
-database:
-  name: psycopg2
-  args:
-    user: synapse
-    password: synapse
-    dbname: hs{n}
-    host: 127.0.0.1
-    cp_min: 1
-    cp_max: 5
+{database}
 trusted_key_servers: []
 suppress_key_server_warning: true
 federation_verify_certificates: false
@@ -233,7 +245,25 @@ up() {
   env_out
 }
 
-down() { stop 1 || true; stop 2 || true; }
+down() { stop 1 || true; stop 2 || true; stop 3 || true; }
+
+# fresh N: an extra homeserver created from scratch: hs3 runs on SQLite (for the tests that
+# need a SQLite Synapse database); hs4/hs5 on PostgreSQL (databases hs4/hs5) make a private
+# pair for development runs that must not touch the shared hs1/hs2.
+fresh() {
+  local n=$1
+  need_root
+  [ "$n" -ge 3 ] && [ "$n" -le 5 ] || { log "fresh is for hs3..hs5 (hs1/hs2 are recreated by up)"; exit 2; }
+  install
+  stop "$n"
+  if [ "$n" != 3 ]; then pg_start; createdb_hs "$n"; fi
+  configure "$n"
+  start "$n"
+  register "$n" admin "$PW_ADMIN" -a
+  register "$n" alice "$PW_USER" --no-admin
+  register "$n" bob "$PW_USER" --no-admin
+  register "$n" medic "$PW_MEDIC" -a
+}
 
 env_out() {
   local n
@@ -242,10 +272,15 @@ env_out() {
   echo "MEDIC_TESTBED_PASSWORD_ADMIN=$PW_ADMIN"
   echo "MEDIC_TESTBED_PASSWORD_MEDIC=$PW_MEDIC"
   echo "MEDIC_TESTBED_PASSWORD_USER=$PW_USER"
-  for n in 1 2; do
+  for n in 1 2 3; do
+    echo "MEDIC_TESTBED_HS${n}_N=$n"
     echo "MEDIC_TESTBED_HS${n}_NAME=hs$n.test:$(fed_port "$n")"
     echo "MEDIC_TESTBED_HS${n}_URL=http://127.0.0.1:$(cli_port "$n")"
-    echo "MEDIC_TESTBED_HS${n}_DSN=postgres://synapse:$PGPASS@127.0.0.1:5432/hs$n?sslmode=disable"
+    if [ "$n" = 3 ]; then
+      echo "MEDIC_TESTBED_HS${n}_SQLITE=$ROOT$(srv "$n")/homeserver.db"
+    else
+      echo "MEDIC_TESTBED_HS${n}_DSN=postgres://synapse:$PGPASS@127.0.0.1:5432/hs$n?sslmode=disable"
+    fi
     echo "MEDIC_TESTBED_HS${n}_DIR=$ROOT$(srv "$n")"
   done
 }
@@ -259,6 +294,7 @@ case "$cmd" in
   stop) stop "$1" ;;
   restart) stop "$1"; start "$1" ;;
   recreatedb) pg_start; createdb_hs "$1" ;;
+  fresh) fresh "$1" ;;
   env) env_out ;;
   *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac

@@ -1,0 +1,460 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	_ "github.com/mattn/go-sqlite3"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/testbed"
+)
+
+// importTables are the tables an import writes (or updates) in the target database.
+var importTables = []string{"events", "event_json", "event_edges", "event_auth", "event_auth_chains",
+	"event_auth_chain_links", "event_auth_chain_to_calculate", "state_events", "event_to_state_groups",
+	"state_groups", "state_group_edges", "state_groups_state", "event_search", "redactions", "event_relations",
+	"room_memberships", "rejections", "room_depth", "event_backward_extremities", "event_failed_pull_attempts",
+	"ex_outlier_stream"}
+
+// tableFingerprints returns, per table, its row count and a hash of all its rows.
+func tableFingerprints(t *testing.T, h *testbed.Homeserver) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, h.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	out := map[string]string{}
+	for _, tbl := range importTables {
+		var n int
+		var sum string
+		q := fmt.Sprintf(`SELECT count(*)::int, coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM %s AS t`, tbl)
+		if err = conn.QueryRow(ctx, q).Scan(&n, &sum); err != nil {
+			t.Fatalf("%s: %v", tbl, err)
+		}
+		out[tbl] = fmt.Sprintf("%d rows %s", n, sum)
+	}
+	return out
+}
+
+// timeline pages /messages backwards from the end of the room to its start and returns the
+// event IDs, newest first.
+func timeline(t *testing.T, cli *mautrix.Client, roomID id.RoomID) []id.EventID {
+	t.Helper()
+	return timelinePages(t, cli, roomID, 1000)
+}
+
+func timelinePages(t *testing.T, cli *mautrix.Client, roomID id.RoomID, limit int) []id.EventID {
+	t.Helper()
+	ctx := context.Background()
+	var ids []id.EventID
+	from := ""
+	for range 200 {
+		resp, err := cli.Messages(ctx, roomID, from, "", mautrix.DirectionBackward, nil, limit)
+		if err != nil {
+			t.Fatalf("%s /messages: %v", cli.UserID, err)
+		}
+		for _, evt := range resp.Chunk {
+			ids = append(ids, evt.ID)
+		}
+		if resp.End == "" || len(resp.Chunk) == 0 {
+			return ids
+		}
+		from = resp.End
+	}
+	t.Fatal("/messages never reached the start of the room")
+	return nil
+}
+
+// bodies returns the message bodies /messages shows, newest first.
+func bodies(t *testing.T, cli *mautrix.Client, roomID id.RoomID) []string {
+	t.Helper()
+	ctx := context.Background()
+	var out []string
+	from := ""
+	for range 200 {
+		resp, err := cli.Messages(ctx, roomID, from, "", mautrix.DirectionBackward, nil, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, evt := range resp.Chunk {
+			if evt.Type == event.EventMessage {
+				if b, ok := evt.Content.Raw["body"].(string); ok {
+					out = append(out, b)
+				}
+			}
+		}
+		if resp.End == "" || len(resp.Chunk) == 0 {
+			break
+		}
+		from = resp.End
+	}
+	return out
+}
+
+func sendText(t *testing.T, cli *mautrix.Client, roomID id.RoomID, content any) id.EventID {
+	t.Helper()
+	resp, err := cli.SendMessageEvent(context.Background(), roomID, event.EventMessage, content)
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	return resp.EventID
+}
+
+func sqliteHas(t *testing.T, path string, eventID id.EventID) bool {
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err = db.QueryRow(`SELECT count(*) FROM events WHERE event_id = ? AND NOT outlier`, eventID.String()).Scan(&n); err != nil {
+		return false
+	}
+	return n > 0
+}
+
+func medicExec(t *testing.T, cfg, line string) (string, int) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"exec", "-c", cfg, "--yes", line}, nil, &stdout, &stderr)
+	return stdout.String() + stderr.String(), code
+}
+
+// TestImportHistory is incident 3 on the testbed: a room's history that only hs2 (PostgreSQL)
+// and hs3 (SQLite) have is imported into hs1 after alice@hs1 joined late and both are gone.
+func TestImportHistory(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	hs3 := tb.FreshHS3(t)
+	owner := tb.Register(t, tb.HS2, testbed.UniqueName("owner"), false)
+	carol := tb.Register(t, hs3, testbed.UniqueName("carol"), false)
+	alice := tb.Register(t, tb.HS1, testbed.UniqueName("alice"), false)
+
+	room, err := owner.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "old history",
+		InitialState: []*event.Event{{Type: event.StateHistoryVisibility, StateKey: new(string),
+			Content: event.Content{Parsed: &event.HistoryVisibilityEventContent{HistoryVisibility: event.HistoryVisibilityShared}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := room.RoomID
+	joinVia(t, carol, roomID, tb.HS2.Name)
+
+	// A few thousand messages from four senders at once (the DAG forks, as in real rooms),
+	// with edits, a redaction and state changes among them.
+	messages := 2000
+	if testing.Short() {
+		messages = 300
+	}
+	started := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var sent sync.Map
+	for range 4 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(messages) {
+					return
+				}
+				resp, err := owner.SendMessageEvent(ctx, roomID, event.EventMessage,
+					&event.MessageEventContent{MsgType: event.MsgText, Body: fmt.Sprintf("msg %d", i)})
+				if err != nil {
+					t.Errorf("send message %d: %v", i, err)
+					return
+				}
+				sent.Store(i, resp.EventID)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i := range 10 {
+		orig, _ := sent.Load(int64(i * 7))
+		edit := &event.MessageEventContent{MsgType: event.MsgText, Body: fmt.Sprintf("* edit %d", i),
+			NewContent: &event.MessageEventContent{MsgType: event.MsgText, Body: fmt.Sprintf("edited %d", i)}}
+		edit.SetEdit(orig.(id.EventID))
+		sendText(t, owner, roomID, edit)
+	}
+	redacted, _ := sent.Load(int64(5))
+	if _, err = owner.RedactEvent(ctx, roomID, redacted.(id.EventID)); err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"first topic", "second topic"} {
+		if _, err = owner.SendStateEvent(ctx, roomID, event.StateTopic, "", &event.TopicEventContent{Topic: topic}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err = owner.SendStateEvent(ctx, roomID, event.StateRoomName, "", &event.RoomNameEventContent{Name: "renamed"}); err != nil {
+		t.Fatal(err)
+	}
+	last := sendText(t, owner, roomID, &event.MessageEventContent{MsgType: event.MsgText, Body: "last before alice"})
+	t.Logf("generated %d messages + edits, redaction, state in %s", messages, time.Since(started).Round(time.Millisecond))
+
+	joinVia(t, alice, roomID, tb.HS2.Name)
+	var aliceJoin string
+	tb.HS1.Exec(t, `SELECT 1`)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if tb.HS1.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND user_id = $2 AND membership = 'join'`,
+			roomID, alice.UserID) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("alice's join never landed on hs1")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	aliceJoin = joinEventID(t, tb.HS1, roomID, alice.UserID)
+	for deadline := time.Now().Add(90 * time.Second); !sqliteHas(t, hs3.SQLite, last) || !sqliteHas(t, hs3.SQLite, id.EventID(aliceJoin)); {
+		if time.Now().After(deadline) {
+			t.Fatal("hs3 never received the room's history")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// What hs2 and hs3 show, before they go away for good.
+	want2 := timeline(t, owner, roomID)
+	// hs3 (slower, on SQLite) may have fallen behind and received parts of the room only as
+	// gaps: paging /messages makes it backfill them from hs2 (100 events per request).
+	want3 := timeline(t, carol, roomID)
+	for pass := 0; pass < 8 && len(want3) < len(want2); pass++ {
+		want3 = timelinePages(t, carol, roomID, 100)
+	}
+	t.Logf("hs2 timeline: %d events, hs3 timeline: %d events", len(want2), len(want3))
+
+	syncResp, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOffline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := syncResp.NextBatch
+
+	// hs1 backs off from hs2 while hs2 is down (10 minutes for make_join too): clear that once
+	// hs2 is back, so later tests can use the pair (this cleanup runs after hs2's restart).
+	t.Cleanup(func() { resetBackoff(t, tb, tb.HS1, tb.HS2.Name) })
+	tb.Stop(t, tb.HS2) // restarted at the end (shared testbed), but gone for this test
+	tb.Run(t, "stop", "3")
+	t.Cleanup(func() { tb.Run(t, "start", hsN(tb.HS1)) }) // whatever happens, hs1 runs again after the test
+	// Without its history, hs1 shows alice only her join (backfill from hs2 fails now).
+	if before := timeline(t, alice, roomID); len(before) >= len(want2)/2 {
+		t.Fatalf("hs1 already shows %d of %d events before the import: the scenario is void", len(before), len(want2))
+	}
+	fp0 := tableFingerprints(t, tb.HS1)
+
+	dir := t.TempDir()
+	cfg := tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword)
+	if os.Getenv("MEDIC_IMPORT_EXPERIMENT") == "running" {
+		// The experiment behind the plan's advice: import with Synapse up, no restart.
+		raw, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw = regexp.MustCompile(`(?m)^(\s*restart_command:).*$`).ReplaceAll(raw, []byte(`$1 ""`))
+		if err = os.WriteFile(cfg, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "import:\n  sources:\n    hs2: {type: postgres, database: %q}\n    hs3: {type: sqlite, database: %q}\n  chunk_size: 500\n",
+		tb.HS2.DSN, hs3.SQLite)
+	f.Close()
+
+	// Synapse stays up during the import; the job's last step restarts it (restart_command
+	// is testbed.sh restart). MEDIC_IMPORT_EXPERIMENT=running drops the restart and logs what
+	// /messages shows before a manual one: the experiment behind the plan's restart advice.
+	experiment := os.Getenv("MEDIC_IMPORT_EXPERIMENT") == "running"
+	if experiment {
+		defer func(w time.Duration) { recovery.RestartWait = w }(recovery.RestartWait)
+		recovery.RestartWait = time.Second
+	}
+	importAndCheck := func(source string, want []id.EventID) string {
+		t.Helper()
+		started := time.Now()
+		out, code := medicExec(t, cfg, fmt.Sprintf("!import history %s from %s", roomID, source))
+		if code != 0 && !experiment {
+			t.Fatalf("import from %s: exit %d\n%s", source, code, out)
+		}
+		t.Logf("import from %s took %s:\n%s", source, time.Since(started).Round(time.Millisecond), out)
+		m := jobIDPattern.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no job id in:\n%s", out)
+		}
+		if experiment {
+			got := timeline(t, alice, roomID)
+			t.Logf("EXPERIMENT (no restart): /messages shows %d events, want %d; equal: %v (first difference at %d)",
+				len(got), len(want), slices.Equal(got, want), firstDiff(got, want))
+			tb.Restart(t, tb.HS1)
+		}
+		got := timeline(t, alice, roomID)
+		if !slices.Equal(got, want) {
+			t.Errorf("after importing from %s hs1 shows %d events, %s shows %d; first difference at %d",
+				source, len(got), source, len(want), firstDiff(got, want))
+		}
+		return m[1]
+	}
+
+	// 0. A chunk cut off mid-way (here: after its events were copied) writes nothing.
+	func() {
+		db, err := synapse.OpenDB(ctx, tb.HS1.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		src, err := synapse.OpenSource(ctx, synapse.SourcePostgres, tb.HS2.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		im, err := synapse.NewImporter(ctx, db, src, roomID.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := im.Plan(ctx, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo, hi := synapse.ChunkRange(plan.Chunks, 0)
+		crash := func(ctx context.Context, tx pgx.Tx, point string) error {
+			if point == "after copying events" {
+				return errors.New("killed")
+			}
+			return nil
+		}
+		if _, err = im.Chunk(ctx, "crashtest", "test", lo, hi, crash); err == nil {
+			t.Fatal("the cut-off chunk reported success")
+		}
+		if fp := tableFingerprints(t, tb.HS1); !maps.Equal(fp, fp0) {
+			t.Fatal("a chunk cut off mid-way left rows behind")
+		}
+	}()
+
+	// 1. From hs2's PostgreSQL database.
+	job := importAndCheck("hs2", want2)
+	msgs := bodies(t, alice, roomID)
+	for i := range messages {
+		if i == 5 {
+			continue // redacted
+		}
+		if !slices.Contains(msgs, fmt.Sprintf("msg %d", i)) {
+			t.Fatalf("message %d missing from hs1's /messages", i)
+		}
+	}
+	if slices.Contains(msgs, "msg 5") {
+		t.Error("the redacted message shows its body on hs1")
+	}
+	incr, err := alice.SyncRequest(ctx, 0, since, "", false, event.PresenceOffline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jr, ok := incr.Rooms.Join[roomID]; ok && len(jr.Timeline.Events) > 0 {
+		t.Errorf("incremental /sync delivered %d old event(s) as new, e.g. %s", len(jr.Timeline.Events), jr.Timeline.Events[0].ID)
+	}
+	out, code := medicExec(t, cfg, fmt.Sprintf("!import history %s from hs2", roomID))
+	if code != 0 || !strings.Contains(out, "nothing to import") {
+		t.Errorf("second import: exit %d, want nothing to import:\n%s", code, out)
+	}
+
+	// 2. Undo removes exactly what the import inserted (and restores what it changed), with
+	// Synapse stopped (undo's plan asks for a restart; stopped is the stricter case).
+	tb.Run(t, "stop", hsN(tb.HS1))
+	out, code = medicExec(t, cfg, "!undo "+job)
+	tb.Run(t, "start", hsN(tb.HS1))
+	if code != 0 {
+		t.Fatalf("undo: exit %d\n%s", code, out)
+	}
+	fp1 := tableFingerprints(t, tb.HS1)
+	for _, tbl := range importTables {
+		if fp0[tbl] != fp1[tbl] {
+			t.Errorf("after undo %s is %s, before the import it was %s", tbl, fp1[tbl], fp0[tbl])
+		}
+	}
+
+	// 3. From hs3's SQLite database.
+	importAndCheck("hs3", want3)
+
+	// 4. Life goes on: a message sent on hs1 now works and comes down /sync.
+	after := sendText(t, alice, roomID, &event.MessageEventContent{MsgType: event.MsgText, Body: "after the import"})
+	incr, err = alice.SyncRequest(ctx, 0, since, "", false, event.PresenceOffline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jr := incr.Rooms.Join[roomID]
+	if jr == nil || len(jr.Timeline.Events) != 1 || jr.Timeline.Events[0].ID != after {
+		n := 0
+		if jr != nil {
+			n = len(jr.Timeline.Events)
+		}
+		t.Errorf("incremental /sync after a new message: %d events, want only %s", n, after)
+	}
+	if top := timeline(t, alice, roomID); len(top) == 0 || top[0] != after {
+		t.Errorf("the new message is not the newest in /messages")
+	}
+}
+
+func joinEventID(t *testing.T, h *testbed.Homeserver, roomID id.RoomID, user id.UserID) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, h.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var ev string
+	if err = conn.QueryRow(ctx, `SELECT event_id FROM local_current_membership WHERE room_id = $1 AND user_id = $2`, roomID, user).Scan(&ev); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func firstDiff(a, b []id.EventID) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func hsN(h *testbed.Homeserver) string { return fmt.Sprint(h.N) }
+
+// resetBackoff clears h's federation backoff for a destination through the admin API.
+func resetBackoff(t *testing.T, tb *testbed.Testbed, h *testbed.Homeserver, destination string) {
+	ctx := context.Background()
+	cli, err := mautrix.NewClient(h.URL, "", "")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	if _, err = cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, StoreCredentials: true,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "admin"}, Password: tb.AdminPassword}); err != nil {
+		t.Errorf("reset backoff: %v", err)
+		return
+	}
+	defer cli.Logout(ctx)
+	url := cli.BuildURL(mautrix.SynapseAdminURLPath{"v1", "federation", "destinations", destination, "reset_connection"})
+	if _, err = cli.MakeRequest(ctx, "POST", url, struct{}{}, nil); err != nil && !errors.Is(err, mautrix.MNotFound) {
+		t.Errorf("reset %s's backoff for %s: %v", h.Name, destination, err)
+	}
+}
