@@ -17,8 +17,9 @@ func importCommand() *Handler {
 		},
 		Subcommands: []*Handler{{
 			Name: "history",
-			Description: text("Copy a room's history this server lacks from another Synapse's database (PostgreSQL or SQLite), " +
-				"stored as Synapse stores backfilled events (asks for approval; `!undo` removes it)"),
+			Description: text("`import history <room> from <source>`: copy a room's history this server lacks from another " +
+				"Synapse's database (a source named in `import.sources`, PostgreSQL or SQLite), stored as Synapse stores " +
+				"backfilled events (asks for approval; restarts Synapse at the end; `!undo` removes it)"),
 			Parameters: []*cmdschema.Parameter{{Key: "room", Schema: cmdschema.PrimitiveTypeRoomID.Schema(),
 				Description: text("The room ID, followed by: from <source>")}},
 			TailParam: "room",
