@@ -52,9 +52,9 @@ type Report struct {
 	Unresolved map[string]*Unresolved
 	// RejectedInState holds "found rejected event … in the state" lines by rejected event.
 	RejectedInState map[string]*RejectedTrace
-	Lines      int64
-	Bytes      int64
-	Sources    []string
+	Lines           int64
+	Bytes           int64
+	Sources         []string
 }
 
 func newReport() *Report {

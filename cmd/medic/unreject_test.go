@@ -194,7 +194,6 @@ func rejectionRows(t *testing.T, h *testbed.Homeserver) string {
 	return out
 }
 
-
 func execMedic(t *testing.T, cfg string, args ...string) (string, int) {
 	t.Helper()
 	var out testbed.Buffer
@@ -384,7 +383,9 @@ func TestUnrejectAsksForRestart(t *testing.T) {
 	}
 	var out testbed.Buffer
 	done := make(chan int, 1)
-	go func() { done <- run([]string{"exec", "-c", cfg, "--yes", "!unreject " + p.room.String()}, nil, &out, &out) }()
+	go func() {
+		done <- run([]string{"exec", "-c", cfg, "--yes", "!unreject " + p.room.String()}, nil, &out, &out)
+	}()
 	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(out.String(), "Restart Synapse now"); {
 		if time.Now().After(deadline) {
 			t.Fatalf("medic did not ask for a restart:\n%s", out.String())
