@@ -14,12 +14,13 @@ import (
 // per-room queries read either, so an inconsistent pair is still seen.
 const (
 	// rejectedGroupsQuery starts from `rejections` (small) and looks each event up by its
-	// unique event_id.
+	// unique event_id; the LATERAL ... OFFSET 0 fence keeps it a per-row index lookup (a plain
+	// join hashes a sequential scan of events on big databases; see HealthRejectionsQuery).
 	rejectedGroupsQuery = `
 		SELECT e.room_id, r.reason, e.type, count(*), min(e.received_ts), max(e.received_ts),
 			coalesce((SELECT s.name FROM room_stats_state s WHERE s.room_id = e.room_id), '')
 		FROM rejections AS r
-		JOIN events AS e USING (event_id)
+		CROSS JOIN LATERAL (SELECT ev.room_id, ev.type, ev.received_ts FROM events ev WHERE ev.event_id = r.event_id OFFSET 0) AS e
 		WHERE e.received_ts >= $1 AND ($2 = '' OR e.room_id = $2)
 		GROUP BY e.room_id, r.reason, e.type
 		ORDER BY e.room_id, count(*) DESC`
