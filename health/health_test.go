@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -340,11 +341,15 @@ http {
 	cmd := exec.Command(bin, "-c", path, "-p", dir)
 	out := &testbed.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
+	// nginx's workers inherit its stdout: kill the whole process group, and do not wait for
+	// the output pipe forever if one survives.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 5 * time.Second
 	if err = cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 		if t.Failed() {
 			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
