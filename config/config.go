@@ -251,9 +251,7 @@ func Parse(raw []byte, baseDir string) (*Config, error) {
 }
 
 func (c *Config) fillDefaults(baseDir string) {
-	if c.DataDir == "" {
-		c.DataDir = "data"
-	}
+	setDefault(&c.DataDir, "data")
 	if !filepath.IsAbs(c.DataDir) {
 		c.DataDir = filepath.Join(baseDir, c.DataDir)
 	}
@@ -261,71 +259,31 @@ func (c *Config) fillDefaults(baseDir string) {
 		c.Database.Type = "sqlite3-fk-wal"
 		c.Database.URI = "file:" + filepath.Join(c.DataDir, "medic.db") + "?_txlock=immediate"
 	}
-	if c.Database.MaxOpenConns == 0 {
-		c.Database.MaxOpenConns = 5
-	}
-	if c.Database.MaxIdleConns == 0 {
-		c.Database.MaxIdleConns = 1
-	}
-	if c.Encryption.PickleKeyFile == "" {
-		c.Encryption.PickleKeyFile = filepath.Join(c.DataDir, "pickle.key")
-	}
-	if c.Encryption.RecoveryKeyFile == "" {
-		c.Encryption.RecoveryKeyFile = filepath.Join(c.DataDir, "recovery-key.txt")
-	}
-	if c.Bot.CommandPrefix == "" {
-		c.Bot.CommandPrefix = "!"
-	}
-	if c.Bot.DisplayName == "" {
-		c.Bot.DisplayName = "Synapse Medic"
-	}
-	if c.Jobs.Approvals == 0 {
-		c.Jobs.Approvals = 1
-	}
-	if c.Jobs.ExpireAfter == "" {
-		c.Jobs.ExpireAfter = "15m"
-	}
-	if c.Logging.Level == "" {
-		c.Logging.Level = "info"
-	}
+	setDefault(&c.Database.MaxOpenConns, 5)
+	setDefault(&c.Database.MaxIdleConns, 1)
+	setDefault(&c.Encryption.PickleKeyFile, filepath.Join(c.DataDir, "pickle.key"))
+	setDefault(&c.Encryption.RecoveryKeyFile, filepath.Join(c.DataDir, "recovery-key.txt"))
+	setDefault(&c.Bot.CommandPrefix, "!")
+	setDefault(&c.Bot.DisplayName, "Synapse Medic")
+	setDefault(&c.Jobs.Approvals, 1)
+	setDefault(&c.Jobs.ExpireAfter, "15m")
+	setDefault(&c.Logging.Level, "info")
 	h, th := &c.Health, &c.Health.Thresholds
-	if h.Timezone == "" {
-		h.Timezone = "UTC"
-	}
-	if h.Post == "" {
-		h.Post = "always"
-	}
+	setDefault(&h.Timezone, "UTC")
+	setDefault(&h.Post, "always")
 	setDefault(&th.DestinationWarnAfter, "10m")
 	setDefault(&th.DestinationCriticalAfter, "6h")
 	setDefault(&th.PartialJoinAfter, "30m")
 	setDefault(&th.SyncStaleAfter, "5m")
-	if th.RejectionsWarn == 0 {
-		th.RejectionsWarn = 1
-	}
-	if th.RejectionsCritical == 0 {
-		th.RejectionsCritical = 10
-	}
-	if th.ExtremitiesWarn == 0 {
-		th.ExtremitiesWarn = 10
-	}
-	if th.ExtremitiesCritical == 0 {
-		th.ExtremitiesCritical = 50
-	}
-	if th.RoomStateWarn == 0 {
-		th.RoomStateWarn = 10_000_000
-	}
-	if th.DatabaseWarnGB == 0 {
-		th.DatabaseWarnGB = 100
-	}
-	if th.DiskWarnPercent == 0 {
-		th.DiskWarnPercent = 15
-	}
-	if th.DiskCriticalPercent == 0 {
-		th.DiskCriticalPercent = 5
-	}
-	if c.Import.ChunkSize == 0 {
-		c.Import.ChunkSize = 5000
-	}
+	setDefault(&th.RejectionsWarn, 1)
+	setDefault(&th.RejectionsCritical, 10)
+	setDefault(&th.ExtremitiesWarn, 10)
+	setDefault(&th.ExtremitiesCritical, 50)
+	setDefault(&th.RoomStateWarn, 10_000_000)
+	setDefault(&th.DatabaseWarnGB, 100)
+	setDefault(&th.DiskWarnPercent, 15)
+	setDefault(&th.DiskCriticalPercent, 5)
+	setDefault(&c.Import.ChunkSize, 5000)
 	for name, src := range c.Import.Sources {
 		if src.Type == "sqlite" && src.Database != "" && !filepath.IsAbs(src.Database) {
 			src.Database = filepath.Join(baseDir, src.Database)
@@ -334,9 +292,11 @@ func (c *Config) fillDefaults(baseDir string) {
 	}
 }
 
-func setDefault(s *string, v string) {
-	if *s == "" {
-		*s = v
+// setDefault sets an option left at its zero value.
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
 	}
 }
 
