@@ -62,12 +62,6 @@ func scratchDB(b *testing.B, schemaFile, name string) string {
 // 100 messages an edit, JSON of a realistic size. Generated server-side.
 func generateSource(b *testing.B, dsn string, n int) {
 	b.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	stmts := []string{
 		`INSERT INTO schema_version (lock, version, upgraded) VALUES ('X', 94, true)`,
 		`INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index) VALUES ($1::text, true, '@user0:old.example', '10', true)`,
@@ -117,28 +111,13 @@ func generateSource(b *testing.B, dsn string, n int) {
 		 SELECT '$bench' || i, CASE WHEN i = 0 THEN 1 ELSE (i - 1) / 2000 + 2 END FROM generate_series(0, $2::int - 1) AS i`,
 		`ANALYZE`,
 	}
-	for _, s := range stmts {
-		s = strings.ReplaceAll(s, "$2::int", strconv.Itoa(n))
-		var args []any
-		if strings.Contains(s, "$1::text") {
-			args = []any{benchRoom}
-		}
-		if _, err = conn.Exec(ctx, s, args...); err != nil {
-			b.Fatalf("generate: %v\n%s", err, s)
-		}
-	}
+	runStatements(b, dsn, "generate", n, stmts)
 }
 
 // prepareTarget makes the target: this server joined the room at the end (one join event,
 // its state group holding the room's full state), the old history missing.
 func prepareTarget(b *testing.B, dsn string, n int) {
 	b.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	stmts := []string{
 		`INSERT INTO schema_version (lock, version, upgraded) VALUES ('X', 94, true)`,
 		`INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index) VALUES ($1::text, true, '@user0:old.example', '10', true)`,
@@ -155,6 +134,17 @@ func prepareTarget(b *testing.B, dsn string, n int) {
 		`INSERT INTO event_to_state_groups (event_id, state_group) VALUES ('$join', 1000000)`,
 		`INSERT INTO event_backward_extremities (event_id, room_id) VALUES ('$bench' || ($2::int - 1), $1::text)`,
 	}
+	runStatements(b, dsn, "prepare target", n, stmts)
+}
+
+// runStatements runs generation SQL on dsn: $1::text is the bench room, $2::int the event count.
+func runStatements(b *testing.B, dsn, what string, n int, stmts []string) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
 	for _, s := range stmts {
 		s = strings.ReplaceAll(s, "$2::int", strconv.Itoa(n))
 		var args []any
@@ -162,7 +152,7 @@ func prepareTarget(b *testing.B, dsn string, n int) {
 			args = []any{benchRoom}
 		}
 		if _, err = conn.Exec(ctx, s, args...); err != nil {
-			b.Fatalf("prepare target: %v\n%s", err, s)
+			b.Fatalf("%s: %v\n%s", what, err, s)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/event/cmdschema"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
@@ -150,18 +149,11 @@ func recoverRoom(ce *Event) {
 		}
 		via = ce.Args[2:]
 	}
-	if strings.HasPrefix(room, "#") {
-		resp, err := ce.Meta.Admin.Client.Client.ResolveAlias(ce.Ctx, id.RoomAlias(room))
-		if err != nil {
-			Fail(ce, "Could not resolve `%s`: %v", room, err)
-			return
-		}
-		room = resp.RoomID.String()
-		via = append(via, resp.Servers...)
-	} else if !strings.HasPrefix(room, "!") {
-		Fail(ce, "`%s` is not a room ID (`!…`) or alias (`#…`).", room)
+	room, servers, ok := resolveRoom(ce, room)
+	if !ok {
 		return
 	}
+	via = append(via, servers...)
 	propose(ce, recovery.KindRecover, jobs.Args{"rooms": room, "via": strings.Join(via, ",")})
 }
 

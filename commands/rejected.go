@@ -14,21 +14,22 @@ import (
 	"github.com/synapse-medic/medic/synapselog"
 )
 
-// resolveRoom turns a room ID or alias into a room ID, answering the admin on failure.
-func resolveRoom(ce *Event, room string) (string, bool) {
+// resolveRoom turns a room ID or alias into a room ID (and, for an alias, the servers its
+// directory names), answering the admin on failure.
+func resolveRoom(ce *Event, room string) (string, []string, bool) {
 	switch {
 	case strings.HasPrefix(room, "!"):
-		return room, true
+		return room, nil, true
 	case strings.HasPrefix(room, "#"):
 		resp, err := ce.Meta.Admin.Client.Client.ResolveAlias(ce.Ctx, id.RoomAlias(room))
 		if err != nil {
 			Fail(ce, "Could not resolve `%s`: %v", room, err)
-			return "", false
+			return "", nil, false
 		}
-		return resp.RoomID.String(), true
+		return resp.RoomID.String(), resp.Servers, true
 	}
 	Fail(ce, "`%s` is not a room ID (`!…`) or alias (`#…`).", room)
-	return "", false
+	return "", nil, false
 }
 
 func rejectedCommand() *Handler {
@@ -51,7 +52,7 @@ func rejected(ce *Event) {
 	room := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "--") {
 		var ok bool
-		if room, ok = resolveRoom(ce, args[0]); !ok {
+		if room, _, ok = resolveRoom(ce, args[0]); !ok {
 			return
 		}
 		args = args[1:]
@@ -181,7 +182,7 @@ func unreject(ce *Event) {
 		Fail(ce, unrejectUsage, prefix(ce))
 		return
 	}
-	room, ok := resolveRoom(ce, ce.Args[0])
+	room, _, ok := resolveRoom(ce, ce.Args[0])
 	if !ok {
 		return
 	}
