@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 )
 
 // Rejections. `rejections` has no room column: every query scopes by joining `events`
@@ -233,23 +235,17 @@ func (db *DB) ServerKeys(ctx context.Context) (map[string]map[string]VerifyKey, 
 		if err = rows.Scan(&server, &keyID, &validUntil, &raw); err != nil {
 			return nil, err
 		}
-		var resp struct {
-			VerifyKeys    map[string]struct{ Key string } `json:"verify_keys"`
-			OldVerifyKeys map[string]struct {
-				Key       string
-				ExpiredTS int64 `json:"expired_ts"`
-			} `json:"old_verify_keys"`
-		}
+		var resp federation.ServerKeyResponse
 		if json.Unmarshal(raw, &resp) != nil {
 			continue
 		}
 		if out[server] == nil {
 			out[server] = map[string]VerifyKey{}
 		}
-		if k, ok := resp.VerifyKeys[keyID]; ok {
-			out[server][keyID] = VerifyKey{Key: k.Key, ValidUntil: validUntil}
-		} else if k, ok := resp.OldVerifyKeys[keyID]; ok {
-			out[server][keyID] = VerifyKey{Key: k.Key, ValidUntil: k.ExpiredTS}
+		if k, ok := resp.VerifyKeys[id.KeyID(keyID)]; ok {
+			out[server][keyID] = VerifyKey{Key: string(k.Key), ValidUntil: validUntil}
+		} else if k, ok := resp.OldVerifyKeys[id.KeyID(keyID)]; ok {
+			out[server][keyID] = VerifyKey{Key: string(k.Key), ValidUntil: k.ExpiredTS.UnixMilli()}
 		}
 	}
 	return out, rows.Err()
