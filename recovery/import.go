@@ -91,7 +91,8 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 				"with event_json, event_edges, event_auth (+ the chain-cover queue), state_events, event_to_state_groups, event_search, " +
 					"redactions, event_relations, room_memberships, rejections; the state at each event copied as state groups " +
 					"with this database's own ids (reusing groups that hold the same state)",
-				fmt.Sprintf("%d chunk(s) of up to %d events, each one transaction; every inserted row is journaled, so `!undo` deletes exactly those",
+				fmt.Sprintf("%d chunk(s) of up to %d events, each one transaction (two run at once and commit in order); "+
+					"every inserted row is journaled, so `!undo` deletes exactly those",
 					len(p.Chunks), hi.Config.ChunkSize),
 			}
 			if p.Outliers > 0 {
@@ -142,17 +143,15 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 				return fmt.Errorf("plan has no chunk %d", idx)
 			}
 			jobID := jobs.JobIDFrom(ctx)
-			im, err := hi.session(ctx, jobID, args)
+			im, err := hi.session(ctx, jobID, args, chunks)
 			if err != nil {
 				return err
 			}
-			lo, hiKey := synapse.ChunkRange(chunks, idx)
-			if idx+1 < len(chunks) {
-				nlo, nhi := synapse.ChunkRange(chunks, idx+1)
-				im.Prefetch(ctx, nlo, nhi)
-			}
-			res, err := im.Chunk(ctx, jobID, "job "+jobID, lo, hiKey, nil)
+			res, err := im.Import(ctx, idx)
 			if err != nil {
+				// The importer is spent after a failure: the next step (or !resume) opens a
+				// fresh one, which reads what has been committed.
+				hi.closeSession(jobID)
 				return err
 			}
 			zerolog.Ctx(ctx).Info().Int("chunk", idx).Int("events", res.Events).Int("ex_outliers", res.ExOutliers).
@@ -168,7 +167,7 @@ func (hi *HistoryImport) restartText() string {
 	return (&Restarter{Command: hi.Restart}).Text()
 }
 
-func (hi *HistoryImport) session(ctx context.Context, jobID string, args jobs.Args) (*synapse.Importer, error) {
+func (hi *HistoryImport) session(ctx context.Context, jobID string, args jobs.Args, chunks []synapse.EventKey) (*synapse.Importer, error) {
 	hi.lock.Lock()
 	defer hi.lock.Unlock()
 	if im := hi.sessions[jobID]; im != nil {
@@ -178,6 +177,8 @@ func (hi *HistoryImport) session(ctx context.Context, jobID string, args jobs.Ar
 	if err != nil {
 		return nil, err
 	}
+	// Kill tests hold at a point inside one chunk, e.g. "chunk 3: before commit".
+	im.Run(jobID, "job "+jobID, chunks, synapse.HoldPoint())
 	if hi.sessions == nil {
 		hi.sessions = map[string]*synapse.Importer{}
 	}
@@ -189,7 +190,7 @@ func (hi *HistoryImport) closeSession(jobID string) {
 	hi.lock.Lock()
 	defer hi.lock.Unlock()
 	if im := hi.sessions[jobID]; im != nil {
-		im.Src.Close()
+		im.Close()
 		delete(hi.sessions, jobID)
 	}
 }

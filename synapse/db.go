@@ -3,6 +3,7 @@ package synapse
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -10,6 +11,9 @@ import (
 // DB is Synapse's PostgreSQL database.
 type DB struct {
 	Pool *pgxpool.Pool
+
+	// journalReady is set once medic's journal schema is known to exist.
+	journalReady atomic.Bool
 }
 
 // OpenDB connects to Synapse's database.

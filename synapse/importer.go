@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"maunium.net/go/mautrix/crypto/canonicaljson"
 )
 
 // Importer copies a room's history that this server lacks from another Synapse's database
@@ -41,6 +43,15 @@ type Importer struct {
 	tgtByHash map[string]int64
 	tgtFull   map[int64]stateMap
 
+	// The run: set by Run, used by Import.
+	jobID, actor string
+	chunks       []EventKey
+	crash        CrashPoint
+	runLock      sync.Mutex
+	running      map[int]*inflight
+	tail         *inflight // the chunk started last: the next one's predecessor
+	wg           sync.WaitGroup
+
 	// prefetched holds source reads of coming chunks, started while an earlier chunk writes.
 	prefetchLock sync.Mutex
 	prefetched   map[[2]EventKey]chan *sourceChunk
@@ -52,6 +63,11 @@ type sourceChunk struct {
 	extra  *EventRows
 	// inSource are the prev events of the range's events that the source has in its timeline.
 	inSource map[string]bool
+	// search and meta are derived from the events' JSON here, off the write path: parsing
+	// every event for its search text inside the chunk's transaction left the database idle.
+	existing map[string]bool // event ID → outlier, of the events the target has
+	search   map[string]searchRow
+	meta     map[string]string // event ID → cleaned internal_metadata
 	err      error
 }
 
@@ -70,13 +86,56 @@ func (im *Importer) readChunk(ctx context.Context, lo, hi EventKey) *sourceChunk
 		prevs = append(prevs, e.PrevID)
 	}
 	slices.Sort(prevs)
-	sc.inSource, sc.err = im.Src.NonOutliers(ctx, slices.Compact(prevs))
+	if sc.inSource, sc.err = im.Src.NonOutliers(ctx, slices.Compact(prevs)); sc.err != nil {
+		return sc
+	}
+	// Which of them this server has, and which only as outliers. Should Synapse backfill one
+	// of them before the chunk commits, the chunk's insert fails on the duplicate and writes
+	// nothing; a resumed job reads the range afresh.
+	if sc.existing, sc.err = im.existing(ctx, idsOf(sc.events)); sc.err != nil {
+		return sc
+	}
+	sc.search, sc.meta = map[string]searchRow{}, make(map[string]string, len(sc.events))
+	for _, e := range sc.events {
+		sc.meta[e.EventID] = cleanMetadata(e.InternalMeta)
+		key, ok := searchKeys[e.Type]
+		if !ok {
+			continue
+		}
+		// Stemming is most of an import's database time, and parsing every message most of
+		// medic's: take the vector a PostgreSQL source's Synapse already computed (the same
+		// to_tsvector('english', …)) and parse only events it has none for.
+		if vec, ok := sc.extra.Vectors[[2]string{e.EventID, key}]; ok {
+			sc.search[e.EventID] = searchRow{key: key, vector: &vec}
+		} else if text, ok := searchText(key, e.JSON); ok {
+			sc.search[e.EventID] = searchRow{key: key, text: &text}
+		}
+	}
 	return sc
 }
 
-// Prefetch starts reading a chunk's key range from the source in the background, so the
+// existing returns which of ids the target has, with whether each is an outlier there.
+func (im *Importer) existing(ctx context.Context, ids []string) (map[string]bool, error) {
+	rows, err := im.DB.Pool.Query(ctx, importExistingQuery, ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up events: %w", err)
+	}
+	existing := map[string]bool{}
+	var id string
+	var outlier bool
+	if _, err = pgx.ForEachRow(rows, []any{&id, &outlier}, func() error {
+		existing[id] = outlier
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("look up events: %w", err)
+	}
+	return existing, nil
+}
+
+// prefetch starts reading a chunk's key range from the source in the background, so the
 // source read of the next chunk overlaps the writes of this one.
-func (im *Importer) Prefetch(ctx context.Context, lo, hi EventKey) {
+func (im *Importer) prefetch(ctx context.Context, chunks []EventKey, i int) {
+	lo, hi := ChunkRange(chunks, i)
 	im.prefetchLock.Lock()
 	defer im.prefetchLock.Unlock()
 	if im.prefetched == nil {
@@ -271,13 +330,43 @@ type eventIdentity struct {
 	RoomID   string          `json:"room_id"`
 }
 
-func identity(js string) (string, error) {
+// identity returns what two copies of an event must agree on, and whether the copy's content
+// still matches its own content hash (a copy edited in the database does not).
+func identity(js string) (string, bool, error) {
 	var id eventIdentity
 	if err := json.Unmarshal([]byte(js), &id); err != nil {
-		return "", err
+		return "", false, err
 	}
 	out, _ := json.Marshal(id)
-	return string(out), nil
+	return string(out), contentHashMatches(js), nil
+}
+
+// contentHashMatches checks an event's hashes.sha256: the unpadded base64 SHA-256 of its
+// canonical JSON without unsigned, signatures and hashes (the spec's content hash).
+func contentHashMatches(js string) bool {
+	var ev map[string]json.RawMessage
+	if json.Unmarshal([]byte(js), &ev) != nil {
+		return false
+	}
+	var hashes struct {
+		SHA256 string `json:"sha256"`
+	}
+	if json.Unmarshal(ev["hashes"], &hashes) != nil || hashes.SHA256 == "" {
+		return false
+	}
+	delete(ev, "unsigned")
+	delete(ev, "signatures")
+	delete(ev, "hashes")
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return false
+	}
+	canonical, err := canonicaljson.CanonicalJSON(raw)
+	if err != nil {
+		return false
+	}
+	sum := sha256.Sum256(canonical)
+	return base64.RawStdEncoding.EncodeToString(sum[:]) == strings.TrimRight(hashes.SHA256, "=")
 }
 
 // conflicts returns the shared events whose copies differ.
@@ -296,9 +385,11 @@ func (im *Importer) conflicts(ctx context.Context, shared []string) (map[string]
 	}
 	var id, js string
 	_, err = pgx.ForEachRow(rows, []any{&id, &js}, func() error {
-		a, errA := identity(js)
-		b, errB := identity(srcJSON[id])
-		if errA != nil || errB != nil || a != b {
+		a, okA, errA := identity(js)
+		b, okB, errB := identity(srcJSON[id])
+		// A copy whose content no longer matches its hash differs from the event its ID
+		// names, unless both copies fail alike (e.g. both censored after a redaction).
+		if errA != nil || errB != nil || a != b || okA != okB {
 			out[id] = true
 		}
 		return nil
@@ -541,60 +632,157 @@ type searchContent struct {
 	Topic any `json:"topic"`
 }
 
-// searchEntry is what Synapse's _store_room_{message,name,topic}_txn index for an event.
-func searchEntry(typ, js string) (key, value string, ok bool) {
+// searchKeys are the event types Synapse's _store_room_{message,name,topic}_txn index, with
+// the content field each indexes.
+var searchKeys = map[string]string{"m.room.message": "content.body", "m.room.name": "content.name", "m.room.topic": "content.topic"}
+
+// searchText is the text Synapse indexes under key for an event: the field, if a string.
+func searchText(key, js string) (string, bool) {
 	var ev struct {
 		Content searchContent `json:"content"`
 	}
 	if json.Unmarshal([]byte(js), &ev) != nil {
-		return "", "", false
+		return "", false
 	}
 	var v any
-	switch typ {
-	case "m.room.message":
-		key, v = "content.body", ev.Content.Body
-	case "m.room.name":
-		key, v = "content.name", ev.Content.Name
-	case "m.room.topic":
-		key, v = "content.topic", ev.Content.Topic
-	default:
-		return "", "", false
+	switch key {
+	case "content.body":
+		v = ev.Content.Body
+	case "content.name":
+		v = ev.Content.Name
+	case "content.topic":
+		v = ev.Content.Topic
 	}
 	s, isStr := v.(string)
 	if !isStr {
-		return "", "", false
+		return "", false
 	}
-	return key, strings.ReplaceAll(s, "\x00", " "), true
+	return strings.ReplaceAll(s, "\x00", " "), true
 }
 
-// Chunk imports the room's events with lo < key <= hi that the target lacks, in one
-// transaction with the journal of every inserted row under jobID.
-func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi EventKey, crash CrashPoint) (*ChunkResult, error) {
-	if err := im.loadGraphs(ctx); err != nil {
+// searchRow is an event's event_search row to write: the source's vector, or the text to
+// compute one from.
+type searchRow struct {
+	key          string
+	text, vector *string
+}
+
+// inflight is one chunk under way, in its own goroutine and transaction. Two chunks run at a
+// time so that one's writes overlap the other's (a PostgreSQL connection works on one core,
+// and it idles while medic reads and prepares); gates keep the rest in chunk order.
+type inflight struct {
+	idx  int
+	prev *inflight
+	// prepped closes once the chunk has mapped its state groups and taken its stream
+	// orderings: the next chunk dedups against those groups and takes lower orderings.
+	prepped    chan struct{}
+	prepClosed bool
+	// done closes once the chunk has committed or failed. The next chunk touches rows that
+	// chunks share (room_depth, backward extremities) and commits only after it, and fails
+	// if it failed: its state groups may build on this chunk's.
+	done chan struct{}
+	res  *ChunkResult
+	err  error
+}
+
+// Run sets the importer up to import chunks (a plan's Chunks) under jobID. crash, if set, is
+// called at points inside each chunk's transaction, named "chunk N: <point>" (N from 1).
+func (im *Importer) Run(jobID, actor string, chunks []EventKey, crash CrashPoint) {
+	im.jobID, im.actor, im.chunks, im.crash = jobID, actor, chunks, crash
+}
+
+// Import imports chunk i (from 0), committed when it returns. Chunk i+1 starts alongside in
+// its own transaction and commits after chunk i. After a failure the importer is spent (its
+// state-group caches may hold groups that were rolled back): Close it and open another.
+func (im *Importer) Import(ctx context.Context, i int) (*ChunkResult, error) {
+	if i < 0 || i >= len(im.chunks) {
+		return nil, fmt.Errorf("the plan has no chunk %d", i+1)
+	}
+	// Before chunks start two at a time: creating the journal's schema concurrently races.
+	if err := im.DB.EnsureJournal(ctx); err != nil {
 		return nil, err
 	}
-	sc := im.source(ctx, lo, hi)
-	if sc.err != nil {
-		return nil, sc.err
+	c := im.start(ctx, i)
+	if i+1 < len(im.chunks) {
+		im.start(ctx, i+1)
 	}
-	srcEvents := sc.events
-	ids := make([]string, len(srcEvents))
-	for i, e := range srcEvents {
-		ids[i] = e.EventID
-	}
-	rows, err := im.DB.Pool.Query(ctx, importExistingQuery, ids)
-	if err != nil {
-		return nil, fmt.Errorf("look up events: %w", err)
-	}
-	existing := map[string]bool{}
-	var id string
-	var outlier bool
-	if _, err = pgx.ForEachRow(rows, []any{&id, &outlier}, func() error {
-		existing[id] = outlier
+	<-c.done
+	im.runLock.Lock()
+	delete(im.running, i)
+	im.runLock.Unlock()
+	return c.res, c.err
+}
+
+// crashAt is the run's crash point for chunk i, its points prefixed "chunk N: ".
+func (im *Importer) crashAt(i int) CrashPoint {
+	if im.crash == nil {
 		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("look up events: %w", err)
 	}
+	return func(ctx context.Context, tx pgx.Tx, point string) error {
+		return im.crash(ctx, tx, fmt.Sprintf("chunk %d: %s", i+1, point))
+	}
+}
+
+// Close waits for the chunks under way and closes the source.
+func (im *Importer) Close() {
+	im.wg.Wait()
+	im.Src.Close()
+}
+
+func (im *Importer) start(ctx context.Context, i int) *inflight {
+	im.runLock.Lock()
+	defer im.runLock.Unlock()
+	if c := im.running[i]; c != nil {
+		return c
+	}
+	c := &inflight{idx: i, prev: im.tail, prepped: make(chan struct{}), done: make(chan struct{})}
+	if im.running == nil {
+		im.running = map[int]*inflight{}
+	}
+	im.running[i], im.tail = c, c
+	im.wg.Add(1)
+	go func() {
+		defer im.wg.Done()
+		im.write(ctx, c)
+	}()
+	return c
+}
+
+// prepDone opens c's first gate, after the previous chunk's.
+func (c *inflight) prepDone() {
+	if c.prepClosed {
+		return
+	}
+	if c.prev != nil {
+		<-c.prev.prepped
+	}
+	c.prepClosed = true
+	close(c.prepped)
+}
+
+// write imports chunk c: the room's events in its key range that the target lacks, in one
+// transaction with the journal of every inserted row.
+func (im *Importer) write(ctx context.Context, c *inflight) {
+	res := &ChunkResult{Rows: map[string]int{}}
+	var err error
+	defer func() {
+		c.prepDone()
+		if c.prev != nil {
+			<-c.prev.done
+		}
+		c.res, c.err = res, err
+		close(c.done)
+	}()
+	crash := im.crashAt(c.idx)
+	lo, hi := ChunkRange(im.chunks, c.idx)
+	if c.idx+1 < len(im.chunks) {
+		im.prefetch(ctx, im.chunks, c.idx+1)
+	}
+	sc := im.source(ctx, lo, hi)
+	if err = sc.err; err != nil {
+		return
+	}
+	srcEvents, existing := sc.events, sc.existing
 	var newEvents, exOutliers []SourceEvent
 	var sharedIDs []string
 	for _, e := range srcEvents {
@@ -613,15 +801,14 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 		}
 	}
 	if len(sharedIDs) > 0 {
-		conflicts, err := im.conflicts(ctx, sharedIDs)
-		if err != nil {
-			return nil, err
+		var conflicts map[string]bool
+		if conflicts, err = im.conflicts(ctx, sharedIDs); err != nil {
+			return
 		}
 		exOutliers = slices.DeleteFunc(exOutliers, func(e SourceEvent) bool { return conflicts[e.EventID] })
 	}
-	res := &ChunkResult{Rows: map[string]int{}}
 	if len(newEvents) == 0 && len(exOutliers) == 0 {
-		return res, nil
+		return
 	}
 	newIDs := make([]string, len(newEvents))
 	for i, e := range newEvents {
@@ -656,15 +843,48 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 	prevs = slices.Compact(prevs)
 	prevs = slices.DeleteFunc(prevs, func(p string) bool { return sc.inSource[p] })
 
-	var committedMapping map[int64]int64
-	var committedGroups []newGroup
-	err = im.DB.InJournaledTx(ctx, jobID, actor, func(j *JournalTx) error {
+	err = im.DB.InJournaledTx(ctx, im.jobID, im.actor, func(j *JournalTx) error {
 		tx := j.Tx
+		if c.prev != nil {
+			<-c.prev.prepped
+		}
+		if err := im.loadGraphs(ctx); err != nil {
+			return err
+		}
 		mapping, created, deduped, err := im.mapGroups(ctx, tx, groups)
 		if err != nil {
 			return err
 		}
+		// The next chunk maps its groups against these at once, before this one commits;
+		// should this one fail, that one fails too.
+		for src, tgt := range mapping {
+			im.srcToTgt[src] = tgt
+		}
+		for _, g := range created {
+			im.tgtByHash[g.hash] = g.id
+			im.tgtFull[g.id] = im.srcFull[g.src]
+		}
 		res.StateGroups, res.DedupedGroups = len(created), deduped
+		// Stream orderings from the backfill sequence, newest event first (so the newest
+		// gets the highest, i.e. least negative, one, as repeated backfill does).
+		all := slices.Concat(newEvents, exOutliers)
+		slices.SortFunc(all, func(a, b SourceEvent) int {
+			return cmp.Or(cmp.Compare(b.Key.Depth, a.Key.Depth), cmp.Compare(b.Key.Stream, a.Key.Stream))
+		})
+		seqRows, err := tx.Query(ctx, importBackfillSeqQuery, len(all))
+		if err != nil {
+			return fmt.Errorf("allocate stream orderings: %w", err)
+		}
+		seq, err := pgx.CollectRows(seqRows, pgx.RowTo[int64])
+		if err != nil {
+			return fmt.Errorf("allocate stream orderings: %w", err)
+		}
+		slices.Sort(seq) // ascending nextval: -1, -2, … sorted → most negative first
+		stream := map[string]int64{}
+		for i, e := range all {
+			stream[e.EventID] = seq[len(seq)-1-i]
+		}
+		c.prepDone()
 		var byEvent []string
 		byEventRows := map[string]int{}
 		copyRows := func(table string, cols []string, rows [][]any, match map[string]any, volatile bool) error {
@@ -685,7 +905,7 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 			}
 			return crash.at(ctx, tx, "after copying "+table)
 		}
-		// 1. State groups (Synapse's state store persists them before the events).
+		// State groups (Synapse's state store persists them before the events).
 		var sgRows, edgeRows, stateRows [][]any
 		var sgIDs []int64
 		for _, g := range created {
@@ -708,44 +928,11 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 		if err = copyRows("state_groups_state", []string{"state_group", "room_id", "type", "state_key", "event_id"}, stateRows, sgMatch, false); err != nil {
 			return err
 		}
-		// 2. room_depth.min_depth lowered to the oldest imported timeline event.
-		minDepth := int64(math.MaxInt64)
-		for _, e := range newEvents {
-			if !e.Outlier && e.Rejection == nil {
-				minDepth = min(minDepth, e.Key.Depth)
-			}
-		}
-		if minDepth != math.MaxInt64 {
-			if _, err = j.Apply(ctx, RowChange{Table: "room_depth", Key: []string{"room_id"},
-				Where: "t.room_id = $1 AND (t.min_depth IS NULL OR t.min_depth > $2)", Args: []any{im.RoomID, minDepth},
-				Set: "min_depth = $2"}, crash); err != nil {
-				return err
-			}
-		}
-		// 3. Stream orderings from the backfill sequence, newest event first (so the newest
-		// gets the highest, i.e. least negative, one, as repeated backfill does).
-		all := slices.Concat(newEvents, exOutliers)
-		slices.SortFunc(all, func(a, b SourceEvent) int {
-			return cmp.Or(cmp.Compare(b.Key.Depth, a.Key.Depth), cmp.Compare(b.Key.Stream, a.Key.Stream))
-		})
-		seqRows, err := tx.Query(ctx, importBackfillSeqQuery, len(all))
-		if err != nil {
-			return fmt.Errorf("allocate stream orderings: %w", err)
-		}
-		seq, err := pgx.CollectRows(seqRows, pgx.RowTo[int64])
-		if err != nil {
-			return fmt.Errorf("allocate stream orderings: %w", err)
-		}
-		slices.Sort(seq) // ascending nextval: -1, -2, … sorted → most negative first
-		stream := map[string]int64{}
-		for i, e := range all {
-			stream[e.EventID] = seq[len(seq)-1-i]
-		}
-		// 4. event_json, events, state_events.
+		// event_json, events, state_events.
 		now := time.Now().UnixMilli()
 		var jsonRows, eventRows, stateEvRows, esgRows, authCalc [][]any
 		for _, e := range newEvents {
-			jsonRows = append(jsonRows, []any{e.EventID, im.RoomID, cleanMetadata(e.InternalMeta), e.JSON, e.FormatVersion})
+			jsonRows = append(jsonRows, []any{e.EventID, im.RoomID, sc.meta[e.EventID], e.JSON, e.FormatVersion})
 			eventRows = append(eventRows, []any{im.instance, stream[e.EventID], e.Key.Depth, e.Key.Depth, e.EventID, im.RoomID,
 				e.Type, true, e.Outlier, e.TS, now, e.Sender, e.ContainsURL, e.StateKey, e.Rejection})
 			if e.StateKey != nil {
@@ -784,7 +971,7 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 				return err
 			}
 		}
-		// 5. event_to_state_groups, remapped.
+		// event_to_state_groups, remapped.
 		var esgIDs []string
 		for _, e := range all {
 			if e.StateGroup != nil && !e.Outlier {
@@ -795,7 +982,7 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 		if err = copyRows("event_to_state_groups", []string{"event_id", "state_group"}, esgRows, map[string]any{"event_id": esgIDs}, false); err != nil {
 			return err
 		}
-		// 6. event_auth (state events) and the chain cover's to-calculate queue, which Synapse
+		// event_auth (state events) and the chain cover's to-calculate queue, which Synapse
 		// works off when it next persists a state event in the room (_add_chain_cover_index);
 		// until then auth-chain queries fall back to the slow path for these events.
 		isNew := map[string]bool{}
@@ -825,7 +1012,7 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 				return err
 			}
 		}
-		// 7. rejections, event_edges, backward extremities.
+		// rejections, event_edges.
 		var rejRows, edgeCopy [][]any
 		for _, r := range extra.Rejections {
 			if isNew[r.EventID] {
@@ -843,39 +1030,19 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 		if err = copyRows("event_edges", []string{"event_id", "prev_event_id", "room_id", "is_state"}, edgeCopy, nil, false); err != nil {
 			return err
 		}
-		if len(prevs) > 0 {
-			rows, err := tx.Query(ctx, importBackwardExtremitiesQuery, prevs, im.RoomID)
-			if err != nil {
-				return fmt.Errorf("add backward extremities: %w", err)
-			}
-			added, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return fmt.Errorf("add backward extremities: %w", err)
-			}
-			res.Rows["event_backward_extremities"] += len(added)
-			// Volatile: Synapse removes them when it backfills those events itself.
-			if err = j.Inserted(ctx, Inserted{Table: "event_backward_extremities",
-				Match: map[string]any{"room_id": im.RoomID, "event_id": added}, Rows: len(added), Volatile: true}); err != nil {
-				return err
-			}
-		}
-		for _, tbl := range []string{"event_backward_extremities", "event_failed_pull_attempts"} {
-			if _, err = j.Apply(ctx, RowChange{Table: tbl, Key: []string{"room_id", "event_id"},
-				Where: "t.room_id = $1 AND t.event_id = ANY($2)", Args: []any{im.RoomID, timelineIDs}}, crash); err != nil {
-				return err
-			}
-		}
-		// 8. event_search (built as Synapse builds it), redactions, relations, memberships.
-		var sIDs, sKeys, sValues []string
+		// event_search (built as Synapse builds it), redactions, relations, memberships.
+		var sIDs, sKeys []string
+		var sValues, sVectors []*string
 		var sStream, sTS []int64
 		for _, e := range newEvents {
-			if key, value, ok := searchEntry(e.Type, e.JSON); ok {
-				sIDs, sKeys, sValues = append(sIDs, e.EventID), append(sKeys, key), append(sValues, value)
+			if r, ok := sc.search[e.EventID]; ok {
+				sIDs, sKeys = append(sIDs, e.EventID), append(sKeys, r.key)
+				sValues, sVectors = append(sValues, r.text), append(sVectors, r.vector)
 				sStream, sTS = append(sStream, stream[e.EventID]), append(sTS, e.TS)
 			}
 		}
 		if len(sIDs) > 0 {
-			tag, err := tx.Exec(ctx, importSearchQuery, sIDs, im.RoomID, sKeys, sValues, sStream, sTS)
+			tag, err := tx.Exec(ctx, importSearchQuery, sIDs, im.RoomID, sKeys, sValues, sStream, sTS, sVectors)
 			if err != nil {
 				return fmt.Errorf("index events for search: %w", err)
 			}
@@ -915,22 +1082,104 @@ func (im *Importer) Chunk(ctx context.Context, jobID, actor string, lo, hi Event
 				return err
 			}
 		}
-		committedMapping, committedGroups = mapping, created
+		// Rows chunks share come last, once the previous chunk has committed.
+		if c.prev != nil {
+			<-c.prev.done
+			if c.prev.err != nil {
+				return fmt.Errorf("chunk %d failed, so chunk %d (which may build on its state groups) was rolled back too", c.prev.idx+1, c.idx+1)
+			}
+		}
+		// room_depth.min_depth lowered to the oldest imported timeline event.
+		minDepth := int64(math.MaxInt64)
+		for _, e := range newEvents {
+			if !e.Outlier && e.Rejection == nil {
+				minDepth = min(minDepth, e.Key.Depth)
+			}
+		}
+		if minDepth != math.MaxInt64 {
+			if _, err = j.Apply(ctx, RowChange{Table: "room_depth", Key: []string{"room_id"},
+				Where: "t.room_id = $1 AND (t.min_depth IS NULL OR t.min_depth > $2)", Args: []any{im.RoomID, minDepth},
+				Set: "min_depth = $2"}, crash); err != nil {
+				return err
+			}
+		}
+		if len(prevs) > 0 {
+			rows, err := tx.Query(ctx, importBackwardExtremitiesQuery, prevs, im.RoomID)
+			if err != nil {
+				return fmt.Errorf("add backward extremities: %w", err)
+			}
+			added, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return fmt.Errorf("add backward extremities: %w", err)
+			}
+			res.Rows["event_backward_extremities"] += len(added)
+			// Volatile: Synapse removes them when it backfills those events itself.
+			if err = j.Inserted(ctx, Inserted{Table: "event_backward_extremities",
+				Match: map[string]any{"room_id": im.RoomID, "event_id": added}, Rows: len(added), Volatile: true}); err != nil {
+				return err
+			}
+		}
+		if err = im.threads(ctx, j, extra.Relations, isNew, newEvents, stream, res); err != nil {
+			return err
+		}
+		for _, tbl := range []string{"event_backward_extremities", "event_failed_pull_attempts"} {
+			if _, err = j.Apply(ctx, RowChange{Table: tbl, Key: []string{"room_id", "event_id"},
+				Where: "t.room_id = $1 AND t.event_id = ANY($2)", Args: []any{im.RoomID, timelineIDs}}, crash); err != nil {
+				return err
+			}
+		}
 		return crash.at(ctx, tx, "before commit")
 	})
+	if err == nil {
+		res.Events, res.ExOutliers = len(newEvents), len(exOutliers)
+	}
+}
+
+// threads adds the threads the new events reply in (m.thread relations) that the server
+// does not have yet, each with its latest reply of the chunk, as Synapse lists them for
+// /threads. Chunks go newest first, so the first chunk to reach a thread has its latest reply.
+func (im *Importer) threads(ctx context.Context, j *JournalTx, relations []Relation, isNew map[string]bool,
+	events []SourceEvent, stream map[string]int64, res *ChunkResult) error {
+	depth := make(map[string]int64, len(events))
+	for _, e := range events {
+		depth[e.EventID] = e.Key.Depth
+	}
+	key := func(id string) EventKey { return EventKey{Depth: depth[id], Stream: stream[id]} }
+	latest := map[string]string{} // thread root → its latest reply here
+	for _, r := range relations {
+		if r.Type != "m.thread" || !isNew[r.EventID] {
+			continue
+		}
+		if cur, ok := latest[r.RelatesTo]; !ok || key(cur).Less(key(r.EventID)) {
+			latest[r.RelatesTo] = r.EventID
+		}
+	}
+	if len(latest) == 0 {
+		return nil
+	}
+	var roots, replies []string
+	var depths, streams []int64
+	for root, reply := range latest {
+		roots, replies = append(roots, root), append(replies, reply)
+		depths, streams = append(depths, depth[reply]), append(streams, stream[reply])
+	}
+	rows, err := j.Tx.Query(ctx, importThreadsQuery, im.RoomID, roots, replies, depths, streams)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("add threads: %w", err)
 	}
-	// Only now, committed, do the new groups become part of what later chunks reuse.
-	for src, tgt := range committedMapping {
-		im.srcToTgt[src] = tgt
+	var added, addedReplies []string
+	var root, reply string
+	if _, err = pgx.ForEachRow(rows, []any{&root, &reply}, func() error {
+		added, addedReplies = append(added, root), append(addedReplies, reply)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("add threads: %w", err)
 	}
-	for _, g := range committedGroups {
-		im.tgtByHash[g.hash] = g.id
-		im.tgtFull[g.id] = im.srcFull[g.src]
-	}
-	res.Events, res.ExOutliers = len(newEvents), len(exOutliers)
-	return res, nil
+	res.Rows["threads"] += len(added)
+	// Volatile: a later reply makes Synapse point the row at it, and undo must then leave
+	// the row (now about a live event) alone; the match on our replies does that.
+	return j.Inserted(ctx, Inserted{Table: "threads", Rows: len(added), Volatile: true,
+		Match: map[string]any{"room_id": im.RoomID, "thread_id": added, "latest_event_id": addedReplies}})
 }
 
 func idsOf(events []SourceEvent) []string {

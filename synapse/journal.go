@@ -33,12 +33,18 @@ const (
 			changed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
 			undone_at  TIMESTAMPTZ,
 			PRIMARY KEY (job_id, seq)
-		)`
-	insertJournalQuery = `INSERT INTO medic.journal (job_id, seq, tbl, op, key, before, after, actor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
-	nextSeqQuery       = `SELECT COALESCE(max(seq), 0) FROM medic.journal WHERE job_id = $1`
-	journalForUndo     = `SELECT seq, tbl, op, key, before, after FROM medic.journal WHERE job_id = $1 AND undone_at IS NULL ORDER BY seq DESC`
-	markUndoneQuery    = `UPDATE medic.journal SET undone_at = now() WHERE job_id = $1 AND undone_at IS NULL`
-	journalCountQuery  = `SELECT count(*) FILTER (WHERE undone_at IS NULL), count(*) FROM medic.journal WHERE job_id = $1`
+		);
+		-- One sequence for every entry: two transactions of one job (an import's chunks run
+		-- two at a time) must not pick the same position. Journals written before it existed
+		-- numbered entries per job from 1; the sequence starts above them all.
+		CREATE SEQUENCE IF NOT EXISTS medic.journal_seq AS INTEGER;
+		SELECT setval('medic.journal_seq', (SELECT max(seq) FROM medic.journal))
+		WHERE (SELECT max(seq) FROM medic.journal) > (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM medic.journal_seq)`
+	insertJournalQuery = `INSERT INTO medic.journal (job_id, seq, tbl, op, key, before, after, actor)
+		VALUES ($1, nextval('medic.journal_seq'), $2, $3, $4, $5, $6, $7)`
+	journalForUndo    = `SELECT seq, tbl, op, key, before, after FROM medic.journal WHERE job_id = $1 AND undone_at IS NULL ORDER BY seq DESC`
+	markUndoneQuery   = `UPDATE medic.journal SET undone_at = now() WHERE job_id = $1 AND undone_at IS NULL`
+	journalCountQuery = `SELECT count(*) FILTER (WHERE undone_at IS NULL), count(*) FROM medic.journal WHERE job_id = $1`
 )
 
 // Journal operations.
@@ -87,9 +93,13 @@ func ident(name string) string { return pgx.Identifier(strings.Split(name, "."))
 
 // EnsureJournal creates the journal schema and table if missing.
 func (db *DB) EnsureJournal(ctx context.Context) error {
+	if db.journalReady.Load() {
+		return nil
+	}
 	if _, err := db.Pool.Exec(ctx, createJournalQuery); err != nil {
 		return fmt.Errorf("create medic.journal: %w", err)
 	}
+	db.journalReady.Store(true)
 	return nil
 }
 
@@ -129,7 +139,6 @@ func (db *DB) ApplyJournaledWith(ctx context.Context, jobID, actor string, prepa
 type JournalTx struct {
 	Tx           pgx.Tx
 	jobID, actor string
-	seq          int
 }
 
 // InJournaledTx runs fn in one transaction with a journal writer for jobID: the changes fn
@@ -144,17 +153,13 @@ func (db *DB) InJournaledTx(ctx context.Context, jobID, actor string, fn func(j 
 		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '64MB'`); err != nil {
 			return err
 		}
-		j := &JournalTx{Tx: tx, jobID: jobID, actor: actor}
-		if err := tx.QueryRow(ctx, nextSeqQuery, jobID).Scan(&j.seq); err != nil {
-			return fmt.Errorf("read journal position: %w", err)
-		}
-		return fn(j)
+		return fn(&JournalTx{Tx: tx, jobID: jobID, actor: actor})
 	})
 }
 
 // Apply changes rows, journaling their before- and after-images. It returns how many changed.
 func (j *JournalTx) Apply(ctx context.Context, ch RowChange, crash CrashPoint) (int, error) {
-	n, err := applyOne(ctx, j.Tx, j.jobID, j.actor, ch, &j.seq, crash)
+	n, err := applyOne(ctx, j.Tx, j.jobID, j.actor, ch, crash)
 	if err != nil {
 		return 0, fmt.Errorf("change %s: %w", ch.Table, err)
 	}
@@ -203,8 +208,7 @@ func (j *JournalTx) Inserted(ctx context.Context, ins Inserted) error {
 		tbl, meta.RowsBy = strings.Join(ins.Tables, ","), ins.RowsBy
 	}
 	after, _ := json.Marshal(meta)
-	j.seq++
-	if _, err = j.Tx.Exec(ctx, insertJournalQuery, j.jobID, j.seq, tbl, OpInsert, key, []byte("null"), after, j.actor); err != nil {
+	if _, err = j.Tx.Exec(ctx, insertJournalQuery, j.jobID, tbl, OpInsert, key, []byte("null"), after, j.actor); err != nil {
 		return fmt.Errorf("journal inserted %s rows: %w", ins.Table, err)
 	}
 	return nil
@@ -346,7 +350,7 @@ func keyJSON(row map[string]any, key []string) ([]byte, error) {
 // the deleted rows: their before-images. An update joins the table to its own rows read (and
 // locked) in a subquery, and returns both images per row; every part of the statement sees
 // the same snapshot, so the subquery's rows are the rows as they were.
-func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange, seq *int, crash CrashPoint) (int, error) {
+func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange, crash CrashPoint) (int, error) {
 	tbl := ident(ch.Table)
 	keyObj := func(alias string) string {
 		parts := make([]string, len(ch.Key))
@@ -378,14 +382,14 @@ func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange,
 		WITH c AS (%[1]s),
 		ins AS (
 			INSERT INTO medic.journal (job_id, seq, tbl, op, key, before, after, actor)
-			SELECT $%[2]d, $%[3]d + row_number() OVER (), $%[4]d, $%[5]d, c.k, c.b, c.a, $%[6]d FROM c
+			SELECT $%[2]d, nextval('medic.journal_seq'), $%[3]d, $%[4]d, c.k, c.b, c.a, $%[5]d FROM c
 			RETURNING 1)
 		SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM ins)`,
-		change, n+1, n+2, n+3, n+4, n+5)
+		change, n+1, n+2, n+3, n+4)
 	if err := crash.at(ctx, tx, "before changing "+ch.Table); err != nil {
 		return 0, err
 	}
-	args := append(slices.Clone(ch.Args), jobID, *seq, ch.Table, op, actor)
+	args := append(slices.Clone(ch.Args), jobID, ch.Table, op, actor)
 	var changed, journaled int
 	if err := tx.QueryRow(ctx, query, args...).Scan(&changed, &journaled); err != nil {
 		return 0, err
@@ -393,7 +397,6 @@ func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange,
 	if changed != journaled {
 		return 0, fmt.Errorf("changed %d rows but journaled %d; nothing was changed", changed, journaled)
 	}
-	*seq += changed
 	return changed, crash.at(ctx, tx, "after changing "+ch.Table)
 }
 

@@ -288,6 +288,7 @@ const (
 	srcAuthQuery            = `SELECT event_id, auth_id FROM event_auth WHERE event_id IN (%s)`
 	srcRelationsQuery       = `SELECT event_id, relates_to_id, relation_type, aggregation_key FROM event_relations WHERE event_id IN (%s)`
 	srcRedactionsQuery      = `SELECT event_id, redacts, have_censored, received_ts, recheck FROM redactions WHERE event_id IN (%s)`
+	srcSearchVectorsQuery   = `SELECT event_id, key, vector::text FROM event_search WHERE event_id IN (%s) AND vector IS NOT NULL`
 	srcRejectionsQuery      = `SELECT event_id, reason, last_check FROM rejections WHERE event_id IN (%s)`
 	srcMembershipsQuery     = `SELECT event_id, user_id, sender, membership, display_name, avatar_url FROM room_memberships WHERE event_id IN (%s)`
 	srcStateGroupsQuery     = `SELECT id, event_id FROM state_groups WHERE room_id = ?`
@@ -325,9 +326,18 @@ const (
 		WHERE NOT EXISTS (SELECT 1 FROM events WHERE events.event_id = p AND NOT events.outlier)
 		ON CONFLICT DO NOTHING
 		RETURNING event_id`
-	// Synapse's search row for PostgreSQL: to_tsvector('english', value).
+	// Synapse's threads upsert (_handle_event_relations) only replaces a row with a later
+	// event, and a backfilled event's negative stream ordering is never later: for imported
+	// replies it amounts to inserting threads the server does not have yet.
+	importThreadsQuery = `
+		INSERT INTO threads (room_id, thread_id, latest_event_id, topological_ordering, stream_ordering)
+		SELECT $1, t, e, d, s FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(t, e, d, s)
+		ON CONFLICT (room_id, thread_id) DO NOTHING
+		RETURNING thread_id, latest_event_id`
+	// Synapse's search row for PostgreSQL: to_tsvector('english', value), or the vector a
+	// PostgreSQL source's Synapse already computed for the event (NULL value: use vec).
 	importSearchQuery = `
 		INSERT INTO event_search (event_id, room_id, key, vector, stream_ordering, origin_server_ts)
-		SELECT id, $2, key, to_tsvector('english', value), so, ts
-		FROM unnest($1::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) AS u(id, key, value, so, ts)`
+		SELECT id, $2, key, COALESCE(vec::tsvector, to_tsvector('english', value)), so, ts
+		FROM unnest($1::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[]) AS u(id, key, value, so, ts, vec)`
 )

@@ -98,8 +98,16 @@ const srcBatch = 5000
 func (s *Source) queryIn(ctx context.Context, query string, ids []string, scan func(*sql.Rows) error, fixed ...any) error {
 	for start := 0; start < len(ids); start += srcBatch {
 		batch := ids[start:min(start+srcBatch, len(ids))]
-		args := append(slices.Clip(fixed), anys(batch)...)
-		rows, err := s.db.QueryContext(ctx, s.q(fmt.Sprintf(query, inList(len(batch)))), args...)
+		var q string
+		var args []any
+		if s.sqlite {
+			q, args = fmt.Sprintf(query, inList(len(batch))), append(slices.Clip(fixed), anys(batch)...)
+		} else {
+			// One array parameter: PostgreSQL parses and plans an IN list of thousands of
+			// parameters anew every time, which cost the source more than reading the rows.
+			q, args = strings.Replace(query, "IN (%s)", "= ANY(?)", 1), append(slices.Clip(fixed), batch)
+		}
+		rows, err := s.db.QueryContext(ctx, s.q(q), args...)
 		if err != nil {
 			return err
 		}
@@ -298,6 +306,9 @@ type EventRows struct {
 	Redactions  []Redaction
 	Rejections  []Rejection
 	Memberships []Membership
+	// Vectors are a PostgreSQL source's event_search vectors (text form) by event and key:
+	// what Synapse computed with to_tsvector, so the import need not compute them again.
+	Vectors map[[2]string]string
 }
 
 // RowsFor reads the edges, auth events, relations, redactions, rejections and memberships of ids.
@@ -380,6 +391,21 @@ func (s *Source) RowsFor(ctx context.Context, ids []string) (*EventRows, error) 
 			out.Memberships = append(out.Memberships, m)
 			return nil
 		}},
+	}
+	if !s.sqlite {
+		// SQLite's event_search is an FTS table: nothing to reuse there.
+		out.Vectors = map[[2]string]string{}
+		steps = append(steps, struct {
+			what, query string
+			scan        func(*sql.Rows) error
+		}{"event_search", srcSearchVectorsQuery, func(r *sql.Rows) error {
+			var id, key, vec string
+			if err := r.Scan(&id, &key, &vec); err != nil {
+				return err
+			}
+			out.Vectors[[2]string{id, key}] = vec
+			return nil
+		}})
 	}
 	for _, st := range steps {
 		if err := s.queryIn(ctx, st.query, ids, st.scan); err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"regexp"
 	"slices"
@@ -32,7 +33,7 @@ var importTables = []string{"events", "event_json", "event_edges", "event_auth",
 	"event_auth_chain_links", "event_auth_chain_to_calculate", "state_events", "event_to_state_groups",
 	"state_groups", "state_group_edges", "state_groups_state", "event_search", "redactions", "event_relations",
 	"room_memberships", "rejections", "room_depth", "event_backward_extremities", "event_failed_pull_attempts",
-	"ex_outlier_stream"}
+	"ex_outlier_stream", "threads"}
 
 // tableFingerprints returns, per table, its row count and a hash of all its rows.
 func tableFingerprints(t *testing.T, h *testbed.Homeserver) map[string]string {
@@ -197,6 +198,13 @@ func TestImportHistory(t *testing.T) {
 		edit.SetEdit(orig.(id.EventID))
 		sendText(t, owner, roomID, edit)
 	}
+	// A thread: its root is an old message, its replies old too.
+	threadRoot, _ := sent.Load(int64(11))
+	for i := range 3 {
+		reply := &event.MessageEventContent{MsgType: event.MsgText, Body: fmt.Sprintf("thread reply %d", i)}
+		reply.RelatesTo = (&event.RelatesTo{}).SetThread(threadRoot.(id.EventID), threadRoot.(id.EventID))
+		sendText(t, owner, roomID, reply)
+	}
 	redacted, _ := sent.Load(int64(5))
 	if _, err = owner.RedactEvent(ctx, roomID, redacted.(id.EventID)); err != nil {
 		t.Fatal(err)
@@ -259,6 +267,9 @@ func TestImportHistory(t *testing.T) {
 	if before := timeline(t, alice, roomID); len(before) >= len(want2)/2 {
 		t.Fatalf("hs1 already shows %d of %d events before the import: the scenario is void", len(before), len(want2))
 	}
+	if slices.Contains(threads(t, alice, roomID), threadRoot.(id.EventID)) {
+		t.Fatal("hs1 lists the old thread before the import: the scenario is void")
+	}
 	fp0 := tableFingerprints(t, tb.HS1)
 
 	dir := t.TempDir()
@@ -278,8 +289,12 @@ func TestImportHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(f, "import:\n  sources:\n    hs2: {type: postgres, database: %q}\n    hs3: {type: sqlite, database: %q}\n  chunk_size: 500\n",
-		tb.HS2.DSN, hs3.SQLite)
+	chunkSize := 500
+	if testing.Short() {
+		chunkSize = 50
+	}
+	fmt.Fprintf(f, "import:\n  sources:\n    hs2: {type: postgres, database: %q}\n    hs3: {type: sqlite, database: %q}\n  chunk_size: %d\n",
+		tb.HS2.DSN, hs3.SQLite, chunkSize)
 	f.Close()
 
 	// Synapse stays up during the import; the job's last step restarts it (restart_command
@@ -290,7 +305,15 @@ func TestImportHistory(t *testing.T) {
 		defer func(w time.Duration) { recovery.RestartWait = w }(recovery.RestartWait)
 		recovery.RestartWait = time.Second
 	}
-	importAndCheck := func(source string, want []id.EventID) string {
+	checkTimeline := func(source string, want []id.EventID) {
+		t.Helper()
+		got := timeline(t, alice, roomID)
+		if !slices.Equal(got, want) {
+			t.Errorf("after importing from %s hs1 shows %d events, %s shows %d; first difference at %d",
+				source, len(got), source, len(want), firstDiff(got, want))
+		}
+	}
+	importAndCheck := func(source string, want []id.EventID) (job, out string) {
 		t.Helper()
 		started := time.Now()
 		out, code := medicExec(t, cfg, fmt.Sprintf("!import history %s from %s", roomID, source))
@@ -308,12 +331,8 @@ func TestImportHistory(t *testing.T) {
 				len(got), len(want), slices.Equal(got, want), firstDiff(got, want))
 			tb.Restart(t, tb.HS1)
 		}
-		got := timeline(t, alice, roomID)
-		if !slices.Equal(got, want) {
-			t.Errorf("after importing from %s hs1 shows %d events, %s shows %d; first difference at %d",
-				source, len(got), source, len(want), firstDiff(got, want))
-		}
-		return m[1]
+		checkTimeline(source, want)
+		return m[1], out
 	}
 
 	// 0. A chunk cut off mid-way (here: after its events were copied) writes nothing.
@@ -332,27 +351,60 @@ func TestImportHistory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plan, err := im.Plan(ctx, 500)
+		plan, err := im.Plan(ctx, chunkSize)
 		if err != nil {
 			t.Fatal(err)
 		}
-		lo, hi := synapse.ChunkRange(plan.Chunks, 0)
 		crash := func(ctx context.Context, tx pgx.Tx, point string) error {
-			if point == "after copying events" {
+			if point == "chunk 1: after copying events" {
 				return errors.New("killed")
 			}
 			return nil
 		}
-		if _, err = im.Chunk(ctx, "crashtest", "test", lo, hi, crash); err == nil {
+		im.Run("crashtest", "test", plan.Chunks, crash)
+		if _, err = im.Import(ctx, 0); err == nil {
 			t.Fatal("the cut-off chunk reported success")
 		}
+		// Chunk 2 started alongside; it must have been rolled back with chunk 1.
+		if _, err = im.Import(ctx, 1); err == nil || !strings.Contains(err.Error(), "rolled back too") {
+			t.Fatalf("chunk 2 after chunk 1 failed: %v", err)
+		}
+		im.Close()
 		if fp := tableFingerprints(t, tb.HS1); !maps.Equal(fp, fp0) {
 			t.Fatal("a chunk cut off mid-way left rows behind")
 		}
 	}()
 
-	// 1. From hs2's PostgreSQL database.
-	job := importAndCheck("hs2", want2)
+	// 1. From hs2's PostgreSQL database. medic is SIGKILLed inside chunk 3's transaction,
+	// with chunk 4 under way beside it: chunks 1 and 2 stay, nothing of 3 and 4 does, and
+	// !resume finishes the job.
+	var job string
+	if experiment {
+		job, _ = importAndCheck("hs2", want2)
+	} else {
+		inTimeline := func() int {
+			return tb.HS1.Count(t, `SELECT count(*) FROM events WHERE room_id = $1 AND NOT outlier`, roomID)
+		}
+		before := inTimeline()
+		out := execKilledAt(t, buildMedic(t), cfg, fmt.Sprintf("!import history %s from hs2", roomID), "chunk 3: before commit")
+		m := jobIDPattern.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no job id in:\n%s", out)
+		}
+		job = m[1]
+		if got := inTimeline() - before; got != 2*chunkSize {
+			t.Fatalf("killed inside chunk 3: %d events joined hs1's timeline, want exactly chunks 1 and 2 (%d)", got, 2*chunkSize)
+		}
+		out, code := medicExec(t, cfg, "!resume "+job)
+		t.Logf("!resume after the kill:\n%s", out)
+		if code != 0 {
+			t.Fatalf("!resume: exit %d", code)
+		}
+		checkTimeline("hs2", want2)
+	}
+	if got := threads(t, alice, roomID); !slices.Contains(got, threadRoot.(id.EventID)) {
+		t.Errorf("after the import hs1's /threads lists %v, not the old thread %s", got, threadRoot)
+	}
 	msgs := bodies(t, alice, roomID)
 	for i := range messages {
 		if i == 5 {
@@ -392,8 +444,23 @@ func TestImportHistory(t *testing.T) {
 		}
 	}
 
-	// 3. From hs3's SQLite database.
-	importAndCheck("hs3", want3)
+	// 3. From hs3's SQLite database, in which one event was edited by hand: the room's name,
+	// which hs1 holds as an outlier. The plan lists it as a conflict and it is left alone.
+	var nameEvent string
+	tb.HS1.WithConn(t, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT event_id FROM current_state_events WHERE room_id = $1 AND type = 'm.room.name'`, roomID).Scan(&nameEvent)
+	})
+	tamperSQLite(t, hs3.SQLite, nameEvent, `"renamed"`, `"tampered"`)
+	nameBefore := tb.HS1.Count(t, `SELECT count(*) FROM events JOIN event_json USING (event_id)
+		WHERE event_id = $1 AND outlier AND json LIKE '%"renamed"%'`, nameEvent)
+	_, out = importAndCheck("hs3", slices.DeleteFunc(slices.Clone(want3), func(e id.EventID) bool { return string(e) == nameEvent }))
+	if !strings.Contains(out, "differ between the two databases") || !strings.Contains(out, nameEvent) {
+		t.Errorf("the plan does not list the edited event %s as a conflict:\n%s", nameEvent, out)
+	}
+	if nameBefore != 1 || tb.HS1.Count(t, `SELECT count(*) FROM events JOIN event_json USING (event_id)
+		WHERE event_id = $1 AND outlier AND json LIKE '%"renamed"%'`, nameEvent) != 1 {
+		t.Errorf("hs1's own copy of the conflicting event %s changed (before: %d)", nameEvent, nameBefore)
+	}
 
 	// 4. Life goes on: a message sent on hs1 now works and comes down /sync.
 	after := sendText(t, alice, roomID, &event.MessageEventContent{MsgType: event.MsgText, Body: "after the import"})
@@ -411,6 +478,57 @@ func TestImportHistory(t *testing.T) {
 	}
 	if top := timeline(t, alice, roomID); len(top) == 0 || top[0] != after {
 		t.Errorf("the new message is not the newest in /messages")
+	}
+
+	// 5. The chain cover: imported state events wait in event_auth_chain_to_calculate until
+	// Synapse next persists a state event in the room, which works the queue off.
+	queued := `SELECT count(*) FROM event_auth_chain_to_calculate WHERE room_id = $1`
+	t.Logf("state events queued for the chain cover after the import: %d", tb.HS1.Count(t, queued, roomID))
+	if _, err = alice.SendStateEvent(ctx, roomID, event.StateMember, alice.UserID.String(),
+		&event.MemberEventContent{Membership: event.MembershipJoin, Displayname: "alice, later"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := tb.HS1.Count(t, queued, roomID); n != 0 {
+		t.Errorf("%d imported state events still wait for their chain cover after a new state event", n)
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM state_events AS s WHERE s.room_id = $1
+		AND NOT EXISTS (SELECT 1 FROM event_auth_chains AS c WHERE c.event_id = s.event_id)`, roomID); n != 0 {
+		t.Errorf("%d state events of the room have no chain cover", n)
+	}
+}
+
+// threads lists the thread roots of a room (GET /rooms/{room}/threads).
+func threads(t *testing.T, cli *mautrix.Client, roomID id.RoomID) []id.EventID {
+	t.Helper()
+	var resp struct {
+		Chunk []struct {
+			ID id.EventID `json:"event_id"`
+		} `json:"chunk"`
+	}
+	if _, err := cli.MakeRequest(context.Background(), http.MethodGet, cli.BuildClientURL("v1", "rooms", roomID, "threads"), nil, &resp); err != nil {
+		t.Fatal(err)
+	}
+	var out []id.EventID
+	for _, e := range resp.Chunk {
+		out = append(out, e.ID)
+	}
+	return out
+}
+
+// tamperSQLite edits an event's JSON in a Synapse SQLite database, as a hand fix would.
+func tamperSQLite(t *testing.T, path, eventID, from, to string) {
+	t.Helper()
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	res, err := db.Exec(`UPDATE event_json SET json = replace(json, ?, ?) WHERE event_id = ?`, from, to, eventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("tamper %s: %d rows changed", eventID, n)
 	}
 }
 

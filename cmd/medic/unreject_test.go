@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -321,29 +319,14 @@ func TestUnrejectKilled(t *testing.T) {
 	all := len(p.chainIDs)
 	var jobID string
 	for _, point := range []string{"before changing events", "after changing events", "after changing rejections", "before commit", "before restart"} {
-		cmd := exec.Command(bin, "exec", "-c", cfg, "--yes", "!unreject "+p.room.String())
-		cmd.Env = append(os.Environ(), synapse.HoldPointEnv+"="+point)
-		var out testbed.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(out.String(), "holding at"); {
-			if time.Now().After(deadline) {
-				_ = cmd.Process.Kill()
-				t.Fatalf("medic never reached %q:\n%s", point, out.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
+		out := execKilledAt(t, bin, cfg, "!unreject "+p.room.String(), point)
 		ev, rej := state()
 		t.Logf("killed at %q: %d/%d events and %d/%d rejections rows still rejected", point, ev, all, rej, all)
 		if point == "before restart" {
 			if ev != 0 || rej != 0 {
 				t.Fatalf("committed change is not complete after a kill at %q", point)
 			}
-			if m := jobIDPattern.FindStringSubmatch(out.String()); m != nil {
+			if m := jobIDPattern.FindStringSubmatch(out); m != nil {
 				jobID = m[1]
 			}
 		} else if ev != all || rej != all {
