@@ -366,6 +366,25 @@ func (b *Buffer) Reset() {
 	b.buf.Reset()
 }
 
+// RestartCommand is the shell command that restarts homeserver h (synapse.restart_command).
+func (tb *Testbed) RestartCommand(h *Homeserver) string { return tb.script + " restart " + fmt.Sprint(h.N) }
+
+// JoinVia joins cli to roomID through server via, retrying for 30 s while federation settles.
+func JoinVia(t testing.TB, cli *mautrix.Client, roomID id.RoomID, via string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := cli.JoinRoom(context.Background(), roomID.String(), &mautrix.ReqJoinRoom{Via: []string{via}})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s join %s: %v", cli.UserID, roomID, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // MedicConfig writes a medic config for hs1 into dir (data in dir/data): the given bot
 // account, hs1's admin as the admin, and Synapse's database, signing key and logs, with the
 // testing-only federation switch on. It returns the config's path.
@@ -387,7 +406,7 @@ synapse:
 federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 unreject: {auth_checker: %q}
 `, h.URL, h.Name, bot, password, h.UserID("admin"), filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*",
-		tb.script+" restart "+fmt.Sprint(h.N), checker)), 0o600)
+		tb.RestartCommand(h), checker)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

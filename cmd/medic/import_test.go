@@ -158,7 +158,7 @@ func TestImportHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	roomID := room.RoomID
-	joinVia(t, carol, roomID, tb.HS2.Name)
+	testbed.JoinVia(t, carol, roomID, tb.HS2.Name)
 
 	// A few thousand messages from four senders at once (the DAG forks, as in real rooms),
 	// with edits, a redaction and state changes among them.
@@ -220,7 +220,7 @@ func TestImportHistory(t *testing.T) {
 	last := sendText(t, owner, roomID, &event.MessageEventContent{MsgType: event.MsgText, Body: "last before alice"})
 	t.Logf("generated %d messages + edits, redaction, state in %s", messages, time.Since(started).Round(time.Millisecond))
 
-	joinVia(t, alice, roomID, tb.HS2.Name)
+	testbed.JoinVia(t, alice, roomID, tb.HS2.Name)
 	var aliceJoin string
 	tb.HS1.Exec(t, `SELECT 1`)
 	for deadline := time.Now().Add(30 * time.Second); ; {

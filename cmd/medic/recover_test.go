@@ -15,21 +15,6 @@ import (
 	"github.com/synapse-medic/medic/testbed"
 )
 
-func joinVia(t *testing.T, cli *mautrix.Client, roomID id.RoomID, via string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := cli.JoinRoom(context.Background(), roomID.String(), &mautrix.ReqJoinRoom{Via: []string{via}})
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s join %s: %v", cli.UserID, roomID, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-}
-
 // TestRecoverScanAfterRestore is incident 1 on the testbed: hs1's users join rooms on hs2
 // after a backup; hs1's database is restored from it; hs2 keeps talking. `!recover scan`
 // must list every one of those rooms with hs2 as the origin.
@@ -68,11 +53,11 @@ func TestRecoverScanAfterRestore(t *testing.T) {
 		t.Fatalf("room version 12 ID has a server part: %s", v12.RoomID)
 	}
 	carol := tb.Register(t, tb.HS1, testbed.UniqueName("carol"), false) // created after the backup
-	joinVia(t, alice, public.RoomID, tb.HS2.Name)
-	joinVia(t, bob, public.RoomID, tb.HS2.Name)
-	joinVia(t, carol, public.RoomID, tb.HS2.Name)
-	joinVia(t, alice, invited.RoomID, tb.HS2.Name)
-	joinVia(t, alice, v12.RoomID, tb.HS2.Name)
+	testbed.JoinVia(t, alice, public.RoomID, tb.HS2.Name)
+	testbed.JoinVia(t, bob, public.RoomID, tb.HS2.Name)
+	testbed.JoinVia(t, carol, public.RoomID, tb.HS2.Name)
+	testbed.JoinVia(t, alice, invited.RoomID, tb.HS2.Name)
+	testbed.JoinVia(t, alice, v12.RoomID, tb.HS2.Name)
 
 	tb.Restore(t, tb.HS1, dump)
 	rooms := []id.RoomID{public.RoomID, invited.RoomID, v12.RoomID}

@@ -57,7 +57,7 @@ func newPoisonedRoom(t *testing.T, tb *testbed.Testbed, messages int) *poisonedR
 		t.Fatal(err)
 	}
 	p.room = resp.RoomID
-	joinVia(t, p.alice, p.room, tb.HS2.Name)
+	testbed.JoinVia(t, p.alice, p.room, tb.HS2.Name)
 	var pl event.PowerLevelsEventContent
 	if err = p.remote.StateEvent(ctx, p.room, event.StatePowerLevels, "", &pl); err != nil {
 		t.Fatal(err)
@@ -108,8 +108,8 @@ func legitRejection(t *testing.T, tb *testbed.Testbed) (id.RoomID, string) {
 		t.Fatal(err)
 	}
 	room := resp.RoomID
-	joinVia(t, bob, room, tb.HS2.Name)
-	joinVia(t, alice, room, tb.HS2.Name)
+	testbed.JoinVia(t, bob, room, tb.HS2.Name)
+	testbed.JoinVia(t, alice, room, tb.HS2.Name)
 	var version string
 	var depth int64
 	var prev []string
