@@ -367,7 +367,9 @@ func (b *Buffer) Reset() {
 }
 
 // RestartCommand is the shell command that restarts homeserver h (synapse.restart_command).
-func (tb *Testbed) RestartCommand(h *Homeserver) string { return tb.script + " restart " + fmt.Sprint(h.N) }
+func (tb *Testbed) RestartCommand(h *Homeserver) string {
+	return tb.script + " restart " + fmt.Sprint(h.N)
+}
 
 // JoinVia joins cli to roomID through server via, retrying for 30 s while federation settles.
 func JoinVia(t testing.TB, cli *mautrix.Client, roomID id.RoomID, via string) {
