@@ -919,8 +919,22 @@ func (im *Importer) write(ctx context.Context, c *inflight) {
 			}
 		}
 		sgMatch := map[string]any{"state_group": sgIDs}
-		if err = copyRows("state_groups", []string{"id", "room_id", "event_id"}, sgRows, map[string]any{"id": sgIDs}, false); err != nil {
-			return err
+		if len(sgRows) > 0 {
+			n, err := tx.CopyFrom(ctx, pgx.Identifier{"state_groups"}, []string{"id", "room_id", "event_id"}, pgx.CopyFromRows(sgRows))
+			if err != nil {
+				return fmt.Errorf("copy into state_groups: %w", err)
+			}
+			res.Rows["state_groups"] += int(n)
+			// Synapse may later store a group as a delta on one of these, or file an event
+			// under one: undo must not delete them from under it.
+			if err = j.Inserted(ctx, Inserted{Table: "state_groups", Match: map[string]any{"id": sgIDs}, Rows: int(n),
+				Refs: []string{"state_group_edges.prev_state_group", "state_group_edges.state_group",
+					"event_to_state_groups.state_group", "state_groups_state.state_group"}}); err != nil {
+				return err
+			}
+			if err = crash.at(ctx, tx, "after copying state_groups"); err != nil {
+				return err
+			}
 		}
 		if err = copyRows("state_group_edges", []string{"state_group", "prev_state_group"}, edgeRows, sgMatch, false); err != nil {
 			return err

@@ -182,12 +182,18 @@ type Inserted struct {
 	// as event_auth_chain_to_calculate, or the chain cover Synapse computes from it): undo
 	// deletes whatever matches then instead of insisting on the count.
 	Volatile bool
+	// Refs are columns ("table.column") of rows Synapse may add later that point at these
+	// rows by the values of Match's list column, e.g. a new state group stored as a delta on
+	// an imported one. Undo refuses while any such row exists: deleting would leave it
+	// dangling. (The job's own referencing rows are undone before, being journaled later.)
+	Refs []string
 }
 
 type insertedMeta struct {
 	Rows     int            `json:"rows"`
 	RowsBy   map[string]int `json:"rows_by,omitempty"`
 	Volatile bool           `json:"volatile,omitempty"`
+	Refs     []string       `json:"refs,omitempty"`
 }
 
 // Inserted journals rows inserted in this transaction. Entries matching no row are skipped
@@ -203,7 +209,7 @@ func (j *JournalTx) Inserted(ctx context.Context, ins Inserted) error {
 	if err != nil {
 		return err
 	}
-	meta, tbl := insertedMeta{Rows: ins.Rows, Volatile: ins.Volatile}, ins.Table
+	meta, tbl := insertedMeta{Rows: ins.Rows, Volatile: ins.Volatile, Refs: ins.Refs}, ins.Table
 	if len(ins.Tables) > 0 {
 		tbl, meta.RowsBy = strings.Join(ins.Tables, ","), ins.RowsBy
 	}
@@ -333,6 +339,50 @@ func undoInserted(ctx context.Context, tx pgx.Tx, tbl string, key, after []byte)
 	return "", err
 }
 
+// danglingRefs counts rows in refs' columns that point at the inserted rows by the values
+// of the match's list column, and describes them if there are any.
+func danglingRefs(ctx context.Context, tx pgx.Tx, tbl string, key []byte, refs []string) (string, error) {
+	if len(refs) == 0 {
+		return "", nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(key))
+	dec.UseNumber()
+	var match map[string]any
+	if err := dec.Decode(&match); err != nil {
+		return "", err
+	}
+	var values any
+	for _, raw := range match {
+		v, err := matchValue(raw)
+		if err != nil {
+			return "", err
+		}
+		switch v.(type) {
+		case []string, []int64:
+			values = v
+		}
+	}
+	if values == nil {
+		return "", fmt.Errorf("%s: references need a list column in the match", tbl)
+	}
+	for _, ref := range refs {
+		refTbl, col, ok := strings.Cut(ref, ".")
+		if !ok {
+			return "", fmt.Errorf("bad reference %q", ref)
+		}
+		var n int
+		if err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s AS r WHERE r.%s = ANY($1)`, ident(refTbl), ident(col)),
+			values).Scan(&n); err != nil {
+			return "", err
+		}
+		if n > 0 {
+			return fmt.Sprintf("%s: %d row(s) of %s written since point at them (%s); deleting them would leave those dangling",
+				tbl, n, refTbl, col), nil
+		}
+	}
+	return "", nil
+}
+
 func keyJSON(row map[string]any, key []string) ([]byte, error) {
 	k := make(map[string]any, len(key))
 	for _, col := range key {
@@ -432,8 +482,12 @@ func (db *DB) Undo(ctx context.Context, jobID string, crash CrashPoint) (int, er
 			return fmt.Errorf("job %s has nothing to undo (never changed rows, or already undone)", jobID)
 		}
 		var drifted []string
+		var refChecks []entry
 		for _, e := range entries {
 			if e.op == OpInsert {
+				// References are checked once every row of the job is gone: rows the job
+				// itself wrote that point at these go too, whatever their order.
+				refChecks = append(refChecks, e)
 				d, err := undoInserted(ctx, tx, e.tbl, e.key, e.after)
 				if err != nil {
 					return fmt.Errorf("delete inserted %s rows: %w", e.tbl, err)
@@ -505,6 +559,19 @@ func (db *DB) Undo(ctx context.Context, jobID string, crash CrashPoint) (int, er
 			restored++
 			if err = crash.at(ctx, tx, fmt.Sprintf("after restoring entry %d", e.seq)); err != nil {
 				return err
+			}
+		}
+		for _, e := range refChecks {
+			var meta insertedMeta
+			if err = json.Unmarshal(e.after, &meta); err != nil {
+				return err
+			}
+			d, err := danglingRefs(ctx, tx, e.tbl, e.key, meta.Refs)
+			if err != nil {
+				return fmt.Errorf("check references to %s: %w", e.tbl, err)
+			}
+			if d != "" {
+				drifted = append(drifted, d)
 			}
 		}
 		if len(drifted) > 0 {

@@ -432,6 +432,28 @@ func TestImportHistory(t *testing.T) {
 	// 2. Undo removes exactly what the import inserted (and restores what it changed), with
 	// Synapse stopped (undo's plan asks for a restart; stopped is the stricter case).
 	tb.Run(t, "stop", hsN(tb.HS1))
+	// First, Synapse has stored a new state group as a delta on an imported one: undo must
+	// refuse and change nothing, or that group would dangle.
+	var importedGroup, laterGroup int64
+	tb.HS1.WithConn(t, func(ctx context.Context, conn *pgx.Conn) error {
+		if err := conn.QueryRow(ctx, `SELECT (key->'id'->>0)::bigint FROM medic.journal WHERE job_id = $1 AND tbl = 'state_groups' LIMIT 1`,
+			job).Scan(&importedGroup); err != nil {
+			return err
+		}
+		return conn.QueryRow(ctx, `INSERT INTO state_groups (id, room_id, event_id) VALUES (nextval('state_group_id_seq'), $1, '$later')
+			RETURNING id`, roomID).Scan(&laterGroup)
+	})
+	tb.HS1.Exec(t, `INSERT INTO state_group_edges (state_group, prev_state_group) VALUES ($1, $2)`, laterGroup, importedGroup)
+	fpBuilt := tableFingerprints(t, tb.HS1)
+	out, code = medicExec(t, cfg, "!undo "+job)
+	if code == 0 || !strings.Contains(out, "state_group_edges written since point at them") {
+		t.Errorf("undo with a later state group built on an imported one: exit %d, want a refusal naming it:\n%s", code, out)
+	}
+	if fp := tableFingerprints(t, tb.HS1); !maps.Equal(fp, fpBuilt) {
+		t.Fatal("the refused undo changed rows")
+	}
+	tb.HS1.Exec(t, `DELETE FROM state_group_edges WHERE state_group = $1`, laterGroup)
+	tb.HS1.Exec(t, `DELETE FROM state_groups WHERE id = $1`, laterGroup)
 	out, code = medicExec(t, cfg, "!undo "+job)
 	tb.Run(t, "start", hsN(tb.HS1))
 	if code != 0 {
