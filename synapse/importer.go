@@ -25,8 +25,9 @@ import (
 // comes down incremental /sync, topological_ordering = depth, room_depth.min_depth lowered,
 // and the state at each event copied as state groups with this database's own ids.
 //
-// One Importer serves one job: it caches the two databases' state-group graphs between
-// chunks. Synapse must not write the room while it runs (see the plan's risks).
+// One Importer serves one job: Plan, then Run and Import chunk by chunk (two write at once).
+// It caches the two databases' state-group graphs between chunks, so after a failed chunk it
+// is spent: Close it and open another, which reads what was committed.
 type Importer struct {
 	DB     *DB
 	Src    *Source
@@ -748,6 +749,26 @@ func (im *Importer) start(ctx context.Context, i int) *inflight {
 	return c
 }
 
+// prevFailed reports whether the previous chunk failed; with wait, it waits for it to end.
+func (c *inflight) prevFailed(wait bool) error {
+	if c.prev == nil {
+		return nil
+	}
+	if wait {
+		<-c.prev.done
+	} else {
+		select {
+		case <-c.prev.done:
+		default:
+			return nil
+		}
+	}
+	if c.prev.err != nil {
+		return fmt.Errorf("chunk %d failed, so chunk %d (which may build on its state groups) was rolled back too", c.prev.idx+1, c.idx+1)
+	}
+	return nil
+}
+
 // prepDone opens c's first gate, after the previous chunk's.
 func (c *inflight) prepDone() {
 	if c.prepClosed {
@@ -885,6 +906,9 @@ func (im *Importer) write(ctx context.Context, c *inflight) {
 			stream[e.EventID] = seq[len(seq)-1-i]
 		}
 		c.prepDone()
+		if err := c.prevFailed(false); err != nil {
+			return err // no point writing a chunk that must roll back
+		}
 		var byEvent []string
 		byEventRows := map[string]int{}
 		copyRows := func(table string, cols []string, rows [][]any, match map[string]any, volatile bool) error {
@@ -1097,11 +1121,8 @@ func (im *Importer) write(ctx context.Context, c *inflight) {
 			}
 		}
 		// Rows chunks share come last, once the previous chunk has committed.
-		if c.prev != nil {
-			<-c.prev.done
-			if c.prev.err != nil {
-				return fmt.Errorf("chunk %d failed, so chunk %d (which may build on its state groups) was rolled back too", c.prev.idx+1, c.idx+1)
-			}
+		if err := c.prevFailed(true); err != nil {
+			return err
 		}
 		// room_depth.min_depth lowered to the oldest imported timeline event.
 		minDepth := int64(math.MaxInt64)
