@@ -69,6 +69,9 @@ type Operation struct {
 	Step func(ctx context.Context, args Args, plan *Plan, idx int) error
 	// Parallel is how many steps may run at once (default 1: in order).
 	Parallel int
+	// Finish, if set, runs when a run of the job ends (state: done, failed or cancelled), to
+	// release what the steps held between them.
+	Finish func(ctx context.Context, jobID, state string)
 }
 
 type jobIDKey struct{}
@@ -613,6 +616,9 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op *Op
 		state = store.JobCancelled
 	case failed > 0:
 		state = store.JobFailed
+	}
+	if op.Finish != nil {
+		op.Finish(stepCtx, job.ID, state)
 	}
 	job.State = state
 	job.Result = fmt.Sprintf("%d of %d steps done, %d failed", done, total, failed)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 )
 
@@ -133,6 +134,11 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 				Data:    map[string]string{"chunks": string(chunks)},
 			}, nil
 		},
+		// A stopped job rolls back the chunk started beside the last finished step, so that
+		// "the remaining steps were not run" holds; every end releases the source.
+		Finish: func(ctx context.Context, jobID, state string) {
+			hi.endSession(jobID, state == store.JobCancelled)
+		},
 		Step: func(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
 			if plan.Steps[idx] == stepRestart {
 				hi.closeSession(jobs.JobIDFrom(ctx))
@@ -186,12 +192,20 @@ func (hi *HistoryImport) session(ctx context.Context, jobID string, args jobs.Ar
 	return im, nil
 }
 
-func (hi *HistoryImport) closeSession(jobID string) {
+func (hi *HistoryImport) closeSession(jobID string) { hi.endSession(jobID, false) }
+
+// endSession closes a job's importer, rolling back its chunks under way if abort is set.
+func (hi *HistoryImport) endSession(jobID string, abort bool) {
 	hi.lock.Lock()
-	defer hi.lock.Unlock()
-	if im := hi.sessions[jobID]; im != nil {
+	im := hi.sessions[jobID]
+	delete(hi.sessions, jobID)
+	hi.lock.Unlock()
+	switch {
+	case im == nil:
+	case abort:
+		im.Abort()
+	default:
 		im.Close()
-		delete(hi.sessions, jobID)
 	}
 }
 

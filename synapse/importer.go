@@ -52,6 +52,8 @@ type Importer struct {
 	running      map[int]*inflight
 	tail         *inflight // the chunk started last: the next one's predecessor
 	wg           sync.WaitGroup
+	runCtx       context.Context
+	abort        context.CancelFunc // cancels runCtx: the chunks under way (Abort)
 
 	// prefetched holds source reads of coming chunks, started while an earlier chunk writes.
 	prefetchLock sync.Mutex
@@ -730,6 +732,17 @@ func (im *Importer) Close() {
 	im.Src.Close()
 }
 
+// Abort rolls back the chunks under way (a chunk started beside the last one imported would
+// otherwise commit on its own), waits for them, and closes the source.
+func (im *Importer) Abort() {
+	im.runLock.Lock()
+	if im.abort != nil {
+		im.abort()
+	}
+	im.runLock.Unlock()
+	im.Close()
+}
+
 func (im *Importer) start(ctx context.Context, i int) *inflight {
 	im.runLock.Lock()
 	defer im.runLock.Unlock()
@@ -739,7 +752,12 @@ func (im *Importer) start(ctx context.Context, i int) *inflight {
 	c := &inflight{idx: i, prev: im.tail, prepped: make(chan struct{}), done: make(chan struct{})}
 	if im.running == nil {
 		im.running = map[int]*inflight{}
+		// The chunks outlive the call that starts them: they run under the first caller's
+		// context (a job's run), and Abort can cancel them.
+		ctx, im.abort = context.WithCancel(ctx)
+		im.runCtx = ctx
 	}
+	ctx = im.runCtx
 	im.running[i], im.tail = c, c
 	im.wg.Add(1)
 	go func() {

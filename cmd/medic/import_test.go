@@ -373,6 +373,43 @@ func TestImportHistory(t *testing.T) {
 		if fp := tableFingerprints(t, tb.HS1); !maps.Equal(fp, fp0) {
 			t.Fatal("a chunk cut off mid-way left rows behind")
 		}
+
+		// A stopped job: chunk 1 commits, chunk 2 (started beside it) is parked just before
+		// its commit when the job is stopped. Abort rolls chunk 2 back; chunk 1 stays, and
+		// undoing it through the journal restores every table.
+		src2, err := synapse.OpenSource(ctx, synapse.SourcePostgres, tb.HS2.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err = synapse.NewImporter(ctx, db, src2, roomID.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		parked := make(chan struct{})
+		im.Run("aborttest", "test", plan.Chunks, func(ctx context.Context, tx pgx.Tx, point string) error {
+			if point == "chunk 2: before commit" {
+				close(parked)
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return nil
+		})
+		inTimeline := `SELECT count(*) FROM events WHERE room_id = $1 AND NOT outlier`
+		before := tb.HS1.Count(t, inTimeline, roomID)
+		if _, err = im.Import(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		<-parked
+		im.Abort()
+		if got := tb.HS1.Count(t, inTimeline, roomID) - before; got != chunkSize {
+			t.Fatalf("after stopping with chunk 2 under way: %d events joined the timeline, want chunk 1's %d", got, chunkSize)
+		}
+		if _, err = db.Undo(ctx, "aborttest", nil); err != nil {
+			t.Fatal(err)
+		}
+		if fp := tableFingerprints(t, tb.HS1); !maps.Equal(fp, fp0) {
+			t.Fatal("undoing chunk 1 did not restore every table")
+		}
 	}()
 
 	// 1. From hs2's PostgreSQL database. medic is SIGKILLed inside chunk 3's transaction,
