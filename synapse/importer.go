@@ -119,26 +119,13 @@ func (im *Importer) readChunk(ctx context.Context, lo, hi EventKey) *sourceChunk
 
 // existing returns which of ids the target has, with whether each is an outlier there.
 func (im *Importer) existing(ctx context.Context, ids []string) (map[string]bool, error) {
-	rows, err := im.DB.Pool.Query(ctx, importExistingQuery, ids)
-	if err != nil {
-		return nil, fmt.Errorf("look up events: %w", err)
-	}
-	existing := map[string]bool{}
-	var id string
-	var outlier bool
-	if _, err = pgx.ForEachRow(rows, []any{&id, &outlier}, func() error {
-		existing[id] = outlier
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("look up events: %w", err)
-	}
-	return existing, nil
+	return im.outliers(ctx, "look up events", importExistingQuery, ids)
 }
 
 // prefetch starts reading a chunk's key range from the source in the background, so the
 // source read of the next chunk overlaps the writes of this one.
-func (im *Importer) prefetch(ctx context.Context, chunks []EventKey, i int) {
-	lo, hi := ChunkRange(chunks, i)
+func (im *Importer) prefetch(ctx context.Context, i int) {
+	lo, hi := ChunkRange(im.chunks, i)
 	im.prefetchLock.Lock()
 	defer im.prefetchLock.Unlock()
 	if im.prefetched == nil {
@@ -302,21 +289,25 @@ func ChunkRange(chunks []EventKey, i int) (lo, hi EventKey) {
 }
 
 func (im *Importer) targetEvents(ctx context.Context) (map[string]bool, error) {
-	rows, err := im.DB.Pool.Query(ctx, importTargetEventsQuery, im.RoomID)
+	return im.outliers(ctx, "list the room's events", importTargetEventsQuery, im.RoomID)
+}
+
+// outliers runs a query for (event_id, outlier) rows on the target: event → outlier.
+func (im *Importer) outliers(ctx context.Context, what, query string, args ...any) (map[string]bool, error) {
+	rows, err := im.DB.Pool.Query(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list the room's events: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	have := map[string]bool{}
+	out := map[string]bool{}
 	var id string
 	var outlier bool
-	_, err = pgx.ForEachRow(rows, []any{&id, &outlier}, func() error {
-		have[id] = outlier
+	if _, err = pgx.ForEachRow(rows, []any{&id, &outlier}, func() error {
+		out[id] = outlier
 		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list the room's events: %w", err)
+	}); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	return have, nil
+	return out, nil
 }
 
 // eventIdentity is what two copies of one event must agree on: the content hash covers the
@@ -815,7 +806,7 @@ func (im *Importer) write(ctx context.Context, c *inflight) {
 	crash := im.crashAt(c.idx)
 	lo, hi := ChunkRange(im.chunks, c.idx)
 	if c.idx+1 < len(im.chunks) {
-		im.prefetch(ctx, im.chunks, c.idx+1)
+		im.prefetch(ctx, c.idx+1)
 	}
 	sc := im.source(ctx, lo, hi)
 	if err = sc.err; err != nil {

@@ -220,12 +220,18 @@ func (j *JournalTx) Inserted(ctx context.Context, ins Inserted) error {
 	return nil
 }
 
-// insertedWhere turns a journaled match back into a condition over the table aliased as t.
-func insertedWhere(raw []byte) (string, []any, error) {
+// decodeMatch reads a journaled match, keeping numbers exact (state group ids are int64).
+func decodeMatch(raw []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var match map[string]any
-	if err := dec.Decode(&match); err != nil {
+	return match, dec.Decode(&match)
+}
+
+// insertedWhere turns a journaled match back into a condition over the table aliased as t.
+func insertedWhere(raw []byte) (string, []any, error) {
+	match, err := decodeMatch(raw)
+	if err != nil {
 		return "", nil, err
 	}
 	cols := make([]string, 0, len(match))
@@ -345,10 +351,8 @@ func danglingRefs(ctx context.Context, tx pgx.Tx, tbl string, key []byte, refs [
 	if len(refs) == 0 {
 		return "", nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(key))
-	dec.UseNumber()
-	var match map[string]any
-	if err := dec.Decode(&match); err != nil {
+	match, err := decodeMatch(key)
+	if err != nil {
 		return "", err
 	}
 	var values any

@@ -314,10 +314,11 @@ type EventRows struct {
 // RowsFor reads the edges, auth events, relations, redactions, rejections and memberships of ids.
 func (s *Source) RowsFor(ctx context.Context, ids []string) (*EventRows, error) {
 	var out EventRows
-	steps := []struct {
+	type step struct {
 		what, query string
 		scan        func(*sql.Rows) error
-	}{
+	}
+	steps := []step{
 		{"event_edges", srcEdgesQuery, func(r *sql.Rows) error {
 			var e Edge
 			var room sql.NullString
@@ -395,10 +396,7 @@ func (s *Source) RowsFor(ctx context.Context, ids []string) (*EventRows, error) 
 	if !s.sqlite {
 		// SQLite's event_search is an FTS table: nothing to reuse there.
 		out.Vectors = map[[2]string]string{}
-		steps = append(steps, struct {
-			what, query string
-			scan        func(*sql.Rows) error
-		}{"event_search", srcSearchVectorsQuery, func(r *sql.Rows) error {
+		steps = append(steps, step{"event_search", srcSearchVectorsQuery, func(r *sql.Rows) error {
 			var id, key, vec string
 			if err := r.Scan(&id, &key, &vec); err != nil {
 				return err

@@ -38,22 +38,19 @@ var importTables = []string{"events", "event_json", "event_edges", "event_auth",
 // tableFingerprints returns, per table, its row count and a hash of all its rows.
 func tableFingerprints(t *testing.T, h *testbed.Homeserver) map[string]string {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, h.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	out := map[string]string{}
-	for _, tbl := range importTables {
-		var n int
-		var sum string
-		q := fmt.Sprintf(`SELECT count(*)::int, coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM %s AS t`, tbl)
-		if err = conn.QueryRow(ctx, q).Scan(&n, &sum); err != nil {
-			t.Fatalf("%s: %v", tbl, err)
+	h.WithConn(t, func(ctx context.Context, conn *pgx.Conn) error {
+		for _, tbl := range importTables {
+			var n int
+			var sum string
+			q := fmt.Sprintf(`SELECT count(*)::int, coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM %s AS t`, tbl)
+			if err := conn.QueryRow(ctx, q).Scan(&n, &sum); err != nil {
+				return fmt.Errorf("%s: %w", tbl, err)
+			}
+			out[tbl] = fmt.Sprintf("%d rows %s", n, sum)
 		}
-		out[tbl] = fmt.Sprintf("%d rows %s", n, sum)
-	}
+		return nil
+	})
 	return out
 }
 
@@ -593,16 +590,11 @@ func tamperSQLite(t *testing.T, path, eventID, from, to string) {
 
 func joinEventID(t *testing.T, h *testbed.Homeserver, roomID id.RoomID, user id.UserID) string {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, h.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	var ev string
-	if err = conn.QueryRow(ctx, `SELECT event_id FROM local_current_membership WHERE room_id = $1 AND user_id = $2`, roomID, user).Scan(&ev); err != nil {
-		t.Fatal(err)
-	}
+	h.WithConn(t, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT event_id FROM local_current_membership WHERE room_id = $1 AND user_id = $2`,
+			roomID, user).Scan(&ev)
+	})
 	return ev
 }
 
