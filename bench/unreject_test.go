@@ -213,16 +213,20 @@ func TestUnrejectBenchChild(t *testing.T) {
 	u := &recovery.Unrejecter{DB: db, ServerName: os.Getenv("MEDIC_BENCH_SERVER"), Checker: os.Getenv("MEDIC_BENCH_CHECKER"),
 		OwnKey: func() (*federation.SigningKey, error) { return synapse.LoadSigningKey(os.Getenv("MEDIC_BENCH_KEY")) }}
 	op := u.Operation()
-	args := jobs.Args{"room": benchChainRoom}
+	args := recovery.UnrejectArgs{Room: benchChainRoom}
 	t0 := time.Now()
 	plan, err := op.Plan(ctx, args)
 	if err != nil {
 		t.Fatal(err)
 	}
 	planDur := time.Since(t0)
-	unrejected := len(strings.Split(plan.Data["events"], "\n"))
+	var data recovery.UnrejectData
+	if err = json.Unmarshal(plan.Data, &data); err != nil {
+		t.Fatal(err)
+	}
+	unrejected := len(data.Events)
 	t1 := time.Now()
-	if err = op.Step(jobs.WithJobID(ctx, "bench"), args, plan, 0); err != nil {
+	if err = jobs.RunStep(ctx, op, "bench", args, plan, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	runDur := time.Since(t1)

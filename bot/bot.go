@@ -20,11 +20,11 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/synapse-medic/medic/app"
 	"github.com/synapse-medic/medic/commands"
 	"github.com/synapse-medic/medic/config"
-	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/store"
-	"github.com/synapse-medic/medic/synapse"
 )
 
 // Bot is one running medic.
@@ -35,7 +35,9 @@ type Bot struct {
 	Client *mautrix.Client
 	crypto *cryptohelper.CryptoHelper
 	proc   *commands.Processor
-	env    *commands.Env
+	app    *app.App
+	// progress maps a running job's ID to its progress message (roomNotifier).
+	progress progressMessages
 
 	// startTime is when this process started: events older than it are from before we were
 	// listening (the first sync replays history) and are never acted on.
@@ -48,18 +50,27 @@ type Bot struct {
 	syncState syncHealth
 }
 
-// New prepares a bot; Start logs in.
-func New(cfg *config.Config, st *store.Store, version string, log zerolog.Logger) (*Bot, error) {
+// NewClient makes the bot's Matrix client (not logged in yet unless an access token is
+// configured): app.New takes it for the admin API, New for the bot.
+func NewClient(cfg *config.Config, log zerolog.Logger) (*mautrix.Client, error) {
 	cli, err := mautrix.NewClient(cfg.Homeserver.URL, cfg.Bot.UserID, cfg.Bot.AccessToken)
 	if err != nil {
 		return nil, fmt.Errorf("create client: %w", err)
 	}
 	cli.DeviceID = cfg.Bot.DeviceID
 	cli.Log = log.With().Str("component", "matrix").Logger()
+	return cli, nil
+}
+
+// New prepares a bot for the application a, on the client a was assembled with; Start logs
+// in.
+func New(a *app.App, cli *mautrix.Client) *Bot {
+	cfg := a.Config
 	b := &Bot{
 		cfg:        cfg,
-		log:        log,
-		store:      st,
+		log:        a.Log,
+		store:      a.Store,
+		app:        a,
 		Client:     cli,
 		startTime:  time.Now(),
 		admins:     make(map[id.UserID]struct{}, len(cfg.Admins)),
@@ -68,13 +79,9 @@ func New(cfg *config.Config, st *store.Store, version string, log zerolog.Logger
 	for _, a := range cfg.Admins {
 		b.admins[a] = struct{}{}
 	}
-	b.env, err = commands.NewEnv(context.Background(), cfg, st, synapse.NewAdmin(cli), version, log)
-	if err != nil {
-		return nil, err
-	}
-	b.proc = commands.NewProcessor(cli, b.env)
-	b.env.Health.Self = b.selfStatus
-	return b, nil
+	b.proc = commands.NewProcessor(cli, a, b)
+	a.Health.Self = b.selfStatus
+	return b
 }
 
 // Start logs in, sets up encryption and cross-signing, and registers event handlers.
@@ -109,10 +116,11 @@ func (b *Bot) Start(ctx context.Context) error {
 			b.log.Warn().Err(err).Msg("Failed to set display name")
 		}
 	}
-	if err = recovery.RevokeMinted(ctx, b.store, b.env.DB, b.Client.UserID, b.cfg.Homeserver.URL); err != nil {
+	if err = b.app.Start(ctx); err != nil {
 		b.log.Warn().Err(err).Msg("Could not log out tokens left by an interrupted recovery")
 	}
-	if err = b.env.Jobs.ReportInterrupted(ctx, b.Client); err != nil {
+	notifier := func(job *store.Job) jobs.Notifier { return b.roomNotifier(id.RoomID(job.RoomID)) }
+	if err = b.app.Jobs.ReportInterrupted(ctx, notifier); err != nil {
 		return fmt.Errorf("check interrupted jobs: %w", err)
 	}
 	syncer := b.Client.Syncer.(mautrix.ExtensibleSyncer)
@@ -227,8 +235,7 @@ func (b *Bot) Run(ctx context.Context) error {
 	}()
 	err := b.Client.SyncWithContext(ctx)
 	b.running.Wait()
-	b.env.Jobs.Wait()
-	b.env.Close()
+	b.app.Close()
 	if b.crypto != nil {
 		_ = b.crypto.Close()
 	}

@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/synapseadmin"
 
+	"github.com/synapse-medic/medic/app"
 	"github.com/synapse-medic/medic/bot"
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/store"
@@ -74,10 +75,15 @@ func startBot(t *testing.T, cfg *config.Config) *runningBot {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bot.New(cfg, st, "test", log)
+	cli, err := bot.NewClient(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	a, err := app.New(ctx, cfg, st, cli, "test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bot.New(a, cli)
 	if err = b.Start(ctx); err != nil {
 		t.Fatalf("start bot: %v\nlogs:\n%s", err, logs.String())
 	}

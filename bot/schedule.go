@@ -92,7 +92,7 @@ func (b *Bot) runSchedule(ctx context.Context) {
 // scheduledReport runs every check, decides (health.post) whether the report is worth
 // posting compared with the last posted one, posts it to the report rooms, and stores it.
 func (b *Bot) scheduledReport(ctx context.Context) error {
-	rn := b.env.Health
+	rn := b.app.Health
 	rep, err := rn.Run(ctx)
 	if err != nil {
 		return err

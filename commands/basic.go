@@ -12,7 +12,7 @@ func pingCommand() *Handler {
 		Description: text("Check that medic is alive and how long the command took to reach it"),
 		Parameters:  []*cmdschema.Parameter{},
 		Func: func(ce *Event) {
-			if IsTerminal(ce) || ce.Timestamp == 0 {
+			if ce.Timestamp == 0 { // the terminal: nothing travelled
 				reply(ce, "Pong!")
 				return
 			}

@@ -10,43 +10,33 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
-	"sync"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	mcmd "maunium.net/go/mautrix/commands"
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/format"
-	"maunium.net/go/mautrix/id"
 
-	"github.com/synapse-medic/medic/config"
-	"github.com/synapse-medic/medic/health"
+	"github.com/synapse-medic/medic/app"
 	"github.com/synapse-medic/medic/jobs"
-	"github.com/synapse-medic/medic/recovery"
-	"github.com/synapse-medic/medic/store"
-	"github.com/synapse-medic/medic/synapse"
 )
 
-// Env is what every handler can use. It is the processor's Meta, shared by all commands.
+// Env is the processor's Meta, shared by all commands: the application, and the transport
+// the commands arrive by.
 type Env struct {
-	Config *config.Config
-	Store  *store.Store
-	Admin  *synapse.Admin
-	// DB is Synapse's database; nil when synapse.database is not configured.
-	DB *synapse.DB
-	// Health runs the health checks (!health and the scheduled report).
-	Health  *health.Runner
-	Jobs    *jobs.Manager
-	Version string
-	// Confirm is set on the terminal: approval prompts are asked there and then.
-	Confirm func(prompt string) bool
-
-	fedOnce sync.Once
-	fed     *federation.Client
-	fedErr  error
+	*app.App
+	Transport Transport
 	// Commands is the definition list the processor was built from (for !help).
 	Commands []*Handler
+}
+
+// Transport is what commands need to know of where they came from.
+type Transport interface {
+	// Requester is who asked for a job by this command, and where the job spine speaks.
+	Requester(ce *Event) jobs.Requester
+	// Shared tells whether commands arrive in a shared Matrix room (other bots may use the
+	// same prefix there, and images can be shown), rather than on medic's own terminal.
+	Shared() bool
 }
 
 type (
@@ -54,67 +44,6 @@ type (
 	Handler   = mcmd.Handler[*Env]
 	Processor = mcmd.Processor[*Env]
 )
-
-// NewEnv builds the handlers' environment with the job manager and every operation.
-// Synapse's database is connected lazily (pgxpool), so a down database fails the commands
-// that need it, not the start.
-func NewEnv(ctx context.Context, cfg *config.Config, st *store.Store, admin *synapse.Admin, version string, log zerolog.Logger) (*Env, error) {
-	env := &Env{Config: cfg, Store: st, Admin: admin, Version: version}
-	if cfg.Synapse.DatabaseDSN != "" {
-		db, err := synapse.OpenDB(ctx, cfg.Synapse.DatabaseDSN)
-		if err != nil {
-			return nil, err
-		}
-		env.DB = db
-	}
-	rejoiner := &recovery.Rejoiner{
-		Admin: admin, DB: env.DB, Store: st, Federation: env.Federation,
-		ServerName: cfg.Homeserver.ServerName, HomeserverURL: cfg.Homeserver.URL, BotUser: cfg.Bot.UserID,
-		Logs: recovery.Sources(cfg.Synapse.Logs),
-	}
-	env.Health = &health.Runner{Config: cfg, Admin: admin, DB: env.DB, Store: st, Federation: env.Federation}
-	env.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger(),
-		recovery.FederationReset(admin),
-		recovery.ExtremitiesTrim(admin),
-		recovery.Undo(env.DB),
-		rejoiner.Operation(),
-		(&recovery.HistoryImport{DB: env.DB, Admin: admin, Config: cfg.Import, Restart: cfg.Synapse.RestartCommand}).Operation(),
-		env.Unrejecter().Operation(),
-	)
-	return env, nil
-}
-
-// Unrejecter is !unreject's operation, configured.
-func (e *Env) Unrejecter() *recovery.Unrejecter {
-	cfg := e.Config
-	u := &recovery.Unrejecter{DB: e.DB, Admin: e.Admin, Federation: e.Federation, ServerName: cfg.Homeserver.ServerName,
-		Checker: cfg.Unreject.AuthChecker, RestartCommand: cfg.Synapse.RestartCommand}
-	if cfg.Synapse.SigningKeyPath != "" {
-		u.OwnKey = func() (*federation.SigningKey, error) { return synapse.LoadSigningKey(cfg.Synapse.SigningKeyPath) }
-	}
-	return u
-}
-
-// Close releases the connection to Synapse's database.
-func (e *Env) Close() {
-	if e.DB != nil {
-		e.DB.Close()
-	}
-}
-
-// Federation returns a federation client signing as the server (nil, without error, when
-// synapse.signing_key_path is not configured).
-func (e *Env) Federation() (*federation.Client, error) {
-	e.fedOnce.Do(func() {
-		cfg := e.Config
-		if cfg.Synapse.SigningKeyPath == "" {
-			return
-		}
-		e.fed, e.fedErr = synapse.NewFederationClient(cfg.Homeserver.ServerName, cfg.Synapse.SigningKeyPath,
-			cfg.Federation.DangerouslyAllowLoopbackAndSelfSignedTestingOnly)
-	})
-	return e.fed, e.fedErr
-}
 
 // needDB answers that the command needs Synapse's database when none is configured.
 func needDB(ce *Event) bool {
@@ -187,9 +116,9 @@ func guard(fn func(ce *Event)) func(ce *Event) {
 
 // NewProcessor builds a command processor with every medic command registered. cli is the
 // client replies go through: the bot's Matrix client, or the terminal's printing client.
-func NewProcessor(cli *mautrix.Client, env *Env) *Processor {
+func NewProcessor(cli *mautrix.Client, a *app.App, t Transport) *Processor {
 	proc := mcmd.NewProcessor[*Env](cli)
-	env.Commands = All()
+	env := &Env{App: a, Transport: t, Commands: All()}
 	for _, h := range env.Commands {
 		wrap(h)
 	}
@@ -236,12 +165,6 @@ func All() []*Handler {
 }
 
 func text(s string) *event.ExtensibleTextContainer { return event.MakeExtensibleText(s) }
-
-// TerminalUser is the sender of commands typed into `medic exec`.
-const TerminalUser = id.UserID("@terminal:medic.local")
-
-// IsTerminal tells whether a command came from `medic exec` rather than Matrix.
-func IsTerminal(ce *Event) bool { return ce.Sender == TerminalUser }
 
 func prefix(ce *Event) string { return ce.Meta.Config.Bot.CommandPrefix }
 

@@ -7,7 +7,6 @@ import (
 
 	"maunium.net/go/mautrix/event/cmdschema"
 
-	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
 )
 
@@ -57,7 +56,7 @@ func extremitiesCommand() *Handler {
 					Fail(ce, "Usage: `%sextremities trim <room>`", prefix(ce))
 					return
 				}
-				propose(ce, recovery.KindExtremitiesTrim, jobs.Args{"room": ce.Args[0]})
+				propose(ce, ce.Meta.Ops.ExtremitiesTrim.With(recovery.ExtremitiesTrimArgs{Room: ce.Args[0]}))
 			},
 		}},
 	}

@@ -49,7 +49,7 @@ func healthCommand() *Handler {
 				send(ce, content)
 				return
 			}
-			if !IsTerminal(ce) {
+			if ce.Meta.Transport.Shared() { // charts are images: chat only
 				if rep.Charts, err = rn.Charts(ce.Ctx, rep); err != nil {
 					zerolog.Ctx(ce.Ctx).Warn().Err(err).Msg("Could not draw the health charts")
 				}

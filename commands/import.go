@@ -3,7 +3,6 @@ package commands
 import (
 	"maunium.net/go/mautrix/event/cmdschema"
 
-	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
 )
 
@@ -37,5 +36,5 @@ func importHistory(ce *Event) {
 	if !needDB(ce) {
 		return
 	}
-	propose(ce, recovery.KindImport, jobs.Args{"room": args[0], "source": args[2]})
+	propose(ce, ce.Meta.Ops.Import.With(recovery.ImportArgs{Room: args[0], Source: args[2]}))
 }

@@ -1,7 +1,6 @@
 package commands
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -10,23 +9,14 @@ import (
 
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
-	"github.com/synapse-medic/medic/store"
 )
 
-func requester(ce *Event) jobs.Requester {
-	return jobs.Requester{User: ce.Sender, RoomID: ce.RoomID, Client: ce.Proc.Client, Confirm: ce.Meta.Confirm}
-}
+func requester(ce *Event) jobs.Requester { return ce.Meta.Transport.Requester(ce) }
 
-// propose plans an operation for approval. On the terminal the job also runs here and now,
-// so a job that failed or was declined makes the command fail (exit code ≠ 0).
-func propose(ce *Event, kind string, args jobs.Args) {
-	job, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), kind, args)
-	if err != nil {
+// propose plans an operation (ce.Meta.Ops.X.With(args)) and asks for approval.
+func propose(ce *Event, r jobs.Request) {
+	if _, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), r); err != nil {
 		Fail(ce, "Could not plan this: %v", err)
-		return
-	}
-	if IsTerminal(ce) && job != nil && job.State != store.JobDone {
-		outcome(ce.Ctx).Failed = true
 	}
 }
 
@@ -47,6 +37,9 @@ func jobCommand(name, desc string, fn func(m *jobs.Manager, ce *Event, id string
 			answer, err := fn(ce.Meta.Jobs, ce, ce.Args[0])
 			if err != nil {
 				msg := err.Error()
+				if !strings.HasSuffix(msg, ".") {
+					msg += "."
+				}
 				Fail(ce, "%s", strings.ToUpper(msg[:1])+msg[1:])
 			} else if answer != "" {
 				reply(ce, answer)
@@ -70,7 +63,7 @@ func cancelCommand() *Handler {
 }
 
 func resumeCommand() *Handler {
-	return jobCommand("resume", "Finish a job that a restart interrupted (finished steps are not repeated)",
+	return jobCommand("resume", "Run a failed or interrupted job again: it is re-planned, and only failed and unfinished steps run",
 		func(m *jobs.Manager, ce *Event, id string) (string, error) {
 			return m.Resume(ce.Ctx, requester(ce), id)
 		})
@@ -92,10 +85,7 @@ func jobsCommand() *Handler {
 			var b strings.Builder
 			b.WriteString("| job | what | state | requested by | when |\n|---|---|---|---|---|\n")
 			for _, j := range list {
-				var title string
-				if p := parsePlan(j.Plan); p != nil {
-					title = p.Title
-				}
+				title := jobs.ParsePlan(j.Plan).Title
 				fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", j.ID, title, j.State, j.RequestedBy, j.RequestedAt.UTC().Format(time.DateTime))
 			}
 			reply(ce, b.String())
@@ -117,7 +107,7 @@ func jobCommandDetail() *Handler {
 				return
 			}
 			var b strings.Builder
-			p := parsePlan(j.Plan)
+			p := jobs.ParsePlan(j.Plan)
 			fmt.Fprintf(&b, "**Job %s: %s** — %s\n\n", j.ID, p.Title, j.State)
 			fmt.Fprintf(&b, "Plan %s, %d approval(s) needed. %s\n\nChanges:\n\n", j.Fingerprint, j.ApprovalsNeeded, j.Result)
 			for _, c := range p.Changes {
@@ -126,7 +116,11 @@ func jobCommandDetail() *Handler {
 			if steps, _ := ce.Meta.Store.Steps(ce.Ctx, j.ID); len(steps) > 0 {
 				b.WriteString("\nSteps:\n\n")
 				for _, s := range steps {
-					fmt.Fprintf(&b, "* %s: %s %s\n", p.Steps[min(s.Idx, len(p.Steps)-1)], s.State, s.Error)
+					name := "?"
+					if s.Idx < len(p.Steps) {
+						name = p.Steps[s.Idx]
+					}
+					fmt.Fprintf(&b, "* %s: %s %s\n", name, s.State, s.Error)
 				}
 			}
 			b.WriteString("\nAudit trail:\n\n")
@@ -137,15 +131,6 @@ func jobCommandDetail() *Handler {
 			reply(ce, b.String())
 		},
 	}
-}
-
-func parsePlan(raw string) *jobs.Plan {
-	var p jobs.Plan
-	_ = json.Unmarshal([]byte(raw), &p)
-	if len(p.Steps) == 0 {
-		p.Steps = []string{"?"}
-	}
-	return &p
 }
 
 func federationCommand() *Handler {
@@ -178,7 +163,7 @@ func federationCommand() *Handler {
 					Fail(ce, "Usage: `%sfederation reset <server>`", prefix(ce))
 					return
 				}
-				propose(ce, recovery.KindFederationReset, jobs.Args{"server": ce.Args[0]})
+				propose(ce, ce.Meta.Ops.FederationReset.With(recovery.FederationResetArgs{Server: ce.Args[0]}))
 			},
 		}},
 	}
@@ -196,7 +181,7 @@ func undoCommand() *Handler {
 			if !needDB(ce) {
 				return
 			}
-			propose(ce, recovery.KindUndo, jobs.Args{"job": strings.ToLower(ce.Args[0])})
+			propose(ce, ce.Meta.Ops.Undo.With(recovery.UndoArgs{Job: strings.ToLower(ce.Args[0])}))
 		},
 	}
 }

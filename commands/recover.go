@@ -7,7 +7,6 @@ import (
 
 	"maunium.net/go/mautrix/event/cmdschema"
 
-	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/synapselog"
 )
@@ -154,7 +153,7 @@ func recoverRoom(ce *Event) {
 		return
 	}
 	via = append(via, servers...)
-	propose(ce, recovery.KindRecover, jobs.Args{"rooms": room, "via": strings.Join(via, ",")})
+	propose(ce, ce.Meta.Ops.Recover.With(recovery.RecoverArgs{Rooms: []string{room}, Via: via}))
 }
 
 func recoverAll(ce *Event) {
@@ -163,5 +162,5 @@ func recoverAll(ce *Event) {
 		Fail(ce, "%v", err)
 		return
 	}
-	propose(ce, recovery.KindRecover, jobs.Args{"rooms": "all", "since": since.String()})
+	propose(ce, ce.Meta.Ops.Recover.With(recovery.RecoverArgs{All: true, Since: since}))
 }

@@ -9,7 +9,6 @@ import (
 	"maunium.net/go/mautrix/event/cmdschema"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/synapselog"
 )
@@ -186,29 +185,29 @@ func unreject(ce *Event) {
 	if !ok {
 		return
 	}
-	args := jobs.Args{"room": room}
+	args := recovery.UnrejectArgs{Room: room}
 	rest := ce.Args[1:]
 	for i := 0; i < len(rest); i++ {
 		switch a := rest[i]; {
 		case a == "--root" && i+1 < len(rest):
 			i++
-			args["root"] = rest[i]
+			args.Root = rest[i]
 		case strings.HasPrefix(a, "--root="):
-			args["root"] = strings.TrimPrefix(a, "--root=")
+			args.Root = strings.TrimPrefix(a, "--root=")
 		case a == "--force":
-			args["force"] = "true"
+			args.Force = true
 		default:
 			Fail(ce, "Unexpected argument `%s`. "+unrejectUsage, a, prefix(ce))
 			return
 		}
 	}
-	if r := args["root"]; r != "" && !strings.HasPrefix(r, "$") {
+	if r := args.Root; r != "" && !strings.HasPrefix(r, "$") {
 		Fail(ce, "`%s` is not an event ID (`$…`).", r)
 		return
 	}
-	if args["force"] == "true" && args["root"] == "" {
+	if args.Force && args.Root == "" {
 		Fail(ce, "`--force` needs `--root <event id>`: name the one event to accept despite the auth rules.")
 		return
 	}
-	propose(ce, recovery.KindUnreject, args)
+	propose(ce, ce.Meta.Ops.Unreject.With(args))
 }

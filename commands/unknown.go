@@ -18,7 +18,7 @@ func unknownCommand(env *Env) *Handler {
 			if len(ce.ParentCommands) > 0 {
 				name = strings.Join(ce.ParentCommands, " ") + " " + name
 			}
-			if s := suggestion(env, name); s != "" || IsTerminal(ce) {
+			if s := suggestion(env, name); s != "" || !ce.Meta.Transport.Shared() {
 				Fail(ce, "Unknown command `%s%s`.%s", prefix(ce), name, s)
 				return
 			}

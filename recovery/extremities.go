@@ -9,8 +9,10 @@ import (
 	"github.com/synapse-medic/medic/synapse"
 )
 
-// KindExtremitiesTrim drops a room's extra forward extremities.
-const KindExtremitiesTrim = "extremities.trim"
+// ExtremitiesTrimArgs name the room whose forward extremities to trim.
+type ExtremitiesTrimArgs struct {
+	Room string `json:"room"`
+}
 
 // ExtremitiesWarn is the count from which a room's forward extremities are worth a look.
 const ExtremitiesWarn = 10
@@ -20,11 +22,11 @@ const SynapseExtremitiesWarning = "Synapse's documentation: \"WARNING: Please en
 	"the related issue #1760. Under no situations should this API be executed as an automated maintenance task!\""
 
 // ExtremitiesTrim deletes all but the newest forward extremities of a room through the admin API.
-func ExtremitiesTrim(adm *synapse.Admin) *jobs.Operation {
-	return &jobs.Operation{
-		Kind: KindExtremitiesTrim,
-		Plan: func(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
-			room := args["room"]
+func ExtremitiesTrim(adm *synapse.Admin) *jobs.Operation[ExtremitiesTrimArgs, struct{}] {
+	return &jobs.Operation[ExtremitiesTrimArgs, struct{}]{
+		Kind: "extremities.trim",
+		Plan: func(ctx context.Context, args ExtremitiesTrimArgs) (*jobs.Plan, error) {
+			room := args.Room
 			extremities, err := adm.ForwardExtremities(ctx, room)
 			if err != nil {
 				return nil, err
@@ -48,8 +50,8 @@ func ExtremitiesTrim(adm *synapse.Admin) *jobs.Operation {
 				Basis: ids,
 			}, nil
 		},
-		Step: func(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
-			_, err := adm.DeleteForwardExtremities(ctx, args["room"])
+		Step: func(ctx context.Context, s *jobs.Step[ExtremitiesTrimArgs, struct{}]) error {
+			_, err := adm.DeleteForwardExtremities(ctx, s.Args.Room)
 			return err
 		},
 	}

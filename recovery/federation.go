@@ -10,8 +10,10 @@ import (
 	"github.com/synapse-medic/medic/synapse"
 )
 
-// KindFederationReset is the operation that clears Synapse's backoff for destinations.
-const KindFederationReset = "federation.reset"
+// FederationResetArgs name the destination to reset, or "all" for every failing one.
+type FederationResetArgs struct {
+	Server string `json:"server"`
+}
 
 // FailingDestinations returns the destinations Synapse is backing off from.
 func FailingDestinations(ctx context.Context, adm *synapse.Admin) ([]*synapse.Destination, error) {
@@ -45,11 +47,12 @@ func DescribeRetry(d *synapse.Destination) string {
 // FederationReset clears Synapse's retry backoff through the admin API (which also updates
 // Synapse's own caches, so no restart is needed), for one destination or, with "all", for
 // every failing one: one step per destination.
-func FederationReset(adm *synapse.Admin) *jobs.Operation {
-	return &jobs.Operation{
-		Kind: KindFederationReset,
-		Plan: func(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
-			server := args["server"]
+func FederationReset(adm *synapse.Admin) *jobs.Operation[FederationResetArgs, struct{}] {
+	return &jobs.Operation[FederationResetArgs, struct{}]{
+		Kind:  "federation.reset",
+		Order: jobs.Parallel(1),
+		Plan: func(ctx context.Context, args FederationResetArgs) (*jobs.Plan, error) {
+			server := args.Server
 			var targets []*synapse.Destination
 			if server == "all" {
 				failing, err := FailingDestinations(ctx, adm)
@@ -87,10 +90,12 @@ func FederationReset(adm *synapse.Admin) *jobs.Operation {
 			}
 			return plan, nil
 		},
-		Step: func(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
+		// Each destination is reset on its own: one that fails does not keep the others in
+		// backoff.
+		Step: func(ctx context.Context, s *jobs.Step[FederationResetArgs, struct{}]) error {
 			// A destination already clear (e.g. the step ran before a crash but was not
 			// recorded) counts as reset: ResetConnection treats Synapse's 400 as done.
-			return adm.ResetConnection(ctx, plan.Steps[idx])
+			return adm.ResetConnection(ctx, s.Name)
 		},
 	}
 }

@@ -2,7 +2,6 @@ package recovery
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -18,8 +17,16 @@ import (
 	"github.com/synapse-medic/medic/synapse"
 )
 
-// KindImport imports a room's history from another Synapse's database.
-const KindImport = "import.history"
+// ImportArgs name the room whose history to import and the configured source to read.
+type ImportArgs struct {
+	Room   string `json:"room"`
+	Source string `json:"source"`
+}
+
+// ImportData is what the import's plan hands its steps: the chunks, newest first.
+type ImportData struct {
+	Chunks []synapse.EventKey `json:"chunks"`
+}
 
 // HistoryImport is the operation behind !import history (incident 3).
 type HistoryImport struct {
@@ -32,11 +39,11 @@ type HistoryImport struct {
 	sessions map[string]*synapse.Importer
 }
 
-func (hi *HistoryImport) open(ctx context.Context, args jobs.Args) (*synapse.Importer, error) {
+func (hi *HistoryImport) open(ctx context.Context, args ImportArgs) (*synapse.Importer, error) {
 	if hi.DB == nil {
 		return nil, fmt.Errorf("importing needs Synapse's database: set synapse.database in medic's config")
 	}
-	name := args["source"]
+	name := args.Source
 	src, ok := hi.Config.Sources[name]
 	if !ok {
 		names := slices.Sorted(maps.Keys(hi.Config.Sources))
@@ -49,7 +56,7 @@ func (hi *HistoryImport) open(ctx context.Context, args jobs.Args) (*synapse.Imp
 	if err != nil {
 		return nil, fmt.Errorf("import source %s: %w", name, err)
 	}
-	im, err := synapse.NewImporter(ctx, hi.DB, source, args["room"])
+	im, err := synapse.NewImporter(ctx, hi.DB, source, args.Room)
 	if err != nil {
 		source.Close()
 		return nil, err
@@ -59,11 +66,12 @@ func (hi *HistoryImport) open(ctx context.Context, args jobs.Args) (*synapse.Imp
 
 const stepRestart = "restart Synapse"
 
-// Operation returns the job operation.
-func (hi *HistoryImport) Operation() *jobs.Operation {
-	return &jobs.Operation{
-		Kind: KindImport,
-		Plan: func(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
+// Operation returns the job operation. Its chunks are sequential: a chunk maps its state
+// groups onto the ones before it, so none runs after a failed one (no gap in the history).
+func (hi *HistoryImport) Operation() *jobs.Operation[ImportArgs, ImportData] {
+	return &jobs.Operation[ImportArgs, ImportData]{
+		Kind: "import.history",
+		Plan: func(ctx context.Context, args ImportArgs) (*jobs.Plan, error) {
 			im, err := hi.open(ctx, args)
 			if err != nil {
 				return nil, err
@@ -73,7 +81,7 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 			if err != nil {
 				return nil, err
 			}
-			room, source := args["room"], args["source"]
+			room, source := args.Room, args.Source
 			conflicts := ""
 			if len(p.Conflicts) > 0 {
 				conflicts = fmt.Sprintf(" %d event(s) differ between the two databases and are left as they are: %s.",
@@ -120,7 +128,6 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 				steps = append(steps, fmt.Sprintf("import chunk %d/%d", i+1, len(p.Chunks)))
 			}
 			steps = append(steps, stepRestart)
-			chunks, _ := json.Marshal(p.Chunks)
 			basis := []string{fmt.Sprintf("new=%d ex-outliers=%d bytes=%d", p.New, p.ExOutliers, p.Bytes)}
 			basis = append(basis, p.Conflicts...)
 			return &jobs.Plan{
@@ -131,7 +138,7 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 				Risks:   risks,
 				Steps:   steps,
 				Basis:   basis,
-				Data:    map[string]string{"chunks": string(chunks)},
+				Data:    jobs.Encode(ImportData{Chunks: p.Chunks}),
 			}, nil
 		},
 		// A stopped job rolls back the chunk started beside the last finished step, so that
@@ -139,17 +146,17 @@ func (hi *HistoryImport) Operation() *jobs.Operation {
 		Finish: func(ctx context.Context, jobID, state string) {
 			hi.endSession(jobID, state == store.JobCancelled)
 		},
-		Step: func(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
-			if plan.Steps[idx] == stepRestart {
-				hi.closeSession(jobs.JobIDFrom(ctx))
-				return (&Restarter{Admin: hi.Admin, Command: hi.Restart}).Restart(ctx)
+		Step: func(ctx context.Context, s *jobs.Step[ImportArgs, ImportData]) error {
+			if s.Name == stepRestart {
+				hi.closeSession(s.Job)
+				return (&Restarter{Admin: hi.Admin, Command: hi.Restart}).Restart(ctx, s)
 			}
-			var chunks []synapse.EventKey
-			if err := json.Unmarshal([]byte(plan.Data["chunks"]), &chunks); err != nil || idx >= len(chunks) {
+			idx, chunks := s.Idx, s.Data.Chunks
+			if idx >= len(chunks) {
 				return fmt.Errorf("plan has no chunk %d", idx)
 			}
-			jobID := jobs.JobIDFrom(ctx)
-			im, err := hi.session(ctx, jobID, args, chunks)
+			jobID := s.Job
+			im, err := hi.session(ctx, jobID, s.Args, chunks)
 			if err != nil {
 				return err
 			}
@@ -173,7 +180,7 @@ func (hi *HistoryImport) restartText() string {
 	return (&Restarter{Command: hi.Restart}).Text()
 }
 
-func (hi *HistoryImport) session(ctx context.Context, jobID string, args jobs.Args, chunks []synapse.EventKey) (*synapse.Importer, error) {
+func (hi *HistoryImport) session(ctx context.Context, jobID string, args ImportArgs, chunks []synapse.EventKey) (*synapse.Importer, error) {
 	hi.lock.Lock()
 	defer hi.lock.Unlock()
 	if im := hi.sessions[jobID]; im != nil {

@@ -21,8 +21,21 @@ import (
 	"github.com/synapse-medic/medic/synapselog"
 )
 
-// KindRecover rejoins local users to rooms the server forgot.
-const KindRecover = "recover"
+// RecoverArgs say which forgotten rooms to recover: the rooms named, or with All every room
+// the logs show since Since; Via are servers to ask first.
+type RecoverArgs struct {
+	Rooms []string      `json:"rooms,omitempty"`
+	All   bool          `json:"all,omitempty"`
+	Since time.Duration `json:"since,omitempty"`
+	Via   []string      `json:"via,omitempty"`
+}
+
+// RejoinData is what the plan hands the steps, per room: the servers to join through and
+// whether the room is public (then the admin join API serves after the first join).
+type RejoinData struct {
+	Via    map[string][]string `json:"via"`
+	Public map[string]bool     `json:"public,omitempty"`
+}
 
 // tokenLifetime bounds every minted token even if medic dies before logging it out.
 const tokenLifetime = 10 * time.Minute
@@ -218,28 +231,18 @@ func listSome(users []string) string {
 	return strings.Join(users, ", ")
 }
 
-// Operation returns the job operation. Args: rooms (comma-separated room IDs, or "all" for
-// every room the logs show since "since"), via (comma-separated servers to ask first).
-func (r *Rejoiner) Operation() *jobs.Operation {
-	return &jobs.Operation{
-		Kind:     KindRecover,
-		Parallel: 8,
-		Plan:     r.plan,
-		Step:     r.step,
+// Operation returns the job operation: one step per user, independent of each other, so a
+// user who cannot rejoin does not keep the others out.
+func (r *Rejoiner) Operation() *jobs.Operation[RecoverArgs, RejoinData] {
+	return &jobs.Operation[RecoverArgs, RejoinData]{
+		Kind:  "recover",
+		Order: jobs.Parallel(8),
+		Plan:  r.plan,
+		Step:  r.step,
 	}
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func (r *Rejoiner) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
+func (r *Rejoiner) plan(ctx context.Context, args RecoverArgs) (*jobs.Plan, error) {
 	if r.DB == nil {
 		return nil, fmt.Errorf("recovery needs Synapse's database: set synapse.database in medic's config")
 	}
@@ -249,12 +252,10 @@ func (r *Rejoiner) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, error)
 	} else if fc == nil {
 		return nil, fmt.Errorf("recovery asks other servers for room state, signed with the server's key: set synapse.signing_key_path in medic's config")
 	}
-	via := splitList(args["via"])
-	rooms := splitList(args["rooms"])
+	via, rooms := args.Via, args.Rooms
 	seen := map[string][]string{}
-	if args["rooms"] == "all" {
-		since, _ := time.ParseDuration(args["since"])
-		found, _, err := ScanForgotten(ctx, r.Logs, time.Now().Add(-since), r.DB, fc)
+	if args.All {
+		found, _, err := ScanForgotten(ctx, r.Logs, time.Now().Add(-args.Since), r.DB, fc)
 		if err != nil {
 			return nil, fmt.Errorf("scan the logs: %w", err)
 		}
@@ -267,7 +268,8 @@ func (r *Rejoiner) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, error)
 			return &jobs.Plan{Nothing: "The logs show no forgotten rooms; nothing to recover."}, nil
 		}
 	}
-	plan := &jobs.Plan{Data: map[string]string{}}
+	plan := &jobs.Plan{}
+	data := RejoinData{Via: map[string][]string{}, Public: map[string]bool{}}
 	var failures []string
 	users := 0
 	for _, room := range rooms {
@@ -297,9 +299,9 @@ func (r *Rejoiner) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, error)
 		}
 		plan.Changes = append(plan.Changes, line)
 		viaList := append([]string{rp.server}, via...)
-		plan.Data["via "+room] = strings.Join(viaList, ",")
+		data.Via[room] = viaList
 		if rp.public {
-			plan.Data["public "+room] = "yes"
+			data.Public[room] = true
 		}
 		for _, u := range rp.join {
 			plan.Steps = append(plan.Steps, room+" "+u)
@@ -307,6 +309,7 @@ func (r *Rejoiner) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, error)
 		users += len(rp.join)
 	}
 	plan.Changes = append(plan.Changes, failures...)
+	plan.Data = jobs.Encode(data)
 	if len(plan.Steps) == 0 {
 		return &jobs.Plan{Nothing: "Nothing to rejoin.\n\n* " + strings.Join(plan.Changes, "\n* ")}, nil
 	}
@@ -324,9 +327,9 @@ func (r *Rejoiner) roomLock(room string) *sync.Mutex {
 	return l.(*sync.Mutex)
 }
 
-func (r *Rejoiner) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
-	room, user, _ := strings.Cut(plan.Steps[idx], " ")
-	via := splitList(plan.Data["via "+room])
+func (r *Rejoiner) step(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinData]) error {
+	room, user, _ := strings.Cut(s.Name, " ")
+	via := s.Data.Via[room]
 	// The first join of a room brings the server back into it; until then others wait, so
 	// that the rest can use the admin join API (not rate limited) where the room is public.
 	lock := r.roomLock(room)
@@ -346,21 +349,21 @@ func (r *Rejoiner) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, id
 	}
 	if !serverIn {
 		defer lock.Unlock()
-		return r.puppetJoin(ctx, room, user, via)
+		return r.puppetJoin(ctx, s.Job, room, user, via)
 	}
 	lock.Unlock()
-	if plan.Data["public "+room] == "yes" {
+	if s.Data.Public[room] {
 		err := r.Admin.JoinUser(ctx, id.RoomID(room), id.UserID(user), via)
 		if err == nil {
 			return nil
 		}
 		zerolog.Ctx(ctx).Debug().Err(err).Str("user", user).Msg("Admin join failed, joining as the user")
 	}
-	return r.puppetJoin(ctx, room, user, via)
+	return r.puppetJoin(ctx, s.Job, room, user, via)
 }
 
 // puppetJoin joins as the user with a minted token, honouring 429, and logs the token out.
-func (r *Rejoiner) puppetJoin(ctx context.Context, room, user string, via []string) error {
+func (r *Rejoiner) puppetJoin(ctx context.Context, jobID, room, user string, via []string) error {
 	token, err := r.Admin.LoginAsUser(ctx, id.UserID(user), time.Now().Add(tokenLifetime))
 	if err != nil {
 		var httpErr mautrix.HTTPError
@@ -369,7 +372,7 @@ func (r *Rejoiner) puppetJoin(ctx context.Context, room, user string, via []stri
 		}
 		return err
 	}
-	if err = r.Store.AddMinted(ctx, token, user, jobs.JobIDFrom(ctx)); err != nil {
+	if err = r.Store.AddMinted(ctx, token, user, jobID); err != nil {
 		_ = logoutToken(ctx, r.HomeserverURL, user, token)
 		return err
 	}

@@ -32,16 +32,16 @@ func (r *Restarter) Text() string {
 
 // Restart restarts Synapse with the configured command, or asks the admin to, and waits
 // until Synapse answers again.
-func (r *Restarter) Restart(ctx context.Context) error {
+func (r *Restarter) Restart(ctx context.Context, rep jobs.Reporter) error {
 	if r.Command != "" {
 		out, err := exec.CommandContext(ctx, "sh", "-c", r.Command).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("restart command failed: %w: %s", err, lastLine(string(out)))
 		}
-		return r.waitUp(ctx, 5*time.Minute, false)
+		return r.waitUp(ctx, rep, 5*time.Minute, false)
 	}
-	jobs.Say(ctx, "⚠️ **Restart Synapse now** (e.g. `systemctl restart matrix-synapse`): the change takes effect only after a restart. I'm waiting up to %s and will confirm when it is back.", RestartWait)
-	return r.waitUp(ctx, RestartWait, true)
+	rep.Say("⚠️ **Restart Synapse now** (e.g. `systemctl restart matrix-synapse`): the change takes effect only after a restart. I'm waiting up to %s and will confirm when it is back.", RestartWait)
+	return r.waitUp(ctx, rep, RestartWait, true)
 }
 
 func lastLine(s string) string {
@@ -53,7 +53,7 @@ func lastLine(s string) string {
 }
 
 // waitUp waits until Synapse answers; with mustGoDown, only after it has been seen down.
-func (r *Restarter) waitUp(ctx context.Context, limit time.Duration, mustGoDown bool) error {
+func (r *Restarter) waitUp(ctx context.Context, rep jobs.Reporter, limit time.Duration, mustGoDown bool) error {
 	deadline := time.Now().Add(limit)
 	sawDown := !mustGoDown
 	for time.Now().Before(deadline) {
@@ -63,7 +63,7 @@ func (r *Restarter) waitUp(ctx context.Context, limit time.Duration, mustGoDown 
 		if err != nil {
 			sawDown = true
 		} else if sawDown {
-			jobs.Note(ctx, "Synapse %s is back up after the restart.", version)
+			rep.Note("Synapse %s is back up after the restart.", version)
 			return nil
 		}
 		select {

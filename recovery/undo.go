@@ -9,19 +9,24 @@ import (
 	"github.com/synapse-medic/medic/synapse"
 )
 
-// KindUndo restores the rows a job changed in Synapse's database, from medic's journal.
-const KindUndo = "undo"
+// UndoArgs name the job whose changes to undo.
+type UndoArgs struct {
+	Job string `json:"job"`
+}
 
 // Undo is the operation behind !undo: itself a job, so it is planned and approved like any
-// other change.
-func Undo(db *synapse.DB) *jobs.Operation {
-	return &jobs.Operation{
-		Kind: KindUndo,
-		Plan: func(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
+// other change. undoable refuses jobs whose run is not over (jobs.Manager.Undoable).
+func Undo(db *synapse.DB, undoable func(ctx context.Context, job string) error) *jobs.Operation[UndoArgs, struct{}] {
+	return &jobs.Operation[UndoArgs, struct{}]{
+		Kind: "undo",
+		Plan: func(ctx context.Context, args UndoArgs) (*jobs.Plan, error) {
 			if db == nil {
 				return nil, fmt.Errorf("undo needs Synapse's database: set synapse.database in medic's config")
 			}
-			job := args["job"]
+			job := args.Job
+			if err := undoable(ctx, job); err != nil {
+				return nil, err
+			}
 			summary, err := db.JournalSummary(ctx, job)
 			if err != nil {
 				return nil, err
@@ -41,8 +46,8 @@ func Undo(db *synapse.DB) *jobs.Operation {
 				Basis: []string{strings.Join(summary, "\n")},
 			}, nil
 		},
-		Step: func(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
-			_, err := db.Undo(ctx, args["job"], nil)
+		Step: func(ctx context.Context, s *jobs.Step[UndoArgs, struct{}]) error {
+			_, err := db.Undo(ctx, s.Args.Job, nil)
 			return err
 		},
 	}

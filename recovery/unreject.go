@@ -20,8 +20,18 @@ import (
 	"github.com/synapse-medic/medic/synapse"
 )
 
-// KindUnreject un-rejects a room's wrongly rejected events.
-const KindUnreject = "unreject"
+// UnrejectArgs name the room, optionally one chain root, and whether to accept that root
+// although it fails the auth rules.
+type UnrejectArgs struct {
+	Room  string `json:"room"`
+	Root  string `json:"root,omitempty"`
+	Force bool   `json:"force,omitempty"`
+}
+
+// UnrejectData is what the plan hands the steps: the events to un-reject.
+type UnrejectData struct {
+	Events []string `json:"events"`
+}
 
 // RiskRejectedStays is the upstream warning the prompt quotes (synapse#13797).
 const RiskRejectedStays = "Synapse assumes that a rejected event stays rejected (element-hq/synapse#13797) and caches " +
@@ -45,9 +55,10 @@ func (u *Unrejecter) restarter() *Restarter {
 	return &Restarter{Admin: u.Admin, Command: u.RestartCommand}
 }
 
-// Operation is the job operation.
-func (u *Unrejecter) Operation() *jobs.Operation {
-	return &jobs.Operation{Kind: KindUnreject, Plan: u.plan, Step: u.step}
+// Operation is the job operation: un-reject (one transaction), restart, post-check, in
+// order; nothing runs after a step that failed.
+func (u *Unrejecter) Operation() *jobs.Operation[UnrejectArgs, UnrejectData] {
+	return &jobs.Operation[UnrejectArgs, UnrejectData]{Kind: "unreject", Plan: u.plan, Step: u.step}
 }
 
 // Verification is the outcome of checking a room's rejected events.
@@ -263,8 +274,8 @@ func (u *Unrejecter) keys(ctx context.Context, servers map[string]bool) (map[str
 	return out, nil
 }
 
-func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, error) {
-	room, root, force := args["room"], args["root"], args["force"] == "true"
+func (u *Unrejecter) plan(ctx context.Context, args UnrejectArgs) (*jobs.Plan, error) {
+	room, root, force := args.Room, args.Root, args.Force
 	v, rr, err := u.Verify(ctx, room, root, force)
 	if err != nil {
 		return nil, err
@@ -328,7 +339,7 @@ func (u *Unrejecter) plan(ctx context.Context, args jobs.Args) (*jobs.Plan, erro
 			"compare the room's state with a remote server",
 		},
 		Basis: []string{fmt.Sprintf("%d events %s", len(unreject), hex.EncodeToString(sum[:8]))},
-		Data:  map[string]string{"events": strings.Join(unreject, "\n")},
+		Data:  jobs.Encode(UnrejectData{Events: unreject}),
 	}, nil
 }
 
@@ -365,13 +376,12 @@ func typeList(types map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-func (u *Unrejecter) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, idx int) error {
-	room := args["room"]
-	events := strings.Split(plan.Data["events"], "\n")
+func (u *Unrejecter) step(ctx context.Context, s *jobs.Step[UnrejectArgs, UnrejectData]) error {
+	room, events := s.Args.Room, s.Data.Events
 	hold := synapse.HoldPoint()
-	switch idx {
+	switch s.Idx {
 	case 0:
-		jobID := jobs.JobIDFrom(ctx)
+		jobID := s.Job
 		if open, _, err := u.DB.JournalCount(ctx, jobID); err == nil && open > 0 {
 			return nil // committed before a restart of medic: the journal is the proof
 		}
@@ -382,22 +392,22 @@ func (u *Unrejecter) step(ctx context.Context, args jobs.Args, plan *jobs.Plan, 
 		if err != nil {
 			return fmt.Errorf("un-reject: %w", err)
 		}
-		jobs.Note(ctx, "Changed %d row(s) in `events` and `rejections` of `%s`; `!undo %s` restores them.", n, room, jobID)
+		s.Note("Changed %d row(s) in `events` and `rejections` of `%s`; `!undo %s` restores them.", n, room, jobID)
 		return nil
 	case 1:
 		if err := hold.At(ctx, "before restart"); err != nil {
 			return err
 		}
-		return u.restarter().Restart(ctx)
+		return u.restarter().Restart(ctx, s)
 	case 2:
-		return u.postCheck(ctx, room, events)
+		return u.postCheck(ctx, s, room, events)
 	}
-	return fmt.Errorf("no step %d", idx)
+	return fmt.Errorf("no step %d", s.Idx)
 }
 
 // postCheck confirms the events are accepted and compares the room's current state with a
 // remote server's state at its latest event.
-func (u *Unrejecter) postCheck(ctx context.Context, room string, events []string) error {
+func (u *Unrejecter) postCheck(ctx context.Context, rep jobs.Reporter, room string, events []string) error {
 	if n, err := u.DB.RejectedCount(ctx, room, events); err != nil {
 		return err
 	} else if n > 0 {
@@ -408,12 +418,12 @@ func (u *Unrejecter) postCheck(ctx context.Context, room string, events []string
 		return err
 	}
 	if u.Federation == nil {
-		jobs.Note(ctx, "No federation client: the state was not compared with another server.")
+		rep.Note("No federation client: the state was not compared with another server.")
 		return nil
 	}
 	fc, err := u.Federation()
 	if err != nil {
-		jobs.Note(ctx, "State not compared with another server: %v", err)
+		rep.Note("State not compared with another server: %v", err)
 		return nil
 	}
 	servers, err := u.DB.CandidateServers(ctx, room, u.ServerName)
@@ -429,7 +439,7 @@ func (u *Unrejecter) postCheck(ctx context.Context, room string, events []string
 		}
 		diffs := compareState(local, remote)
 		if len(diffs) == 0 {
-			jobs.Note(ctx, "Post-check: the room's current state matches %s's state at its latest event (%d entries).", server, len(local))
+			rep.Note("Post-check: the room's current state matches %s's state at its latest event (%d entries).", server, len(local))
 		} else {
 			var b strings.Builder
 			fmt.Fprintf(&b, "Post-check: %d difference(s) from %s's state at its latest event, which un-rejecting alone does not fix:", len(diffs), server)
@@ -440,11 +450,11 @@ func (u *Unrejecter) postCheck(ctx context.Context, room string, events []string
 				}
 				fmt.Fprintf(&b, "\n* %s", d)
 			}
-			jobs.Note(ctx, "%s", b.String())
+			rep.Note("%s", b.String())
 		}
 		return nil
 	}
-	jobs.Note(ctx, "Post-check: no remote server gave the room's state (%s).", strings.Join(tried, "; "))
+	rep.Note("Post-check: no remote server gave the room's state (%s).", strings.Join(tried, "; "))
 	return nil
 }
 

@@ -8,10 +8,9 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 
-	"github.com/synapse-medic/medic/commands"
+	"github.com/synapse-medic/medic/app"
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/store"
-	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -32,12 +31,11 @@ func newTestRunner(t testing.TB, out *testbed.Buffer) *Runner {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	env, err := commands.NewEnv(context.Background(), cfg, st, synapse.NewAdmin(cli), "test", zerolog.Nop())
+	a, err := app.New(context.Background(), cfg, st, cli, "test", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.Confirm = Confirmer(strings.NewReader(""), out, false)
-	return NewRunner(env, out)
+	return NewRunner(a, strings.NewReader(""), out, false)
 }
 
 func TestRunOutcomes(t *testing.T) {

@@ -22,12 +22,10 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 
+	"github.com/synapse-medic/medic/app"
 	"github.com/synapse-medic/medic/bot"
-	"github.com/synapse-medic/medic/commands"
 	"github.com/synapse-medic/medic/config"
-	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/store"
-	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/terminal"
 )
 
@@ -131,10 +129,18 @@ func runBot(cfg *config.Config, stderr io.Writer) int {
 		return 1
 	}
 	defer st.Close()
-	b, err := bot.New(cfg, st, version(), log)
-	if err == nil {
-		err = b.Start(ctx)
+	cli, err := bot.NewClient(cfg, log)
+	if err != nil {
+		log.Error().Err(err).Msg("Cannot create the Matrix client")
+		return 1
 	}
+	a, err := app.New(ctx, cfg, st, cli, version(), log)
+	if err != nil {
+		log.Error().Err(err).Msg("Cannot assemble medic")
+		return 1
+	}
+	b := bot.New(a, cli)
+	err = b.Start(ctx)
 	if err == nil {
 		log.Info().Str("version", version()).Msg("Synapse Medic running")
 		err = b.Run(ctx)
@@ -165,17 +171,16 @@ func execCommand(cfg *config.Config, line string, yes bool, stdin io.Reader, std
 		return 1
 	}
 	cli.Log = log
-	env, err := commands.NewEnv(ctx, cfg, st, synapse.NewAdmin(cli), version(), log)
+	a, err := app.New(ctx, cfg, st, cli, version(), log)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	defer env.Close()
-	if err = recovery.RevokeMinted(ctx, st, env.DB, cfg.Bot.UserID, cfg.Homeserver.URL); err != nil {
+	defer a.Close()
+	if err = a.Start(ctx); err != nil {
 		fmt.Fprintln(stderr, "warning:", err)
 	}
-	env.Confirm = terminal.Confirmer(stdin, stdout, yes)
-	if err = terminal.NewRunner(env, stdout).Run(ctx, line); err != nil {
+	if err = terminal.NewRunner(a, stdin, stdout, yes).Run(ctx, line); err != nil {
 		if !errors.Is(err, terminal.ErrFailed) {
 			fmt.Fprintln(stderr, err)
 		}

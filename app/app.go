@@ -1,0 +1,126 @@
+// Package app assembles medic once: its store, Synapse's database, admin API and federation
+// client, the job manager with every operation, and the health runner. The transports (the
+// bot, the terminal) receive an *App; commands reach everything through it.
+package app
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/federation"
+
+	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/health"
+	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/synapse"
+)
+
+// App is one medic, whatever transport it is driven by.
+type App struct {
+	Config *config.Config
+	Store  *store.Store
+	Admin  *synapse.Admin
+	// DB is Synapse's database; nil when synapse.database is not configured.
+	DB      *synapse.DB
+	Health  *health.Runner
+	Jobs    *jobs.Manager
+	Ops     Ops
+	Version string
+	Log     zerolog.Logger
+
+	fedOnce sync.Once
+	fed     *federation.Client
+	fedErr  error
+}
+
+// Ops are the repairs, each a typed job operation: commands propose them with
+// app.Ops.X.With(args).
+type Ops struct {
+	FederationReset *jobs.Operation[recovery.FederationResetArgs, struct{}]
+	ExtremitiesTrim *jobs.Operation[recovery.ExtremitiesTrimArgs, struct{}]
+	Recover         *jobs.Operation[recovery.RecoverArgs, recovery.RejoinData]
+	Import          *jobs.Operation[recovery.ImportArgs, recovery.ImportData]
+	Unreject        *jobs.Operation[recovery.UnrejectArgs, recovery.UnrejectData]
+	Undo            *jobs.Operation[recovery.UndoArgs, struct{}]
+}
+
+// New assembles medic. cli is the Matrix client the admin API goes through (the bot's, or
+// the terminal's). Synapse's database is connected lazily (pgxpool), so a database that is
+// down fails the commands that need it, not the start.
+func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.Client, version string, log zerolog.Logger) (*App, error) {
+	a := &App{Config: cfg, Store: st, Admin: synapse.NewAdmin(cli), Version: version, Log: log}
+	if cfg.Synapse.DatabaseDSN != "" {
+		db, err := synapse.OpenDB(ctx, cfg.Synapse.DatabaseDSN)
+		if err != nil {
+			return nil, fmt.Errorf("open Synapse's database: %w", err)
+		}
+		a.DB = db
+	}
+	a.Health = &health.Runner{Config: cfg, Admin: a.Admin, DB: a.DB, Store: st, Federation: a.Federation}
+	a.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger())
+	a.Jobs.Prefix = cfg.Bot.CommandPrefix
+	a.Ops = Ops{
+		FederationReset: recovery.FederationReset(a.Admin),
+		ExtremitiesTrim: recovery.ExtremitiesTrim(a.Admin),
+		Recover:         a.Rejoiner().Operation(),
+		Import:          (&recovery.HistoryImport{DB: a.DB, Admin: a.Admin, Config: cfg.Import, Restart: cfg.Synapse.RestartCommand}).Operation(),
+		Unreject:        a.Unrejecter().Operation(),
+		Undo:            recovery.Undo(a.DB, a.Jobs.Undoable),
+	}
+	a.Jobs.Register(a.Ops.FederationReset, a.Ops.ExtremitiesTrim, a.Ops.Recover, a.Ops.Import, a.Ops.Unreject, a.Ops.Undo)
+	return a, nil
+}
+
+// Start does what every medic process does before it takes commands: log out the
+// login-as-user tokens an interrupted recovery left behind.
+func (a *App) Start(ctx context.Context) error {
+	return recovery.RevokeMinted(ctx, a.Store, a.DB, a.Config.Bot.UserID, a.Config.Homeserver.URL)
+}
+
+// Rejoiner is !recover's planner and runner, configured.
+func (a *App) Rejoiner() *recovery.Rejoiner {
+	cfg := a.Config
+	return &recovery.Rejoiner{
+		Admin: a.Admin, DB: a.DB, Store: a.Store, Federation: a.Federation,
+		ServerName: cfg.Homeserver.ServerName, HomeserverURL: cfg.Homeserver.URL, BotUser: cfg.Bot.UserID,
+		Logs: recovery.Sources(cfg.Synapse.Logs),
+	}
+}
+
+// Unrejecter is !unreject's verifier and runner, configured.
+func (a *App) Unrejecter() *recovery.Unrejecter {
+	cfg := a.Config
+	u := &recovery.Unrejecter{DB: a.DB, Admin: a.Admin, Federation: a.Federation, ServerName: cfg.Homeserver.ServerName,
+		Checker: cfg.Unreject.AuthChecker, RestartCommand: cfg.Synapse.RestartCommand}
+	if cfg.Synapse.SigningKeyPath != "" {
+		u.OwnKey = func() (*federation.SigningKey, error) { return synapse.LoadSigningKey(cfg.Synapse.SigningKeyPath) }
+	}
+	return u
+}
+
+// Federation returns a federation client signing as the server (nil, without error, when
+// synapse.signing_key_path is not configured).
+func (a *App) Federation() (*federation.Client, error) {
+	a.fedOnce.Do(func() {
+		cfg := a.Config
+		if cfg.Synapse.SigningKeyPath == "" {
+			return
+		}
+		a.fed, a.fedErr = synapse.NewFederationClient(cfg.Homeserver.ServerName, cfg.Synapse.SigningKeyPath,
+			cfg.Federation.DangerouslyAllowLoopbackAndSelfSignedTestingOnly)
+	})
+	return a.fed, a.fedErr
+}
+
+// Close waits for running jobs and releases the connection to Synapse's database.
+func (a *App) Close() {
+	a.Jobs.Wait()
+	if a.DB != nil {
+		a.DB.Close()
+	}
+}

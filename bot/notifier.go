@@ -1,0 +1,121 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/rs/zerolog"
+	mcmd "maunium.net/go/mautrix/commands"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/format"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/synapse-medic/medic/commands"
+	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/store"
+)
+
+// roomNotifier is the job spine's voice in one admin room: plans with ✅/❌ reactions,
+// one progress message edited in place with ⏹, notes and reports as notices.
+type roomNotifier struct {
+	b    *Bot
+	room id.RoomID
+}
+
+// Requester implements commands.Transport: a job asked for in a room reports there.
+func (b *Bot) Requester(ce *commands.Event) jobs.Requester {
+	return jobs.Requester{User: ce.Sender, Room: ce.RoomID, Notifier: b.roomNotifier(ce.RoomID)}
+}
+
+// Shared implements commands.Transport: admin rooms are shared with people and other bots.
+func (b *Bot) Shared() bool { return true }
+
+func (b *Bot) roomNotifier(room id.RoomID) *roomNotifier { return &roomNotifier{b: b, room: room} }
+
+func (n *roomNotifier) prefix() string { return n.b.cfg.Bot.CommandPrefix }
+
+// send posts Markdown as a notice (the source is the plain body: tables read well as text),
+// with extra top-level content (reaction commands) and as an edit of edit when set.
+func (n *roomNotifier) send(ctx context.Context, md string, extra map[string]any, edit id.EventID) id.EventID {
+	content := format.RenderMarkdown(md, true, false)
+	content.Body = md
+	content.MsgType = event.MsgNotice
+	if edit != "" {
+		content.SetEdit(edit)
+	}
+	var payload any = &content
+	if extra != nil {
+		payload = &event.Content{Parsed: &content, Raw: extra}
+	}
+	resp, err := n.b.Client.SendMessageEvent(ctx, n.room, event.EventMessage, payload)
+	if err != nil {
+		zerolog.Ctx(ctx).Err(err).Stringer("room_id", n.room).Msg("Failed to send job message")
+		return ""
+	}
+	return resp.EventID
+}
+
+// reactions makes the content that turns reactions on a message into commands, with the
+// configured prefix (the processor accepts only that prefix).
+func (n *roomNotifier) reactions(cmds map[string]string) map[string]any {
+	withPrefix := make(map[string]any, len(cmds))
+	for key, cmd := range cmds {
+		withPrefix[key] = n.prefix() + cmd
+	}
+	return map[string]any{mcmd.ReactionCommandsKey: withPrefix, mcmd.ReactionMultiUseKey: true}
+}
+
+func (n *roomNotifier) react(ctx context.Context, evt id.EventID, keys ...string) {
+	if evt == "" {
+		return
+	}
+	for _, key := range keys {
+		if _, err := n.b.Client.SendReaction(ctx, n.room, evt, key); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to add reaction")
+		}
+	}
+}
+
+func (n *roomNotifier) Say(ctx context.Context, md string) { n.send(ctx, md, nil, "") }
+
+func (n *roomNotifier) Prompt(ctx context.Context, job *store.Job, plan string) jobs.Answer {
+	need := ""
+	if job.ApprovalsNeeded > 1 {
+		need = fmt.Sprintf(" (%d different admins must approve)", job.ApprovalsNeeded)
+	}
+	pfx := n.prefix()
+	text := fmt.Sprintf("%s\n\nReact ✅ to approve%s or ❌ to cancel, or send `%sapprove %s` / `%scancel %s`. Expires at %s.",
+		plan, need, pfx, job.ID, pfx, job.ID, job.ExpiresAt.UTC().Format("15:04 MST"))
+	evt := n.send(ctx, text, n.reactions(map[string]string{"✅": "approve " + job.ID, "❌": "cancel " + job.ID}), "")
+	n.react(ctx, evt, "✅", "❌")
+	return jobs.AnswerLater
+}
+
+func (n *roomNotifier) Progress(ctx context.Context, job *store.Job, status string, final bool) {
+	prev, _ := n.b.progress.Load(job.ID)
+	prevID, _ := prev.(id.EventID)
+	if final {
+		n.b.progress.Delete(job.ID)
+		if prevID != "" {
+			n.send(ctx, status, nil, prevID)
+		}
+		return
+	}
+	status += fmt.Sprintf(" React ⏹ or send `%scancel %s` to stop.", n.prefix(), job.ID)
+	extra := n.reactions(map[string]string{"⏹": "cancel " + job.ID})
+	if prevID != "" {
+		n.send(ctx, status, extra, prevID)
+		return
+	}
+	evt := n.send(ctx, status, extra, "")
+	n.b.progress.Store(job.ID, evt)
+	n.react(ctx, evt, "⏹")
+}
+
+func (n *roomNotifier) Report(ctx context.Context, _ *store.Job, report string) {
+	n.send(ctx, report, nil, "")
+}
+
+// progressMessages maps a running job's ID to its progress message.
+type progressMessages = sync.Map
