@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/federation"
 
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/health"
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
@@ -88,7 +89,7 @@ func (a *App) Rejoiner() *recovery.Rejoiner {
 	return &recovery.Rejoiner{
 		Admin: a.Admin, DB: a.DB, Store: a.Store, Federation: a.Federation,
 		ServerName: cfg.Homeserver.ServerName, HomeserverURL: cfg.Homeserver.URL, BotUser: cfg.Bot.UserID,
-		Logs: recovery.Sources(cfg.Synapse.Logs),
+		Logs: diagnose.Sources(cfg.Synapse.Logs),
 	}
 }
 

@@ -132,6 +132,20 @@ func NewProcessor(cli *mautrix.Client, a *app.App, t Transport) *Processor {
 	return proc
 }
 
+// parsed gives fn the command's arguments parsed into T (JSON keys = parameter keys) from the
+// handler's Parameters, so chat, the terminal and MSC4391 clients share one definition.
+// Every field of T must be a single word; otherwise the usage is the answer.
+func parsed[T any](usage string, fn func(ce *Event, args T)) func(*Event) {
+	return func(ce *Event) {
+		args, err := mcmd.ParseArgs[T](ce)
+		if err != nil || len(ce.Args) > 1 {
+			Fail(ce, "Usage: `%s%s`", prefix(ce), usage)
+			return
+		}
+		fn(ce, args)
+	}
+}
+
 func wrap(h *Handler) *Handler {
 	if h.Func != nil {
 		h.Func = guard(h.Func)

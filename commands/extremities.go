@@ -7,6 +7,7 @@ import (
 
 	"maunium.net/go/mautrix/event/cmdschema"
 
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/recovery"
 )
 
@@ -29,17 +30,17 @@ func extremitiesCommand() *Handler {
 			if !needDB(ce) {
 				return
 			}
-			rooms, err := ce.Meta.DB.RoomsWithExtremities(ce.Ctx, recovery.ExtremitiesWarn, 20)
+			rooms, err := ce.Meta.DB.RoomsWithExtremities(ce.Ctx, diagnose.ExtremitiesWarn, 20)
 			if err != nil {
 				Fail(ce, "Could not count forward extremities: %v", err)
 				return
 			}
 			if len(rooms) == 0 {
-				reply(ce, "No room has %d or more forward extremities. ✅", recovery.ExtremitiesWarn)
+				reply(ce, "No room has %d or more forward extremities. ✅", diagnose.ExtremitiesWarn)
 				return
 			}
 			var b strings.Builder
-			fmt.Fprintf(&b, "Rooms with %d or more forward extremities:\n\n| room | extremities |\n|---|---|\n", recovery.ExtremitiesWarn)
+			fmt.Fprintf(&b, "Rooms with %d or more forward extremities:\n\n| room | extremities |\n|---|---|\n", diagnose.ExtremitiesWarn)
 			for _, r := range rooms {
 				fmt.Fprintf(&b, "| `%s` | %d |\n", r.RoomID, r.Count)
 			}

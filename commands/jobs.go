@@ -7,6 +7,7 @@ import (
 
 	"maunium.net/go/mautrix/event/cmdschema"
 
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/recovery"
 )
@@ -137,7 +138,7 @@ func federationCommand() *Handler {
 	return &Handler{
 		Name: "federation", Description: text("List the servers Synapse is failing to reach"), Parameters: []*cmdschema.Parameter{},
 		Func: func(ce *Event) {
-			failing, err := recovery.FailingDestinations(ce.Ctx, ce.Meta.Admin)
+			failing, err := diagnose.FailingDestinations(ce.Ctx, ce.Meta.Admin)
 			if err != nil {
 				Fail(ce, "Could not list destinations: %v", err)
 				return
@@ -149,7 +150,7 @@ func federationCommand() *Handler {
 			var b strings.Builder
 			fmt.Fprintf(&b, "Synapse is failing to reach %d server(s):\n\n| server | state |\n|---|---|\n", len(failing))
 			for _, d := range failing {
-				fmt.Fprintf(&b, "| `%s` | %s |\n", d.Destination, recovery.DescribeRetry(d))
+				fmt.Fprintf(&b, "| `%s` | %s |\n", d.Destination, diagnose.DescribeRetry(d))
 			}
 			fmt.Fprintf(&b, "\n`%sfederation reset <server>` makes Synapse retry one now; `%sfederation reset all` every one.", prefix(ce), prefix(ce))
 			reply(ce, b.String())
@@ -158,13 +159,9 @@ func federationCommand() *Handler {
 			Name: "reset", Description: text("Clear Synapse's backoff for a server, or for every failing one with `all` (asks for approval)"),
 			Parameters: []*cmdschema.Parameter{{Key: "server", Schema: cmdschema.PrimitiveTypeString.Schema(), Description: text("The server name (e.g. example.org), or all")}},
 			TailParam:  "server",
-			Func: func(ce *Event) {
-				if len(ce.Args) != 1 {
-					Fail(ce, "Usage: `%sfederation reset <server>`", prefix(ce))
-					return
-				}
-				propose(ce, ce.Meta.Ops.FederationReset.With(recovery.FederationResetArgs{Server: ce.Args[0]}))
-			},
+			Func: parsed("federation reset <server>", func(ce *Event, args recovery.FederationResetArgs) {
+				propose(ce, ce.Meta.Ops.FederationReset.With(args))
+			}),
 		}},
 	}
 }
@@ -173,15 +170,12 @@ func undoCommand() *Handler {
 	return &Handler{
 		Name: "undo", Description: text("Restore the rows a job changed in Synapse's database (asks for approval)"),
 		Parameters: jobIDParam("The job whose changes to undo"), TailParam: "job",
-		Func: func(ce *Event) {
-			if len(ce.Args) != 1 {
-				Fail(ce, "Usage: `%sundo <job>`", prefix(ce))
-				return
-			}
+		Func: parsed("undo <job>", func(ce *Event, args recovery.UndoArgs) {
 			if !needDB(ce) {
 				return
 			}
-			propose(ce, ce.Meta.Ops.Undo.With(recovery.UndoArgs{Job: strings.ToLower(ce.Args[0])}))
-		},
+			args.Job = strings.ToLower(args.Job)
+			propose(ce, ce.Meta.Ops.Undo.With(args))
+		}),
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"maunium.net/go/mautrix/event/cmdschema"
 
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/synapselog"
 )
@@ -96,7 +97,7 @@ func recoverScan(ce *Event) {
 		Fail(ce, "%v", err)
 		return
 	}
-	rooms, rep, err := recovery.ScanForgotten(ce.Ctx, recovery.Sources(logs), time.Now().Add(-since), ce.Meta.DB, fc)
+	rooms, rep, err := diagnose.ScanForgotten(ce.Ctx, diagnose.Sources(logs), time.Now().Add(-since), ce.Meta.DB, fc)
 	if err != nil {
 		Fail(ce, "Could not scan the logs: %v", err)
 		return

@@ -9,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/event/cmdschema"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/synapselog"
 )
@@ -92,7 +93,7 @@ func rejected(ce *Event) {
 	}
 	// The chains: per room when one is named, else for the rooms listed (at most 5).
 	var rep *synapselog.Report
-	if sources := recovery.Sources(ce.Meta.Config.Synapse.Logs); len(sources) > 0 {
+	if sources := diagnose.Sources(ce.Meta.Config.Synapse.Logs); len(sources) > 0 {
 		rep, _ = synapselog.ScanSources(ce.Ctx, sources, time.Now().Add(-since))
 	}
 	for i, r := range rooms {
@@ -100,7 +101,7 @@ func rejected(ce *Event) {
 			fmt.Fprintf(&b, "\n… %d more rooms: `%srejected <room>` shows one.", len(rooms)-5, prefix(ce))
 			break
 		}
-		rr, err := recovery.RoomChains(ce.Ctx, ce.Meta.DB, r)
+		rr, err := diagnose.RoomChains(ce.Ctx, ce.Meta.DB, r)
 		if err != nil {
 			fmt.Fprintf(&b, "\n`%s`: could not read its chains: %v\n", r, err)
 			continue
@@ -111,7 +112,7 @@ func rejected(ce *Event) {
 	reply(ce, b.String())
 }
 
-func writeChains(b *strings.Builder, rr *recovery.RoomRejections, pfx string) {
+func writeChains(b *strings.Builder, rr *diagnose.RoomRejections, pfx string) {
 	fmt.Fprintf(b, "\n**`%s`**: %d rejected event(s) in all.\n", rr.RoomID, rr.Total)
 	shown := 0
 	for _, c := range rr.Chains {

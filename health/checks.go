@@ -14,7 +14,7 @@ import (
 	"maunium.net/go/mautrix/federation"
 
 	"github.com/synapse-medic/medic/config"
-	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/synapselog"
 )
 
@@ -122,7 +122,7 @@ func checkForgotten(ctx context.Context, rn *Runner, rep *Report, res *Result) e
 	if rn.Federation != nil {
 		fc, _ = rn.Federation()
 	}
-	rooms, _, err := recovery.ScanForgotten(ctx, recovery.Sources(rn.Config.Synapse.Logs), rep.Since, rn.DB, fc)
+	rooms, _, err := diagnose.ScanForgotten(ctx, diagnose.Sources(rn.Config.Synapse.Logs), rep.Since, rn.DB, fc)
 	if err != nil {
 		return err
 	}
@@ -155,20 +155,20 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 	}
 	th := rn.th()
 	// Counts per room (per-row index lookups, cheap on big databases), then the chain
-	// diagnosis of !rejected / !unreject (recovery.RoomChains) for the busiest rooms.
+	// diagnosis of !rejected / !unreject (diagnose.RoomChains) for the busiest rooms.
 	rooms, err := rn.DB.RejectionsSince(ctx, rep.Since)
 	if err != nil {
 		return err
 	}
 	// Walk the busiest rooms' chains in parallel (each walk reads one room's events).
-	walks := make([]*recovery.RoomRejections, min(len(rooms), chainRoomsChecked))
+	walks := make([]*diagnose.RoomRejections, min(len(rooms), chainRoomsChecked))
 	errs := make([]error, len(walks))
 	var wg sync.WaitGroup
 	for i := range walks {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			walks[i], errs[i] = recovery.RoomChains(ctx, rn.DB, rooms[i].RoomID)
+			walks[i], errs[i] = diagnose.RoomChains(ctx, rn.DB, rooms[i].RoomID)
 		}()
 	}
 	wg.Wait()
@@ -263,7 +263,7 @@ func checkExtremities(ctx context.Context, rn *Runner, _ *Report, res *Result) e
 		return errNoDB
 	}
 	th := rn.th()
-	warn := min(th.ExtremitiesWarn, recovery.ExtremitiesWarn)
+	warn := min(th.ExtremitiesWarn, diagnose.ExtremitiesWarn)
 	rooms, err := rn.DB.RoomsWithExtremities(ctx, warn, 50)
 	if err != nil {
 		return err

@@ -14,9 +14,6 @@ type ExtremitiesTrimArgs struct {
 	Room string `json:"room"`
 }
 
-// ExtremitiesWarn is the count from which a room's forward extremities are worth a look.
-const ExtremitiesWarn = 10
-
 // SynapseExtremitiesWarning is Synapse's own warning on the delete API (docs/admin_api/rooms.md).
 const SynapseExtremitiesWarning = "Synapse's documentation: \"WARNING: Please ensure you know what you're doing and have read " +
 	"the related issue #1760. Under no situations should this API be executed as an automated maintenance task!\""

@@ -1,11 +1,13 @@
-// Package recovery holds medic's diagnoses and repairs as job operations (package jobs).
+// Package recovery holds medic's repairs, each a typed job operation (package jobs): what
+// the admin asked for (its Args), how to plan it from the diagnoses (package diagnose), and
+// how to run its steps. Rendering and transports are not its business.
 package recovery
 
 import (
 	"context"
 	"fmt"
-	"time"
 
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/synapse"
 )
@@ -13,35 +15,6 @@ import (
 // FederationResetArgs name the destination to reset, or "all" for every failing one.
 type FederationResetArgs struct {
 	Server string `json:"server"`
-}
-
-// FailingDestinations returns the destinations Synapse is backing off from.
-func FailingDestinations(ctx context.Context, adm *synapse.Admin) ([]*synapse.Destination, error) {
-	all, err := adm.Destinations(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var failing []*synapse.Destination
-	for _, d := range all {
-		if d.Failing() {
-			failing = append(failing, d)
-		}
-	}
-	return failing, nil
-}
-
-// DescribeRetry says in words how Synapse treats a destination.
-func DescribeRetry(d *synapse.Destination) string {
-	s := "not failing"
-	if d.FailureTS != nil {
-		s = "failing since " + time.UnixMilli(*d.FailureTS).UTC().Format("2006-01-02 15:04:05 MST")
-	}
-	if d.RetryInterval > 0 {
-		next := time.UnixMilli(d.RetryLastTS + d.RetryInterval)
-		s += fmt.Sprintf(", next retry after %s (backoff %s)", next.UTC().Format("15:04:05 MST"),
-			(time.Duration(d.RetryInterval) * time.Millisecond).Round(time.Second))
-	}
-	return s
 }
 
 // FederationReset clears Synapse's retry backoff through the admin API (which also updates
@@ -55,7 +28,7 @@ func FederationReset(adm *synapse.Admin) *jobs.Operation[FederationResetArgs, st
 			server := args.Server
 			var targets []*synapse.Destination
 			if server == "all" {
-				failing, err := FailingDestinations(ctx, adm)
+				failing, err := diagnose.FailingDestinations(ctx, adm)
 				if err != nil {
 					return nil, err
 				}
@@ -85,7 +58,7 @@ func FederationReset(adm *synapse.Admin) *jobs.Operation[FederationResetArgs, st
 				plan.Title = fmt.Sprintf("Reset federation connections to %d failing servers", len(targets))
 			}
 			for _, d := range targets {
-				plan.Changes = append(plan.Changes, fmt.Sprintf("`%s`: %s → retry now", d.Destination, DescribeRetry(d)))
+				plan.Changes = append(plan.Changes, fmt.Sprintf("`%s`: %s → retry now", d.Destination, diagnose.DescribeRetry(d)))
 				plan.Steps = append(plan.Steps, d.Destination)
 			}
 			return plan, nil

@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
@@ -255,7 +256,7 @@ func (r *Rejoiner) plan(ctx context.Context, args RecoverArgs) (*jobs.Plan, erro
 	via, rooms := args.Via, args.Rooms
 	seen := map[string][]string{}
 	if args.All {
-		found, _, err := ScanForgotten(ctx, r.Logs, time.Now().Add(-args.Since), r.DB, fc)
+		found, _, err := diagnose.ScanForgotten(ctx, r.Logs, time.Now().Add(-args.Since), r.DB, fc)
 		if err != nil {
 			return nil, fmt.Errorf("scan the logs: %w", err)
 		}

@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/authcheck"
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/synapse"
 )
@@ -119,7 +120,7 @@ func (v *Verification) verdict(eventID string) authcheck.Verdict {
 // Verify checks a room's rejected events with the auth checker: the roots (all chains', or
 // the one given) against their own auth events, then every event of their chains in depth
 // order with the roots' verdicts applied. Nothing is changed.
-func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) (*Verification, *RoomRejections, error) {
+func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) (*Verification, *diagnose.RoomRejections, error) {
 	if u.DB == nil {
 		return nil, nil, fmt.Errorf("this needs Synapse's database: set synapse.database in medic's config")
 	}
@@ -131,7 +132,7 @@ func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) 
 	} else if rv == "1" || rv == "2" {
 		return nil, nil, fmt.Errorf("room %s is version %s; mautrix-go's auth rules do not cover versions 1 and 2, so medic cannot verify its events", room, rv)
 	}
-	rr, err := RoomChains(ctx, u.DB, room)
+	rr, err := diagnose.RoomChains(ctx, u.DB, room)
 	if err != nil {
 		return nil, nil, err
 	}

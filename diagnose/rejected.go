@@ -1,4 +1,8 @@
-package recovery
+// Package diagnose holds medic's read-only findings: rejection chains, rooms Synapse forgot,
+// destinations it backs off from, rooms with many forward extremities. Commands show them,
+// health checks judge them, and repairs (package recovery) plan from them; nothing here
+// changes anything.
+package diagnose
 
 import (
 	"context"

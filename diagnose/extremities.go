@@ -1,0 +1,4 @@
+package diagnose
+
+// ExtremitiesWarn is the count from which a room's forward extremities are worth a look.
+const ExtremitiesWarn = 10
