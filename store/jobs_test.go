@@ -1,0 +1,86 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/store"
+)
+
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte("data_dir: "+dir), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), cfg.Database, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// The compare-and-set is what keeps two approvals (or an approval and a cancel) from both
+// winning.
+func insertJob(t *testing.T, st *store.Store, jobID string) *store.Job {
+	t.Helper()
+	job := &store.Job{ID: jobID, Kind: "test", Args: "{}", State: store.JobAwaiting, Plan: "{}",
+		RequestedAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute), ApprovalsNeeded: 1}
+	if err := st.InsertJob(context.Background(), job); err != nil {
+		t.Fatal(err)
+	}
+	return job
+}
+
+func TestSetJobStateIfIsCompareAndSet(t *testing.T) {
+	st := openStore(t)
+	ctx := context.Background()
+	job := insertJob(t, st, "abc123")
+	if ok, err := st.SetJobStateIf(ctx, job.ID, store.JobAwaiting, store.JobRunning); !ok || err != nil {
+		t.Fatalf("first transition: %v %v", ok, err)
+	}
+	if ok, _ := st.SetJobStateIf(ctx, job.ID, store.JobAwaiting, store.JobCancelled); ok {
+		t.Fatal("a second transition from the old state won")
+	}
+	got, _ := st.GetJob(ctx, job.ID)
+	if got.State != store.JobRunning {
+		t.Fatalf("state %s", got.State)
+	}
+	if missing, err := st.GetJob(ctx, "nosuch"); missing != nil || err != nil {
+		t.Fatalf("unknown job: %v %v", missing, err)
+	}
+}
+
+func TestApprovalsAreDistinct(t *testing.T) {
+	st := openStore(t)
+	ctx := context.Background()
+	insertJob(t, st, "job1")
+	for _, u := range []string{"@a:x", "@a:x", "@b:x"} {
+		if _, err := st.AddApproval(ctx, "job1", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := st.Approvals(ctx, "job1")
+	if len(got) != 2 || got[0] != "@a:x" || got[1] != "@b:x" {
+		t.Fatalf("approvers %v", got)
+	}
+}
+
+func TestStepsUpsert(t *testing.T) {
+	st := openStore(t)
+	ctx := context.Background()
+	insertJob(t, st, "j")
+	_ = st.SetStep(ctx, "j", 1, "failed", "boom")
+	_ = st.SetStep(ctx, "j", 0, "done", "")
+	_ = st.SetStep(ctx, "j", 1, "done", "")
+	steps, err := st.Steps(ctx, "j")
+	if err != nil || len(steps) != 2 || steps[1].State != "done" || steps[1].Error != "" {
+		t.Fatalf("steps %+v %v", steps, err)
+	}
+}
