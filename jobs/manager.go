@@ -285,7 +285,7 @@ func (m *Manager) Undoable(ctx context.Context, jobID string) error {
 	if err != nil {
 		return err
 	} else if job == nil {
-		return fmt.Errorf("there is no job `%s`", jobID)
+		return nil // not one of this store's jobs (e.g. journaled by another medic): no run to guard
 	}
 	switch job.State {
 	case store.JobRunning:
