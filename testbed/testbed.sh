@@ -229,6 +229,13 @@ register() {
 
 up() {
   need_root
+  # Servers that answer are reused: recreating hs1/hs2 under another user's running tests
+  # would pull their databases away (CI starts from nothing, so it always gets fresh ones).
+  if [ -z "${MEDIC_TESTBED_RECREATE:-}" ] && answers 1 && answers 2; then
+    log "hs1 and hs2 already answer; reusing them (MEDIC_TESTBED_RECREATE=1 recreates)"
+    env_out
+    return
+  fi
   install
   pg_start
   local n
@@ -244,6 +251,8 @@ up() {
   register 1 medic "$PW_MEDIC" -a
   env_out
 }
+
+answers() { curl -fsS "http://127.0.0.1:$(cli_port "$1")/_matrix/client/versions" >/dev/null 2>&1; }
 
 down() { stop 1 || true; stop 2 || true; stop 3 || true; }
 
@@ -288,7 +297,13 @@ env_out() {
 cmd=${1:-}; shift || true
 case "$cmd" in
   install) install ;;
-  up) up ;;
+  up)
+    # One user of the testbed at a time (testbed/lock.go); -o: the servers started here must
+    # not inherit the lock.
+    if [ -z "${MEDIC_TESTBED_LOCK_HELD:-}" ]; then
+      exec flock -o /tmp/medic-testbed.lock env MEDIC_TESTBED_LOCK_HELD=1 "$0" up
+    fi
+    up ;;
   down) down ;;
   start) start "$1" ;;
   stop) stop "$1" ;;
