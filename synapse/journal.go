@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -633,26 +631,6 @@ func (db *DB) JournalSummary(ctx context.Context, jobID string) ([]string, error
 			OpInsert: "delete the inserted"}[op]
 		return fmt.Sprintf("%s %d row(s) of `%s`", verb, n, tbl), nil
 	})
-}
-
-// HoldPointEnv names a point at which medic stops and waits to be killed. It exists for the
-// kill tests (cmd/medic/unreject_test.go), which must stop medic at exact places inside and
-// around a repair's transaction; it is unset in production.
-const HoldPointEnv = "MEDIC_TEST_HOLD_AT"
-
-// HoldPoint returns the CrashPoint for HoldPointEnv, or nil when it is unset.
-func HoldPoint() CrashPoint {
-	want := os.Getenv(HoldPointEnv)
-	if want == "" {
-		return nil
-	}
-	return func(ctx context.Context, tx pgx.Tx, point string) error {
-		if point == want {
-			fmt.Fprintf(os.Stderr, "medic: holding at %q\n", point)
-			time.Sleep(time.Hour)
-		}
-		return nil
-	}
 }
 
 // At runs the crash point (nil-safe), for points outside a transaction.
