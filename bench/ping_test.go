@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,26 +23,12 @@ func TestMain(m *testing.M) { testbed.Main(m) }
 // startMedic builds medic and runs it as its own process (as in production) with a fresh
 // server-admin account; it returns the bot's user ID and process.
 func startMedic(b *testing.B, tb *testbed.Testbed) (id.UserID, *exec.Cmd) {
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "medic")
-	if out, err := exec.Command("go", "build", "-tags", "goolm", "-o", bin, "../cmd/medic").CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
 	acct := tb.Register(b, tb.HS1, testbed.UniqueName("medicbench"), true)
 	_, _ = acct.Logout(context.Background())
-	cfg := filepath.Join(dir, "config.yaml")
-	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
-homeserver: {url: %q, server_name: %q}
-bot: {user_id: %q, password: %q}
-admins: [%q]
-logging: {level: warn}
-`, tb.HS1.URL, tb.HS1.Name, acct.UserID, tb.UserPassword, tb.HS1.UserID("admin"))), 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(bin, "run", "-c", cfg)
+	cfg := tb.BasicMedicConfig(b, b.TempDir(), acct.UserID, tb.UserPassword, "logging: {level: warn}\n")
+	cmd := exec.Command(testbed.MedicBinary(b), "run", "-c", cfg)
 	cmd.Stderr = os.Stderr
-	if err = cmd.Start(); err != nil {
+	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })

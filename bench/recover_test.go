@@ -94,10 +94,7 @@ func BenchmarkRecoverRoom200(b *testing.B) {
 
 	// medic, as an admin would run it from the host.
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "medic")
-	if out, err := exec.Command("go", "build", "-tags", "goolm", "-o", bin, "../cmd/medic").CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testbed.MedicBinary(b)
 	cfg := tb.MedicConfig(b, dir, tb.HS1.UserID("medic"), tb.MedicPassword)
 	b.ResetTimer()
 	start := time.Now()

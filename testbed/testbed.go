@@ -387,75 +387,6 @@ func JoinVia(t testing.TB, cli *mautrix.Client, roomID id.RoomID, via string) {
 	}
 }
 
-// MedicConfig writes a medic config for hs1 into dir (data in dir/data): the given bot
-// account, hs1's admin as the admin, and Synapse's database, signing key and logs, with the
-// testing-only federation switch on. It returns the config's path.
-func (tb *Testbed) MedicConfig(t testing.TB, dir string, bot id.UserID, password string) string {
-	t.Helper()
-	h := tb.HS1
-	checker := AuthChecker(t)
-	path := filepath.Join(dir, "config.yaml")
-	err := os.WriteFile(path, []byte(fmt.Sprintf(`
-homeserver: {url: %q, server_name: %q}
-bot: {user_id: %q, password: %q}
-admins: [%q]
-data_dir: %s
-synapse:
-  database: %q
-  signing_key_path: %q
-  logs: [{type: file, path: %q}]
-  restart_command: %q
-federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
-unreject: {auth_checker: %q}
-`, h.URL, h.Name, bot, password, h.UserID("admin"), filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*",
-		tb.RestartCommand(h), checker)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-var jsonv2Builds sync.Map // package path → *jsonv2Build
-
-type jsonv2Build struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// buildJSONv2 builds one of the project's commands that need GOEXPERIMENT=jsonv2 (mautrix-go's
-// federation/pdu), once per test process, and returns the binary's path.
-func buildJSONv2(t testing.TB, pkg string) string {
-	t.Helper()
-	v, _ := jsonv2Builds.LoadOrStore(pkg, &jsonv2Build{})
-	b := v.(*jsonv2Build)
-	b.once.Do(func() {
-		dir, err := os.MkdirTemp("", "medic-jsonv2")
-		if err != nil {
-			b.err = err
-			return
-		}
-		b.path = filepath.Join(dir, filepath.Base(pkg))
-		cmd := exec.Command("go", "build", "-o", b.path, pkg)
-		cmd.Dir = filepath.Join(filepath.Dir(Script()), "..")
-		cmd.Env = append(os.Environ(), "GOEXPERIMENT=jsonv2", "GOFLAGS=")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("build %s: %w\n%s", pkg, err, out)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
-}
-
-// AuthChecker returns medic-authcheck, built as the Makefile builds it.
-func AuthChecker(t testing.TB) string { return buildJSONv2(t, "./cmd/medic-authcheck") }
-
-// CraftEventBinary returns the craftevent tool (see testbed/craftevent), for streaming many
-// templates through it.
-func CraftEventBinary(t testing.TB) string { return buildJSONv2(t, "./testbed/craftevent") }
-
 // CraftEvent signs an event template as homeserver h (content hash, signature) for a room of
 // the given version and returns its event ID and PDU: for events h itself would refuse to
 // create, delivered over federation by the test.
@@ -465,7 +396,7 @@ func CraftEvent(t testing.TB, h *Homeserver, roomVersion string, template map[st
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(buildJSONv2(t, "./testbed/craftevent"), h.Name, h.SigningKeyPath(), roomVersion)
+	cmd := exec.Command(CraftEventBinary(t), h.Name, h.SigningKeyPath(), roomVersion)
 	cmd.Stdin = bytes.NewReader(in)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net/http"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -273,14 +272,7 @@ func TestImportHistory(t *testing.T) {
 	cfg := tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword)
 	if os.Getenv("MEDIC_IMPORT_EXPERIMENT") == "running" {
 		// The experiment behind the plan's advice: import with Synapse up, no restart.
-		raw, err := os.ReadFile(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw = regexp.MustCompile(`(?m)^(\s*restart_command:).*$`).ReplaceAll(raw, []byte(`$1 ""`))
-		if err = os.WriteFile(cfg, raw, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		testbed.ClearRestartCommand(t, cfg)
 	}
 	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -420,7 +412,7 @@ func TestImportHistory(t *testing.T) {
 			return tb.HS1.Count(t, `SELECT count(*) FROM events WHERE room_id = $1 AND NOT outlier`, roomID)
 		}
 		before := inTimeline()
-		out := execKilledAt(t, buildMedic(t), cfg, fmt.Sprintf("!import history %s from hs2", roomID), "chunk 3: before commit")
+		out := execKilledAt(t, testbed.MedicBinary(t), cfg, fmt.Sprintf("!import history %s from hs2", roomID), "chunk 3: before commit")
 		m := jobIDPattern.FindStringSubmatch(out)
 		if m == nil {
 			t.Fatalf("no job id in:\n%s", out)

@@ -26,14 +26,6 @@ type medicProcess struct {
 	cmd               *exec.Cmd
 }
 
-func buildMedic(t *testing.T) string {
-	bin := filepath.Join(t.TempDir(), "medic")
-	if out, err := exec.Command("go", "build", "-tags", "goolm", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // execKilledAt runs `medic exec --yes line` as its own process, held at the crash point
 // named (synapse.HoldPointEnv), and SIGKILLs it there. It returns what medic printed.
 func execKilledAt(t *testing.T, bin, cfg, line, point string) string {
@@ -115,7 +107,7 @@ func TestKillMidJobAndResume(t *testing.T) {
 	acct := tb.Register(t, tb.HS1, testbed.UniqueName("medickill"), true)
 	_, _ = acct.Logout(ctx)
 	dir := t.TempDir()
-	p := &medicProcess{bin: buildMedic(t), cfg: tb.MedicConfig(t, dir, acct.UserID, tb.UserPassword), dataDir: filepath.Join(dir, "data")}
+	p := &medicProcess{bin: testbed.MedicBinary(t), cfg: tb.MedicConfig(t, dir, acct.UserID, tb.UserPassword), dataDir: filepath.Join(dir, "data")}
 	p.start(t)
 	admin := testbed.Syncing(t, tb.Admin(t, tb.HS1))
 	var roomID id.RoomID

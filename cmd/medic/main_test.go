@@ -2,9 +2,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,21 +14,9 @@ func TestMain(m *testing.M) { testbed.Main(m) }
 // jobIDPattern finds the job ID in a plan's title.
 var jobIDPattern = regexp.MustCompile("Plan ([a-z0-9]+):")
 
-func writeConfig(t *testing.T, body string) string {
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 func testbedConfig(t *testing.T) string {
 	tb := testbed.Get(t)
-	return writeConfig(t, fmt.Sprintf(`
-homeserver: {url: %q, server_name: %q}
-bot: {user_id: "@medic:%s", password: %q}
-admins: ["@admin:%s"]
-`, tb.HS1.URL, tb.HS1.Name, tb.HS1.Name, tb.MedicPassword, tb.HS1.Name))
+	return tb.BasicMedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword, "")
 }
 
 // TestExecVersion runs `medic exec '!version'` against the real hs1.
@@ -63,7 +48,7 @@ func TestCheckConfig(t *testing.T) {
 	}
 	stdout.Reset()
 	stderr.Reset()
-	bad := writeConfig(t, "homeserver: {url: nope}\nadmins: []\n")
+	bad := testbed.WriteConfig(t, t.TempDir(), "homeserver: {url: nope}\nadmins: []\n")
 	if code := run([]string{"check-config", "-c", bad}, nil, &stdout, &stderr); code == 0 {
 		t.Fatal("invalid config accepted")
 	}

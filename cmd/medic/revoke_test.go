@@ -85,7 +85,7 @@ func TestRecoverKillRevokesTokens(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	p := &medicProcess{bin: buildMedic(t), cfg: tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword), dataDir: filepath.Join(dir, "data")}
+	p := &medicProcess{bin: testbed.MedicBinary(t), cfg: tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword), dataDir: filepath.Join(dir, "data")}
 	p.cmd = exec.Command(p.bin, "exec", "-c", p.cfg, "--yes", "!recover room "+room.RoomID.String()+" via "+tb.HS2.Name)
 	var out testbed.Buffer
 	p.cmd.Stdout, p.cmd.Stderr = &out, &out

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -310,7 +308,7 @@ func TestUnrejectPoisonedRoom(t *testing.T) {
 func TestUnrejectKilled(t *testing.T) {
 	tb := testbed.Get(t)
 	p := newPoisonedRoom(t, tb, 2)
-	bin := buildMedic(t)
+	bin := testbed.MedicBinary(t)
 	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
 	state := func() (events, rejections int) {
 		return tb.HS1.Count(t, `SELECT count(*) FROM events WHERE event_id = ANY($1) AND rejection_reason IS NOT NULL`, p.chainIDs),
@@ -353,17 +351,7 @@ func TestUnrejectAsksForRestart(t *testing.T) {
 	tb := testbed.Get(t)
 	p := newPoisonedRoom(t, tb, 1)
 	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
-	raw, err := os.ReadFile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	noRestart := regexp.MustCompile(`(?m)^  restart_command: .*$`).ReplaceAllString(string(raw), `  restart_command: ""`)
-	if noRestart == string(raw) {
-		t.Fatal("the test config has no restart_command line to clear")
-	}
-	if err = os.WriteFile(cfg, []byte(noRestart), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testbed.ClearRestartCommand(t, cfg)
 	var out testbed.Buffer
 	done := make(chan int, 1)
 	go func() {
