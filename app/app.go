@@ -19,13 +19,14 @@ import (
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
 // App is one medic, whatever transport it is driven by.
 type App struct {
 	Config *config.Config
 	Store  *store.Store
-	Admin  *synapse.Admin
+	Admin  *adminapi.Client
 	// DB is Synapse's database; nil when synapse.database is not configured.
 	DB      *synapse.DB
 	Health  *health.Runner
@@ -54,7 +55,7 @@ type Ops struct {
 // the terminal's). Synapse's database is connected lazily (pgxpool), so a database that is
 // down fails the commands that need it, not the start.
 func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.Client, version string, log zerolog.Logger) (*App, error) {
-	a := &App{Config: cfg, Store: st, Admin: synapse.NewAdmin(cli), Version: version, Log: log}
+	a := &App{Config: cfg, Store: st, Admin: adminapi.New(cli), Version: version, Log: log}
 	if cfg.Synapse.DatabaseDSN != "" {
 		db, err := synapse.OpenDB(ctx, cfg.Synapse.DatabaseDSN)
 		if err != nil {

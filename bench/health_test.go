@@ -16,6 +16,7 @@ import (
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/health"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -171,7 +172,7 @@ func BenchmarkHealthReport(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rn := &health.Runner{Config: cfg, Admin: synapse.NewAdmin(tb.Admin(b, tb.HS1)), DB: db}
+	rn := &health.Runner{Config: cfg, Admin: adminapi.New(tb.Admin(b, tb.HS1)), DB: db}
 	var rep *health.Report
 	b.ResetTimer()
 	var total time.Duration

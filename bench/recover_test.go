@@ -13,7 +13,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -51,7 +51,7 @@ func forgottenRoom(b *testing.B, tb *testbed.Testbed, n int) (id.RoomID, []id.Us
 		b.Fatal(err)
 	}
 	admin := tb.Admin(b, tb.HS1)
-	token, err := synapse.NewAdmin(admin).LoginAsUser(ctx, users[0], time.Now().Add(time.Hour))
+	token, err := adminapi.New(admin).LoginAsUser(ctx, users[0], time.Now().Add(time.Hour))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func forgottenRoom(b *testing.B, tb *testbed.Testbed, n int) (id.RoomID, []id.Us
 	if _, err = first.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{tb.HS2.Name}}); err != nil {
 		b.Fatal(err)
 	}
-	adm := synapse.NewAdmin(admin)
+	adm := adminapi.New(admin)
 	for _, u := range users[1:] { // the admin join API is not rate limited
 		if err = adm.JoinUser(ctx, room.RoomID, u, []string{tb.HS2.Name}); err != nil {
 			b.Fatalf("setup join %s: %v", u, err)
@@ -108,7 +108,7 @@ func BenchmarkRecoverRoom200(b *testing.B) {
 
 	// The hand method on the same situation.
 	restore()
-	admin := synapse.NewAdmin(tb.Admin(b, tb.HS1))
+	admin := adminapi.New(tb.Admin(b, tb.HS1))
 	start = time.Now()
 	for _, u := range users {
 		token, err := admin.LoginAsUser(ctx, u, time.Now().Add(time.Hour))
@@ -123,7 +123,7 @@ func BenchmarkRecoverRoom200(b *testing.B) {
 
 	// The floor: tokens minted beforehand, joins 8 at a time, 429 honoured.
 	restore()
-	admin = synapse.NewAdmin(tb.Admin(b, tb.HS1))
+	admin = adminapi.New(tb.Admin(b, tb.HS1))
 	clients := make([]*mautrix.Client, len(users))
 	for i, u := range users {
 		token, err := admin.LoginAsUser(ctx, u, time.Now().Add(time.Hour))

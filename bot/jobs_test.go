@@ -13,12 +13,13 @@ import (
 
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 	"github.com/synapse-medic/medic/testbed"
 )
 
 // failingHS2 makes hs1 back off from hs2 the way it happens in production: a room shared
 // with a user on hs2, hs2 stopped (until the test ends), a message sent from hs1.
-func failingHS2(t *testing.T, tb *testbed.Testbed, admin *testbed.Client, adm *synapse.Admin) {
+func failingHS2(t *testing.T, tb *testbed.Testbed, admin *testbed.Client, adm *adminapi.Client) {
 	t.Helper()
 	ctx := context.Background()
 	remote := tb.Register(t, tb.HS2, testbed.UniqueName("remote"), false)
@@ -35,10 +36,10 @@ func failingHS2(t *testing.T, tb *testbed.Testbed, admin *testbed.Client, adm *s
 	admin.WaitFor(wait, "the remote user to join", testbed.Joined(roomID, remote.UserID))
 	tb.Stop(t, tb.HS2)
 	admin.SendText(roomID, "hello while hs2 is down")
-	waitDestination(t, adm, tb.HS2.Name, func(d *synapse.Destination) bool { return d != nil && d.Failing() })
+	waitDestination(t, adm, tb.HS2.Name, func(d *adminapi.Destination) bool { return d != nil && d.Failing() })
 }
 
-func waitDestination(t *testing.T, adm *synapse.Admin, server string, ok func(*synapse.Destination) bool) *synapse.Destination {
+func waitDestination(t *testing.T, adm *adminapi.Client, server string, ok func(*adminapi.Destination) bool) *adminapi.Destination {
 	t.Helper()
 	deadline := time.Now().Add(180 * time.Second) // Synapse retries a transaction for about a minute before it backs off
 	for {
@@ -134,7 +135,7 @@ func TestFederationResetJob(t *testing.T) {
 	tb := testbed.Get(t)
 	ctx := context.Background()
 	admin := adminClient(t, tb)
-	adm := synapse.NewAdmin(admin.Client)
+	adm := adminapi.New(admin.Client)
 	alice := testbed.Syncing(t, tb.Register(t, tb.HS1, testbed.UniqueName("alice"), false))
 	botUser := newBotAccount(t, tb)
 	rb := startBot(t, botConfig(t, tb, botUser, admin.UserID))
@@ -214,7 +215,7 @@ func TestFederationResetJob(t *testing.T) {
 	// which the re-plan would rightly report as "nothing to do".)
 	react(t, admin, roomID, newPlan.ID, "✅")
 	admin.WaitFor(wait, "the job report", fromBotContaining(botUser, "Job `"+newID+"` done"))
-	if d := waitDestination(t, adm, tb.HS2.Name, func(d *synapse.Destination) bool { return d != nil }); d.Failing() {
+	if d := waitDestination(t, adm, tb.HS2.Name, func(d *adminapi.Destination) bool { return d != nil }); d.Failing() {
 		t.Errorf("destination still failing after the reset: %+v", d)
 	}
 	trail, _ := rb.store.AuditTrail(ctx, newID)
@@ -238,7 +239,7 @@ func TestTwoPersonRuleAndExpiry(t *testing.T) {
 	tb := testbed.Get(t)
 	ctx := context.Background()
 	admin := adminClient(t, tb)
-	adm := synapse.NewAdmin(admin.Client)
+	adm := adminapi.New(admin.Client)
 	admin2 := testbed.Syncing(t, tb.Register(t, tb.HS1, testbed.UniqueName("admin2"), false))
 	botUser := newBotAccount(t, tb)
 	cfg := botConfig(t, tb, botUser, admin.UserID, admin2.UserID)
@@ -305,7 +306,7 @@ func TestExtremities(t *testing.T) {
 	tb := testbed.Get(t)
 	ctx := context.Background()
 	admin := adminClient(t, tb)
-	adm := synapse.NewAdmin(admin.Client)
+	adm := adminapi.New(admin.Client)
 	botUser := newBotAccount(t, tb)
 	cfg := botConfig(t, tb, botUser, admin.UserID)
 	cfg.Synapse.DatabaseDSN = tb.HS1.DSN

@@ -5,16 +5,16 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
 // FailingDestinations returns the destinations Synapse is backing off from.
-func FailingDestinations(ctx context.Context, adm *synapse.Admin) ([]*synapse.Destination, error) {
+func FailingDestinations(ctx context.Context, adm *adminapi.Client) ([]*adminapi.Destination, error) {
 	all, err := adm.Destinations(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var failing []*synapse.Destination
+	var failing []*adminapi.Destination
 	for _, d := range all {
 		if d.Failing() {
 			failing = append(failing, d)
@@ -24,7 +24,7 @@ func FailingDestinations(ctx context.Context, adm *synapse.Admin) ([]*synapse.De
 }
 
 // DescribeRetry says in words how Synapse treats a destination.
-func DescribeRetry(d *synapse.Destination) string {
+func DescribeRetry(d *adminapi.Destination) string {
 	s := "not failing"
 	if d.FailureTS != nil {
 		s = "failing since " + time.UnixMilli(*d.FailureTS).UTC().Format("2006-01-02 15:04:05 MST")

@@ -21,6 +21,7 @@ import (
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
 // Status is a check's verdict. Skipped means the check could not apply (e.g. nothing
@@ -128,7 +129,7 @@ type SelfStatus struct {
 // Runner runs checks against one Synapse.
 type Runner struct {
 	Config *config.Config
-	Admin  *synapse.Admin
+	Admin  *adminapi.Client
 	DB     *synapse.DB
 	Store  *store.Store
 	// Self reports medic's own state; nil on the terminal.

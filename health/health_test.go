@@ -18,6 +18,7 @@ import (
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/health"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -38,7 +39,7 @@ func runner(t *testing.T, tb *testbed.Testbed, admin *mautrix.Client) *health.Ru
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	return &health.Runner{Config: cfg, Admin: synapse.NewAdmin(admin), DB: db}
+	return &health.Runner{Config: cfg, Admin: adminapi.New(admin), DB: db}
 }
 
 // check runs one check and returns its result.

@@ -6,7 +6,7 @@ import (
 	"slices"
 
 	"github.com/synapse-medic/medic/jobs"
-	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
 // ExtremitiesTrimArgs name the room whose forward extremities to trim.
@@ -19,7 +19,7 @@ const SynapseExtremitiesWarning = "Synapse's documentation: \"WARNING: Please en
 	"the related issue #1760. Under no situations should this API be executed as an automated maintenance task!\""
 
 // ExtremitiesTrim deletes all but the newest forward extremities of a room through the admin API.
-func ExtremitiesTrim(adm *synapse.Admin) *jobs.Operation[ExtremitiesTrimArgs, struct{}] {
+func ExtremitiesTrim(adm *adminapi.Client) *jobs.Operation[ExtremitiesTrimArgs, struct{}] {
 	return &jobs.Operation[ExtremitiesTrimArgs, struct{}]{
 		Kind: "extremities.trim",
 		Plan: func(ctx context.Context, args ExtremitiesTrimArgs) (*jobs.Plan, error) {

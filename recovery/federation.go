@@ -9,7 +9,7 @@ import (
 
 	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
-	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
 // FederationResetArgs name the destination to reset, or "all" for every failing one.
@@ -20,13 +20,13 @@ type FederationResetArgs struct {
 // FederationReset clears Synapse's retry backoff through the admin API (which also updates
 // Synapse's own caches, so no restart is needed), for one destination or, with "all", for
 // every failing one: one step per destination.
-func FederationReset(adm *synapse.Admin) *jobs.Operation[FederationResetArgs, struct{}] {
+func FederationReset(adm *adminapi.Client) *jobs.Operation[FederationResetArgs, struct{}] {
 	return &jobs.Operation[FederationResetArgs, struct{}]{
 		Kind:  "federation.reset",
 		Order: jobs.Parallel(1),
 		Plan: func(ctx context.Context, args FederationResetArgs) (*jobs.Plan, error) {
 			server := args.Server
-			var targets []*synapse.Destination
+			var targets []*adminapi.Destination
 			if server == "all" {
 				failing, err := diagnose.FailingDestinations(ctx, adm)
 				if err != nil {
@@ -47,7 +47,7 @@ func FederationReset(adm *synapse.Admin) *jobs.Operation[FederationResetArgs, st
 				if !d.Failing() {
 					return &jobs.Plan{Nothing: fmt.Sprintf("Synapse is not backing off from `%s`; nothing to reset.", server)}, nil
 				}
-				targets = []*synapse.Destination{d}
+				targets = []*adminapi.Destination{d}
 			}
 			plan := &jobs.Plan{
 				Title: fmt.Sprintf("Reset federation connection to %s", server),

@@ -15,6 +15,7 @@ import (
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
 // ImportArgs name the room whose history to import and the configured source to read.
@@ -31,7 +32,7 @@ type ImportData struct {
 // HistoryImport is the operation behind !import history (incident 3).
 type HistoryImport struct {
 	DB      *synapse.DB
-	Admin   *synapse.Admin
+	Admin   *adminapi.Client
 	Config  config.Import
 	Restart string // synapse.restart_command
 

@@ -19,6 +19,7 @@ import (
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 	"github.com/synapse-medic/medic/synapselog"
 )
 
@@ -43,7 +44,7 @@ const tokenLifetime = 10 * time.Minute
 
 // Rejoiner plans and runs the rejoin of local users to forgotten rooms.
 type Rejoiner struct {
-	Admin         *synapse.Admin
+	Admin         *adminapi.Client
 	DB            *synapse.DB
 	Store         *store.Store
 	Federation    func() (*federation.Client, error)

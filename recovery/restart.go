@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/synapse-medic/medic/jobs"
-	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
 // RestartWait is how long medic waits for an admin to restart Synapse when no restart
@@ -18,7 +18,7 @@ var RestartWait = 30 * time.Minute
 // Restarter restarts Synapse after a repair that changed rows Synapse caches: with the
 // configured command (synapse.restart_command), or by asking the admin and waiting.
 type Restarter struct {
-	Admin   *synapse.Admin
+	Admin   *adminapi.Client
 	Command string
 }
 

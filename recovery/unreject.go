@@ -19,6 +19,7 @@ import (
 	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
 // UnrejectArgs name the room, optionally one chain root, and whether to accept that root
@@ -42,7 +43,7 @@ const RiskRejectedStays = "Synapse assumes that a rejected event stays rejected 
 // Unrejecter plans and runs !unreject.
 type Unrejecter struct {
 	DB         *synapse.DB
-	Admin      *synapse.Admin
+	Admin      *adminapi.Client
 	Federation func() (*federation.Client, error)
 	ServerName string
 	// OwnKey is Synapse's signing key (its public half verifies the server's own events).

@@ -14,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -74,7 +75,7 @@ func newPoisonedRoom(t *testing.T, tb *testbed.Testbed, messages int) *poisonedR
 	tb.HS1.Exec(t, `INSERT INTO rejections (event_id, reason, last_check) VALUES ($1, 'auth_error', $2)`, p.pl, fmt.Sprint(time.Now().UnixMilli()))
 	tb.Start(t, tb.HS1)
 	// hs2 may have started backing off from hs1 while it was down; hs2's messages must go now.
-	if err = synapse.NewAdmin(p.remote).ResetConnection(ctx, tb.HS1.Name); err != nil {
+	if err = adminapi.New(p.remote).ResetConnection(ctx, tb.HS1.Name); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,6 +1,6 @@
-// Package synapse talks to Synapse itself: its admin API (this file) and, for later
-// operations, its database.
-package synapse
+// Package adminapi is Synapse's admin API (and the bits of its client API medic needs as a
+// server admin), over mautrix-go's synapseadmin client.
+package adminapi
 
 import (
 	"context"
@@ -16,14 +16,14 @@ import (
 	"maunium.net/go/mautrix/synapseadmin"
 )
 
-// Admin is Synapse's admin API, called with the bot's (server admin) access token.
+// Client is Synapse's admin API, called with the bot's (server admin) access token.
 // It embeds mautrix-go's synapseadmin client and adds the endpoints that client lacks.
-type Admin struct {
+type Client struct {
 	*synapseadmin.Client
 }
 
-func NewAdmin(cli *mautrix.Client) *Admin {
-	return &Admin{Client: &synapseadmin.Client{Client: cli}}
+func New(cli *mautrix.Client) *Client {
+	return &Client{Client: &synapseadmin.Client{Client: cli}}
 }
 
 type respServerVersion struct {
@@ -32,7 +32,7 @@ type respServerVersion struct {
 
 // ServerVersion returns Synapse's version string (GET /_synapse/admin/v1/server_version,
 // which needs no authentication, so it works before the bot has logged in).
-func (a *Admin) ServerVersion(ctx context.Context) (string, error) {
+func (a *Client) ServerVersion(ctx context.Context) (string, error) {
 	var resp respServerVersion
 	_, err := a.Client.Client.MakeRequest(ctx, http.MethodGet, a.BuildAdminURL("v1", "server_version"), nil, &resp)
 	if err != nil {
@@ -60,7 +60,7 @@ type respDestinations struct {
 }
 
 // Destinations lists every destination Synapse knows (GET …/federation/destinations).
-func (a *Admin) Destinations(ctx context.Context) ([]*Destination, error) {
+func (a *Client) Destinations(ctx context.Context) ([]*Destination, error) {
 	var all []*Destination
 	from := "0"
 	for {
@@ -79,7 +79,7 @@ func (a *Admin) Destinations(ctx context.Context) ([]*Destination, error) {
 }
 
 // Destination returns one destination, or nil when Synapse does not know it.
-func (a *Admin) Destination(ctx context.Context, server string) (*Destination, error) {
+func (a *Client) Destination(ctx context.Context, server string) (*Destination, error) {
 	var d Destination
 	_, err := a.Client.Client.MakeRequest(ctx, http.MethodGet, a.BuildAdminURL("v1", "federation", "destinations", server), nil, &d)
 	if errors.Is(err, mautrix.MNotFound) {
@@ -92,7 +92,7 @@ func (a *Admin) Destination(ctx context.Context, server string) (*Destination, e
 
 // ResetConnection clears Synapse's backoff for a destination
 // (POST …/destinations/{d}/reset_connection), which also updates Synapse's caches.
-func (a *Admin) ResetConnection(ctx context.Context, server string) error {
+func (a *Client) ResetConnection(ctx context.Context, server string) error {
 	_, err := a.Client.Client.MakeRequest(ctx, http.MethodPost,
 		a.BuildAdminURL("v1", "federation", "destinations", server, "reset_connection"), struct{}{}, nil)
 	// Synapse answers 400 when the retry state is already clear: the goal is reached.
@@ -120,7 +120,7 @@ type respExtremities struct {
 }
 
 // ForwardExtremities lists a room's forward extremities (GET …/rooms/{r}/forward_extremities).
-func (a *Admin) ForwardExtremities(ctx context.Context, room string) ([]*Extremity, error) {
+func (a *Client) ForwardExtremities(ctx context.Context, room string) ([]*Extremity, error) {
 	var resp respExtremities
 	_, err := a.Client.Client.MakeRequest(ctx, http.MethodGet, a.BuildAdminURL("v1", "rooms", room, "forward_extremities"), nil, &resp)
 	if err != nil {
@@ -131,7 +131,7 @@ func (a *Admin) ForwardExtremities(ctx context.Context, room string) ([]*Extremi
 
 // DeleteForwardExtremities makes Synapse drop all but the newest forward extremities of a
 // room; it updates Synapse's caches itself.
-func (a *Admin) DeleteForwardExtremities(ctx context.Context, room string) (int, error) {
+func (a *Client) DeleteForwardExtremities(ctx context.Context, room string) (int, error) {
 	var resp struct {
 		Deleted int `json:"deleted"`
 	}
@@ -144,7 +144,7 @@ func (a *Admin) DeleteForwardExtremities(ctx context.Context, room string) (int,
 
 // LoginAsUser mints an access token for a local user (POST …/users/{u}/login), valid until
 // validUntil. It creates no device. Disabled when Synapse delegates auth to MAS.
-func (a *Admin) LoginAsUser(ctx context.Context, user id.UserID, validUntil time.Time) (string, error) {
+func (a *Client) LoginAsUser(ctx context.Context, user id.UserID, validUntil time.Time) (string, error) {
 	var resp struct {
 		AccessToken string `json:"access_token"`
 	}
@@ -158,7 +158,7 @@ func (a *Admin) LoginAsUser(ctx context.Context, user id.UserID, validUntil time
 
 // JoinUser makes a local user join a room (POST …/join/{room}), which is not rate limited.
 // Synapse needs the room to be public or the admin in it; via names servers in the room.
-func (a *Admin) JoinUser(ctx context.Context, room id.RoomID, user id.UserID, via []string) error {
+func (a *Client) JoinUser(ctx context.Context, room id.RoomID, user id.UserID, via []string) error {
 	u := a.Client.Client.BuildURLWithFullQuery(mautrix.SynapseAdminURLPath{"v1", "join", room}, func(q url.Values) {
 		for _, s := range via {
 			q.Add("server_name", s)
