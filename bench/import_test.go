@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/importer"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -223,11 +224,11 @@ func BenchmarkImportHistory(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		src, err := synapse.OpenSource(ctx, synapse.SourcePostgres, srcDSN)
+		src, err := importer.OpenSource(ctx, importer.SourcePostgres, srcDSN)
 		if err != nil {
 			b.Fatal(err)
 		}
-		im, err := synapse.NewImporter(ctx, dst, src, benchRoom)
+		im, err := importer.New(ctx, dst, src, benchRoom)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -262,7 +263,7 @@ func BenchmarkImportHistory(b *testing.B) {
 		}
 		// The baseline: the same rows, one INSERT statement each, one transaction per chunk.
 		baseStart := time.Now()
-		src, err = synapse.OpenSource(ctx, synapse.SourcePostgres, srcDSN)
+		src, err = importer.OpenSource(ctx, importer.SourcePostgres, srcDSN)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -284,7 +285,7 @@ func BenchmarkImportHistory(b *testing.B) {
 // rowByRow writes what the import writes for each event with one INSERT per row (events,
 // event_json, edges, auth, state_events, event_to_state_groups, search, relations), one
 // transaction per chunk: the hand script's method, done right otherwise.
-func rowByRow(b *testing.B, src *synapse.Source, srcDSN, dsn string, chunks []synapse.EventKey) int {
+func rowByRow(b *testing.B, src *importer.Source, srcDSN, dsn string, chunks []importer.EventKey) int {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -298,7 +299,7 @@ func rowByRow(b *testing.B, src *synapse.Source, srcDSN, dsn string, chunks []sy
 	defer srcConn.Close(ctx)
 	rows := 0
 	for i := range chunks {
-		lo, hi := synapse.ChunkRange(chunks, i)
+		lo, hi := importer.ChunkRange(chunks, i)
 		events, err := src.EventsInRange(ctx, benchRoom, lo, hi)
 		if err != nil {
 			b.Fatal(err)

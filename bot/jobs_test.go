@@ -14,6 +14,7 @@ import (
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
+	"github.com/synapse-medic/medic/synapse/journal"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -380,7 +381,7 @@ func TestUndoCommand(t *testing.T) {
 	}
 	before := row()
 	changedJob := "tst" + testbed.UniqueName("")[:3]
-	if _, err = db.ApplyJournaled(ctx, changedJob, "@admin:test", []synapse.RowChange{{
+	if _, err = journal.Apply(ctx, db, changedJob, "@admin:test", []journal.RowChange{{
 		Table: "destinations", Key: []string{"destination"}, Where: "t.destination = $1", Args: []any{ghost},
 		Set: "retry_interval = 0, failure_ts = NULL, retry_last_ts = 0",
 	}}, nil); err != nil {

@@ -16,6 +16,8 @@ import (
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
+	"github.com/synapse-medic/medic/synapse/importer"
+	"github.com/synapse-medic/medic/synapse/journal"
 )
 
 // ImportArgs name the room whose history to import and the configured source to read.
@@ -26,7 +28,7 @@ type ImportArgs struct {
 
 // ImportData is what the import's plan hands its steps: the chunks, newest first.
 type ImportData struct {
-	Chunks []synapse.EventKey `json:"chunks"`
+	Chunks []importer.EventKey `json:"chunks"`
 }
 
 // HistoryImport is the operation behind !import history (incident 3).
@@ -37,10 +39,10 @@ type HistoryImport struct {
 	Restart string // synapse.restart_command
 
 	lock     sync.Mutex
-	sessions map[string]*synapse.Importer
+	sessions map[string]*importer.Importer
 }
 
-func (hi *HistoryImport) open(ctx context.Context, args ImportArgs) (*synapse.Importer, error) {
+func (hi *HistoryImport) open(ctx context.Context, args ImportArgs) (*importer.Importer, error) {
 	if hi.DB == nil {
 		return nil, fmt.Errorf("importing needs Synapse's database: set synapse.database in medic's config")
 	}
@@ -53,11 +55,11 @@ func (hi *HistoryImport) open(ctx context.Context, args ImportArgs) (*synapse.Im
 		}
 		return nil, fmt.Errorf("there is no import source %q; configured: %s", name, strings.Join(names, ", "))
 	}
-	source, err := synapse.OpenSource(ctx, src.Type, src.Database)
+	source, err := importer.OpenSource(ctx, src.Type, src.Database)
 	if err != nil {
 		return nil, fmt.Errorf("import source %s: %w", name, err)
 	}
-	im, err := synapse.NewImporter(ctx, hi.DB, source, args.Room)
+	im, err := importer.New(ctx, hi.DB, source, args.Room)
 	if err != nil {
 		source.Close()
 		return nil, err
@@ -181,7 +183,7 @@ func (hi *HistoryImport) restartText() string {
 	return (&Restarter{Command: hi.Restart}).Text()
 }
 
-func (hi *HistoryImport) session(ctx context.Context, jobID string, args ImportArgs, chunks []synapse.EventKey) (*synapse.Importer, error) {
+func (hi *HistoryImport) session(ctx context.Context, jobID string, args ImportArgs, chunks []importer.EventKey) (*importer.Importer, error) {
 	hi.lock.Lock()
 	defer hi.lock.Unlock()
 	if im := hi.sessions[jobID]; im != nil {
@@ -192,9 +194,9 @@ func (hi *HistoryImport) session(ctx context.Context, jobID string, args ImportA
 		return nil, err
 	}
 	// Kill tests hold at a point inside one chunk, e.g. "chunk 3: before commit".
-	im.Run(jobID, "job "+jobID, chunks, synapse.HoldPoint())
+	im.Run(jobID, "job "+jobID, chunks, journal.HoldPoint())
 	if hi.sessions == nil {
-		hi.sessions = map[string]*synapse.Importer{}
+		hi.sessions = map[string]*importer.Importer{}
 	}
 	hi.sessions[jobID] = im
 	return im, nil

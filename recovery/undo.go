@@ -7,6 +7,7 @@ import (
 
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/journal"
 )
 
 // UndoArgs name the job whose changes to undo.
@@ -27,7 +28,7 @@ func Undo(db *synapse.DB, undoable func(ctx context.Context, job string) error) 
 			if err := undoable(ctx, job); err != nil {
 				return nil, err
 			}
-			summary, err := db.JournalSummary(ctx, job)
+			summary, err := journal.Summary(ctx, db, job)
 			if err != nil {
 				return nil, err
 			}
@@ -47,7 +48,7 @@ func Undo(db *synapse.DB, undoable func(ctx context.Context, job string) error) 
 			}, nil
 		},
 		Step: func(ctx context.Context, s *jobs.Step[UndoArgs, struct{}]) error {
-			_, err := db.Undo(ctx, s.Args.Job, nil)
+			_, err := journal.Undo(ctx, db, s.Args.Job, nil)
 			return err
 		},
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
+	"github.com/synapse-medic/medic/synapse/journal"
 )
 
 // UnrejectArgs name the room, optionally one chain root, and whether to accept that root
@@ -380,17 +381,14 @@ func typeList(types map[string]int) string {
 
 func (u *Unrejecter) step(ctx context.Context, s *jobs.Step[UnrejectArgs, UnrejectData]) error {
 	room, events := s.Args.Room, s.Data.Events
-	hold := synapse.HoldPoint()
+	hold := journal.HoldPoint()
 	switch s.Idx {
 	case 0:
 		jobID := s.Job
-		if open, _, err := u.DB.JournalCount(ctx, jobID); err == nil && open > 0 {
+		if open, _, err := journal.Count(ctx, u.DB, jobID); err == nil && open > 0 {
 			return nil // committed before a restart of medic: the journal is the proof
 		}
-		n, err := u.DB.ApplyJournaledWith(ctx, jobID, "job "+jobID, synapse.LoadUnrejectIDs(events), []synapse.RowChange{
-			{Table: "events", Key: []string{"event_id"}, Where: synapse.UnrejectEventsWhere, Args: []any{room}, Set: synapse.UnrejectEventsSet},
-			{Table: "rejections", Key: []string{"event_id"}, Where: synapse.UnrejectRejectionsWhere, Args: []any{room}},
-		}, hold)
+		n, err := journal.Unreject(ctx, u.DB, jobID, room, events, hold)
 		if err != nil {
 			return fmt.Errorf("un-reject: %w", err)
 		}

@@ -1,9 +1,12 @@
+// Package synapse is medic's door to Synapse's PostgreSQL database: the connection, every
+// query as a named SQL constant, and intent-level reads (rooms, memberships, rejected
+// events, health figures). Its subpackages: adminapi (the admin API), journal (journaled
+// changes and exact undo), importer (history import and its source readers).
 package synapse
 
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -11,9 +14,6 @@ import (
 // DB is Synapse's PostgreSQL database.
 type DB struct {
 	Pool *pgxpool.Pool
-
-	// journalReady is set once medic's journal schema is known to exist.
-	journalReady atomic.Bool
 }
 
 // OpenDB connects to Synapse's database.

@@ -58,34 +58,6 @@ const (
 			AND (e.rejection_reason IS NOT NULL OR EXISTS (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id))`
 )
 
-// Unreject changes: scoped to one room by events.room_id, for the events listed in the
-// transaction's temporary table medic_unreject (see LoadUnrejectIDs).
-const (
-	createUnrejectIDs       = `CREATE TEMPORARY TABLE medic_unreject (event_id TEXT PRIMARY KEY) ON COMMIT DROP`
-	UnrejectEventsWhere     = `t.room_id = $1 AND t.event_id IN (SELECT event_id FROM medic_unreject) AND t.rejection_reason IS NOT NULL`
-	UnrejectEventsSet       = `rejection_reason = NULL`
-	UnrejectRejectionsWhere = `t.event_id IN (SELECT event_id FROM medic_unreject) AND EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = t.event_id AND e.room_id = $1)`
-)
-
-// LoadUnrejectIDs returns a prepare step (ApplyJournaledWith) that loads the events to
-// un-reject into the transaction's temporary table medic_unreject.
-func LoadUnrejectIDs(ids []string) func(context.Context, pgx.Tx) error {
-	return func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, createUnrejectIDs); err != nil {
-			return fmt.Errorf("create medic_unreject: %w", err)
-		}
-		rows := make([][]any, len(ids))
-		for i, e := range ids {
-			rows[i] = []any{e}
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"medic_unreject"}, []string{"event_id"}, pgx.CopyFromRows(rows)); err != nil {
-			return fmt.Errorf("load events to un-reject: %w", err)
-		}
-		_, err := tx.Exec(ctx, `ANALYZE medic_unreject`)
-		return err
-	}
-}
-
 // RejectedGroup counts a room's rejected events of one reason and type.
 type RejectedGroup struct {
 	RoomID, Name, Reason, Type string

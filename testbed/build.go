@@ -18,7 +18,7 @@ type binary struct {
 
 var (
 	// medicBinary is medic as the Makefile builds it (goolm: pure-Go Olm), plus medictest:
-	// the test hooks the production binary lacks (synapse.HoldPointEnv).
+	// the test hooks the production binary lacks (journal.HoldPointEnv).
 	medicBinary = binary{pkg: "./cmd/medic", tags: "goolm,medictest"}
 	// The commands that need mautrix-go's federation/pdu, which needs GOEXPERIMENT=jsonv2 (and
 	// medic must not have it: see the Makefile).

@@ -24,6 +24,8 @@ import (
 
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/importer"
+	"github.com/synapse-medic/medic/synapse/journal"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -331,12 +333,12 @@ func TestImportHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		src, err := synapse.OpenSource(ctx, synapse.SourcePostgres, tb.HS2.DSN)
+		src, err := importer.OpenSource(ctx, importer.SourcePostgres, tb.HS2.DSN)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer src.Close()
-		im, err := synapse.NewImporter(ctx, db, src, roomID.String())
+		im, err := importer.New(ctx, db, src, roomID.String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -366,11 +368,11 @@ func TestImportHistory(t *testing.T) {
 		// A stopped job: chunk 1 commits, chunk 2 (started beside it) is parked just before
 		// its commit when the job is stopped. Abort rolls chunk 2 back; chunk 1 stays, and
 		// undoing it through the journal restores every table.
-		src2, err := synapse.OpenSource(ctx, synapse.SourcePostgres, tb.HS2.DSN)
+		src2, err := importer.OpenSource(ctx, importer.SourcePostgres, tb.HS2.DSN)
 		if err != nil {
 			t.Fatal(err)
 		}
-		im, err = synapse.NewImporter(ctx, db, src2, roomID.String())
+		im, err = importer.New(ctx, db, src2, roomID.String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -393,7 +395,7 @@ func TestImportHistory(t *testing.T) {
 		if got := tb.HS1.Count(t, inTimeline, roomID) - before; got != chunkSize {
 			t.Fatalf("after stopping with chunk 2 under way: %d events joined the timeline, want chunk 1's %d", got, chunkSize)
 		}
-		if _, err = db.Undo(ctx, "aborttest", nil); err != nil {
+		if _, err = journal.Undo(ctx, db, "aborttest", nil); err != nil {
 			t.Fatal(err)
 		}
 		if fp := tableFingerprints(t, tb.HS1); !maps.Equal(fp, fp0) {

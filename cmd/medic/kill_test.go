@@ -16,7 +16,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/journal"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -27,11 +27,11 @@ type medicProcess struct {
 }
 
 // execKilledAt runs `medic exec --yes line` as its own process, held at the crash point
-// named (synapse.HoldPointEnv), and SIGKILLs it there. It returns what medic printed.
+// named (journal.HoldPointEnv), and SIGKILLs it there. It returns what medic printed.
 func execKilledAt(t *testing.T, bin, cfg, line, point string) string {
 	t.Helper()
 	cmd := exec.Command(bin, "exec", "-c", cfg, "--yes", line)
-	cmd.Env = append(os.Environ(), synapse.HoldPointEnv+"="+point)
+	cmd.Env = append(os.Environ(), journal.HoldPointEnv+"="+point)
 	var out testbed.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

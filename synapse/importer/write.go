@@ -1,4 +1,4 @@
-package synapse
+package importer
 
 import (
 	"cmp"
@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/synapse-medic/medic/synapse/journal"
 )
 
 // write imports chunk c: the room's events in its key range that the target lacks, in one
@@ -37,7 +39,7 @@ func (im *Importer) write(ctx context.Context, c *inflight) {
 	if err != nil || ev == nil {
 		return
 	}
-	err = im.DB.InJournaledTx(ctx, im.jobID, im.actor, func(j *JournalTx) error {
+	err = journal.InTx(ctx, im.DB, im.jobID, im.actor, func(j *journal.Tx) error {
 		w := &chunkWriter{chunkEvents: ev, ctx: ctx, j: j, tx: j.Tx, crash: im.crashAt(c.idx), res: res,
 			room: im.RoomID, instance: im.instance, chainIndex: im.hasChainIndex,
 			byEventRows: map[string]int{}}
@@ -159,9 +161,9 @@ func (im *Importer) sortOut(ctx context.Context, sc *sourceChunk) (*chunkEvents,
 type chunkWriter struct {
 	*chunkEvents
 	ctx   context.Context
-	j     *JournalTx
+	j     *journal.Tx
 	tx    pgx.Tx
-	crash CrashPoint
+	crash journal.CrashPoint
 	res   *ChunkResult
 
 	room, instance string
@@ -239,14 +241,14 @@ func (w *chunkWriter) at(point string) error {
 
 // copyByEvent copies rows of the new events into table; journalEventRows journals them.
 func (w *chunkWriter) copyByEvent(table string, cols []string, rows [][]any) error {
-	return w.copyRows(table, cols, rows, Inserted{})
+	return w.copyRows(table, cols, rows, journal.Inserted{})
 }
 
 // copyRows copies rows into table and journals them as ins describes (its Match selecting
 // exactly them); without a Match they are rows of the new events, journaled later by
 // journalEventRows. A volatile table is journaled even when no row was copied: Synapse may
 // fill it later.
-func (w *chunkWriter) copyRows(table string, cols []string, rows [][]any, ins Inserted) error {
+func (w *chunkWriter) copyRows(table string, cols []string, rows [][]any, ins journal.Inserted) error {
 	if len(rows) == 0 && !ins.Volatile {
 		return nil
 	}
@@ -273,5 +275,5 @@ func (w *chunkWriter) journalEventRows() error {
 	if len(w.byEvent) == 0 {
 		return nil
 	}
-	return w.j.Inserted(w.ctx, Inserted{Tables: w.byEvent, RowsBy: w.byEventRows, Match: map[string]any{"event_id": w.newIDs}})
+	return w.j.Inserted(w.ctx, journal.Inserted{Tables: w.byEvent, RowsBy: w.byEventRows, Match: map[string]any{"event_id": w.newIDs}})
 }

@@ -1,4 +1,4 @@
-package synapse
+package journal
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -16,11 +17,11 @@ func TestMain(m *testing.M) { testbed.Main(m) }
 
 // scratchDB creates a database holding a copy of Synapse's real events and rejections
 // schema (from hs1, by pg_dump), with rows in two rooms, and returns it.
-func scratchDB(t *testing.T) *DB {
+func scratchDB(t *testing.T) *synapse.DB {
 	tb := testbed.Get(t)
 	ctx := context.Background()
 	dsn := testbed.ScratchDB(t, tb.HS1, "events", "rejections")
-	db, err := OpenDB(ctx, dsn)
+	db, err := synapse.OpenDB(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +55,7 @@ func scratchDB(t *testing.T) *DB {
 }
 
 // snapshot is the text form of every row of both tables, in a fixed order.
-func snapshot(t *testing.T, db *DB) string {
+func snapshot(t *testing.T, db *synapse.DB) string {
 	var out string
 	err := db.Pool.QueryRow(context.Background(), `SELECT
 		coalesce((SELECT string_agg(e::text, E'\n' ORDER BY e.event_id) FROM events e), '') || E'\n--\n' ||
@@ -75,7 +76,7 @@ var errCrash = errors.New("simulated crash")
 
 // crashPoints lists the points a change passes, by running it once with a recorder inside a
 // transaction that is then rolled back by failing at the last point.
-func crashPoints(t *testing.T, db *DB, run func(CrashPoint) error) []string {
+func crashPoints(t *testing.T, db *synapse.DB, run func(CrashPoint) error) []string {
 	var points []string
 	_ = run(func(ctx context.Context, tx pgx.Tx, p string) error {
 		points = append(points, p)
@@ -92,7 +93,7 @@ func crashPoints(t *testing.T, db *DB, run func(CrashPoint) error) []string {
 
 // crashers: fail the step, or kill the transaction's connection (as a crashed process would
 // leave it) and carry on as if nothing happened.
-func crashers(db *DB, point string) map[string]CrashPoint {
+func crashers(db *synapse.DB, point string) map[string]CrashPoint {
 	return map[string]CrashPoint{
 		"error": func(ctx context.Context, tx pgx.Tx, p string) error {
 			if p == point {
@@ -121,7 +122,7 @@ func TestJournalCrashPointsAndExactUndo(t *testing.T) {
 
 	apply := func(job string) func(CrashPoint) error {
 		return func(cp CrashPoint) error {
-			_, err := db.ApplyJournaled(ctx, job, "@admin:hs1.test", unrejectRoomA, cp)
+			_, err := Apply(ctx, db, job, "@admin:hs1.test", unrejectRoomA, cp)
 			return err
 		}
 	}
@@ -133,13 +134,13 @@ func TestJournalCrashPointsAndExactUndo(t *testing.T) {
 			if got := snapshot(t, db); got != original {
 				t.Fatalf("%s at %q left the tables changed", how, point)
 			}
-			if open, _, err := db.JournalCount(ctx, "crash"); err != nil || open != 0 {
+			if open, _, err := Count(ctx, db, "crash"); err != nil || open != 0 {
 				t.Fatalf("%s at %q left %d journal rows (%v)", how, point, open, err)
 			}
 		}
 	}
 
-	n, err := db.ApplyJournaled(ctx, "job1", "@admin:hs1.test", unrejectRoomA, nil)
+	n, err := Apply(ctx, db, "job1", "@admin:hs1.test", unrejectRoomA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +155,7 @@ func TestJournalCrashPointsAndExactUndo(t *testing.T) {
 	}
 
 	// Undo, crashed at each of its points: the change stays whole and undo can run again.
-	undo := func(cp CrashPoint) error { _, err := db.Undo(ctx, "job1", cp); return err }
+	undo := func(cp CrashPoint) error { _, err := Undo(ctx, db, "job1", cp); return err }
 	for _, point := range crashPoints(t, db, undo) {
 		for how, cp := range crashers(db, point) {
 			if err := undo(cp); err == nil {
@@ -165,25 +166,25 @@ func TestJournalCrashPointsAndExactUndo(t *testing.T) {
 			}
 		}
 	}
-	if _, err = db.Undo(ctx, "job1", nil); err != nil {
+	if _, err = Undo(ctx, db, "job1", nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := snapshot(t, db); got != original {
 		t.Fatalf("undo did not restore byte-identical rows:\nwant %s\ngot  %s", original, got)
 	}
-	if _, err = db.Undo(ctx, "job1", nil); err == nil {
+	if _, err = Undo(ctx, db, "job1", nil); err == nil {
 		t.Fatal("a second undo succeeded")
 	}
 
 	// A row changed after the job: undo refuses and restores nothing.
-	if _, err = db.ApplyJournaled(ctx, "job2", "@admin:hs1.test", unrejectRoomA, nil); err != nil {
+	if _, err = Apply(ctx, db, "job2", "@admin:hs1.test", unrejectRoomA, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err = db.Pool.Exec(ctx, `UPDATE events SET rejection_reason = 'auth_error' WHERE event_id = $1`, "$ev4-é'\""); err != nil {
 		t.Fatal(err)
 	}
 	drifted := snapshot(t, db)
-	if _, err = db.Undo(ctx, "job2", nil); !errors.Is(err, ErrDrifted) {
+	if _, err = Undo(ctx, db, "job2", nil); !errors.Is(err, ErrDrifted) {
 		t.Fatalf("undo over a changed row: %v", err)
 	}
 	if snapshot(t, db) != drifted {
@@ -206,7 +207,7 @@ func TestJournalInsertedUndo(t *testing.T) {
 	before := count()
 	ids := []string{"$new1", "$new2", "$new3"}
 	insert := func(jobID string, grouped bool) {
-		err := db.InJournaledTx(ctx, jobID, "test", func(j *JournalTx) error {
+		err := InTx(ctx, db, jobID, "test", func(j *Tx) error {
 			for i, id := range ids {
 				if _, err := j.Tx.Exec(ctx, `INSERT INTO events (stream_ordering, topological_ordering, event_id, type, room_id,
 					processed, outlier, depth, instance_name) VALUES ($1, 1, $2, 'm.room.message', '!c:hs2.test', true, false, 1, 'master')`,
@@ -236,11 +237,11 @@ func TestJournalInsertedUndo(t *testing.T) {
 		if got := count(); got != before+3003 {
 			t.Fatalf("after insert: %d, want %d", got, before+3003)
 		}
-		summary, err := db.JournalSummary(ctx, job)
+		summary, err := Summary(ctx, db, job)
 		if err != nil || len(summary) != 2 || !strings.Contains(summary[0], "3 row(s) of `events`") {
 			t.Errorf("summary %q, %v", summary, err)
 		}
-		if _, err = db.Undo(ctx, job, nil); err != nil {
+		if _, err = Undo(ctx, db, job, nil); err != nil {
 			t.Fatal(err)
 		}
 		if got := count(); got != before {
@@ -252,7 +253,7 @@ func TestJournalInsertedUndo(t *testing.T) {
 	if _, err := db.Pool.Exec(ctx, `DELETE FROM rejections WHERE event_id = '$new2drift'`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Undo(ctx, "drift", nil); !errors.Is(err, ErrDrifted) {
+	if _, err := Undo(ctx, db, "drift", nil); !errors.Is(err, ErrDrifted) {
 		t.Fatalf("undo after drift: %v, want ErrDrifted", err)
 	}
 	if got := count(); got != before+3002 {

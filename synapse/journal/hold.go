@@ -1,4 +1,4 @@
-package synapse
+package journal
 
 // HoldPointEnv names a point at which medic stops and waits to be killed. It exists for the
 // kill tests (cmd/medic/kill_test.go), which must stop medic at exact places inside and

@@ -1,4 +1,4 @@
-package synapse
+package journal
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/synapse-medic/medic/synapse"
 )
 
 // Undo: the journal read back, every row a job changed restored exactly, or nothing when any
@@ -188,8 +190,8 @@ var ErrDrifted = errors.New("rows changed since the job")
 
 // Undo restores every row a job changed, exactly as it was, in one transaction. It refuses
 // (ErrDrifted, nothing restored) if any of those rows changed since.
-func (db *DB) Undo(ctx context.Context, jobID string, crash CrashPoint) (int, error) {
-	if err := db.EnsureJournal(ctx); err != nil {
+func Undo(ctx context.Context, db *synapse.DB, jobID string, crash CrashPoint) (int, error) {
+	if err := Ensure(ctx, db); err != nil {
 		return 0, err
 	}
 	restored := 0

@@ -1,4 +1,4 @@
-package synapse
+package importer
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/synapse-medic/medic/synapse/journal"
 )
 
 // One writer per Synapse table a chunk writes, in the order write calls them. Each builds its
@@ -30,7 +32,7 @@ func (w *chunkWriter) stateGroups() error {
 	}
 	// Synapse may later store a group as a delta on one of these, or file an event under
 	// one: undo must not delete them from under it.
-	return w.copyRows("state_groups", []string{"id", "room_id", "event_id"}, rows, Inserted{
+	return w.copyRows("state_groups", []string{"id", "room_id", "event_id"}, rows, journal.Inserted{
 		Match: map[string]any{"id": w.groupIDs()},
 		Refs: []string{"state_group_edges.prev_state_group", "state_group_edges.state_group",
 			"event_to_state_groups.state_group", "state_groups_state.state_group"}})
@@ -45,7 +47,7 @@ func (w *chunkWriter) stateGroupEdges() error {
 		}
 	}
 	return w.copyRows("state_group_edges", []string{"state_group", "prev_state_group"}, rows,
-		Inserted{Match: map[string]any{"state_group": w.groupIDs()}})
+		journal.Inserted{Match: map[string]any{"state_group": w.groupIDs()}})
 }
 
 // state_groups_state: each new group's delta (or full state, for a snapshot).
@@ -57,7 +59,7 @@ func (w *chunkWriter) stateGroupsState() error {
 		}
 	}
 	return w.copyRows("state_groups_state", []string{"state_group", "room_id", "type", "state_key", "event_id"}, rows,
-		Inserted{Match: map[string]any{"state_group": w.groupIDs()}})
+		journal.Inserted{Match: map[string]any{"state_group": w.groupIDs()}})
 }
 
 // event_json: the new events' JSON, their internal metadata cleaned of the source's own.
@@ -105,12 +107,12 @@ func (w *chunkWriter) exOutliersToTimeline() error {
 		ids = append(ids, e.EventID)
 		rows = append(rows, []any{w.stream[e.EventID], e.EventID, w.mapping[*e.StateGroup], w.instance})
 	}
-	if _, err := w.j.Apply(w.ctx, RowChange{Table: "events", Key: []string{"event_id"}, Where: "t.event_id = ANY($1)",
+	if _, err := w.j.Apply(w.ctx, journal.RowChange{Table: "events", Key: []string{"event_id"}, Where: "t.event_id = ANY($1)",
 		Args: []any{ids}, Set: "outlier = FALSE"}, w.crash); err != nil {
 		return err
 	}
 	return w.copyRows("ex_outlier_stream", []string{"event_stream_ordering", "event_id", "state_group", "instance_name"}, rows,
-		Inserted{Match: map[string]any{"event_id": ids}})
+		journal.Inserted{Match: map[string]any{"event_id": ids}})
 }
 
 // event_to_state_groups: the state at each timeline event, remapped to the target's groups.
@@ -124,7 +126,7 @@ func (w *chunkWriter) eventToStateGroups() error {
 		}
 	}
 	return w.copyRows("event_to_state_groups", []string{"event_id", "state_group"}, rows,
-		Inserted{Match: map[string]any{"event_id": ids}})
+		journal.Inserted{Match: map[string]any{"event_id": ids}})
 }
 
 // event_auth: the new events' auth events.
@@ -159,11 +161,11 @@ func (w *chunkWriter) chainCoverQueue() error {
 	}
 	match := map[string]any{"event_id": ids}
 	if err := w.copyRows("event_auth_chain_to_calculate", []string{"event_id", "room_id", "type", "state_key"}, rows,
-		Inserted{Match: match, Volatile: true}); err != nil {
+		journal.Inserted{Match: match, Volatile: true}); err != nil {
 		return err
 	}
 	// Synapse moves queue entries into the chain cover: undo must find them there.
-	return w.j.Inserted(w.ctx, Inserted{Table: "event_auth_chains", Match: match, Volatile: true})
+	return w.j.Inserted(w.ctx, journal.Inserted{Table: "event_auth_chains", Match: match, Volatile: true})
 }
 
 // rejections: the new events the source rejected, with its reasons.
@@ -260,7 +262,7 @@ func (w *chunkWriter) roomDepth() error {
 	if minDepth == math.MaxInt64 {
 		return nil
 	}
-	_, err := w.j.Apply(w.ctx, RowChange{Table: "room_depth", Key: []string{"room_id"},
+	_, err := w.j.Apply(w.ctx, journal.RowChange{Table: "room_depth", Key: []string{"room_id"},
 		Where: "t.room_id = $1 AND (t.min_depth IS NULL OR t.min_depth > $2)", Args: []any{w.room, minDepth},
 		Set: "min_depth = $2"}, w.crash)
 	return err
@@ -282,7 +284,7 @@ func (w *chunkWriter) backwardExtremities() error {
 	}
 	w.res.Rows["event_backward_extremities"] += len(added)
 	// Volatile: Synapse removes them when it backfills those events itself.
-	return w.j.Inserted(w.ctx, Inserted{Table: "event_backward_extremities",
+	return w.j.Inserted(w.ctx, journal.Inserted{Table: "event_backward_extremities",
 		Match: map[string]any{"room_id": w.room, "event_id": added}, Rows: len(added), Volatile: true})
 }
 
@@ -328,7 +330,7 @@ func (w *chunkWriter) threads() error {
 	w.res.Rows["threads"] += len(added)
 	// Volatile: a later reply makes Synapse point the row at it, and undo must then leave
 	// the row (now about a live event) alone; the match on our replies does that.
-	return w.j.Inserted(w.ctx, Inserted{Table: "threads", Rows: len(added), Volatile: true,
+	return w.j.Inserted(w.ctx, journal.Inserted{Table: "threads", Rows: len(added), Volatile: true,
 		Match: map[string]any{"room_id": w.room, "thread_id": added, "latest_event_id": addedReplies}})
 }
 
@@ -336,7 +338,7 @@ func (w *chunkWriter) threads() error {
 // are here now, so no longer extremities to backfill from nor events whose pull failed.
 func (w *chunkWriter) pulledExtremities() error {
 	for _, tbl := range []string{"event_backward_extremities", "event_failed_pull_attempts"} {
-		if _, err := w.j.Apply(w.ctx, RowChange{Table: tbl, Key: []string{"room_id", "event_id"},
+		if _, err := w.j.Apply(w.ctx, journal.RowChange{Table: tbl, Key: []string{"room_id", "event_id"},
 			Where: "t.room_id = $1 AND t.event_id = ANY($2)", Args: []any{w.room, w.timelineIDs}}, w.crash); err != nil {
 			return err
 		}

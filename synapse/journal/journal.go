@@ -1,4 +1,8 @@
-package synapse
+// Package journal makes medic's changes to Synapse's database undoable: every change is one
+// transaction that also writes the before-image of each row it touches (or, for inserted
+// rows, what selects them) to medic.journal, and Undo restores exactly those rows, refusing
+// when they changed since. The repairs' writes are intent-level functions here (Unreject).
+package journal
 
 import (
 	"bytes"
@@ -7,8 +11,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/synapse-medic/medic/synapse"
 )
 
 // The journal keeps the before-image of every row medic changes in Synapse's database, written
@@ -88,30 +95,33 @@ func decodeRow(raw []byte) (map[string]any, error) {
 
 func ident(name string) string { return pgx.Identifier(strings.Split(name, ".")).Sanitize() }
 
-// EnsureJournal creates the journal schema and table if missing.
-func (db *DB) EnsureJournal(ctx context.Context) error {
-	if db.journalReady.Load() {
+// ready holds the databases whose journal schema is known to exist.
+var ready sync.Map // *synapse.DB → struct{}
+
+// Ensure creates the journal schema and table if missing.
+func Ensure(ctx context.Context, db *synapse.DB) error {
+	if _, ok := ready.Load(db); ok {
 		return nil
 	}
 	if _, err := db.Pool.Exec(ctx, createJournalQuery); err != nil {
 		return fmt.Errorf("create medic.journal: %w", err)
 	}
-	db.journalReady.Store(true)
+	ready.Store(db, struct{}{})
 	return nil
 }
 
 // ApplyJournaled applies changes in one transaction, journaling each changed row's
 // before- and after-image under jobID. It returns how many rows changed.
-func (db *DB) ApplyJournaled(ctx context.Context, jobID, actor string, changes []RowChange, crash CrashPoint) (int, error) {
-	return db.ApplyJournaledWith(ctx, jobID, actor, nil, changes, crash)
+func Apply(ctx context.Context, db *synapse.DB, jobID, actor string, changes []RowChange, crash CrashPoint) (int, error) {
+	return ApplyWith(ctx, db, jobID, actor, nil, changes, crash)
 }
 
 // ApplyJournaledWith is ApplyJournaled with a prepare step that runs first in the same
 // transaction, e.g. to load a large key set into a temporary table the changes' Where clauses
 // join (an ANY($n) over 100k keys is slow to plan and to match).
-func (db *DB) ApplyJournaledWith(ctx context.Context, jobID, actor string, prepare func(context.Context, pgx.Tx) error, changes []RowChange, crash CrashPoint) (int, error) {
+func ApplyWith(ctx context.Context, db *synapse.DB, jobID, actor string, prepare func(context.Context, pgx.Tx) error, changes []RowChange, crash CrashPoint) (int, error) {
 	total := 0
-	err := db.InJournaledTx(ctx, jobID, actor, func(j *JournalTx) error {
+	err := InTx(ctx, db, jobID, actor, func(j *Tx) error {
 		if prepare != nil {
 			if err := prepare(ctx, j.Tx); err != nil {
 				return err
@@ -132,16 +142,16 @@ func (db *DB) ApplyJournaledWith(ctx context.Context, jobID, actor string, prepa
 	return total, nil
 }
 
-// JournalTx is a transaction on Synapse's database whose changes are journaled under one job.
-type JournalTx struct {
+// Tx is a transaction on Synapse's database whose changes are journaled under one job.
+type Tx struct {
 	Tx           pgx.Tx
 	jobID, actor string
 }
 
 // InJournaledTx runs fn in one transaction with a journal writer for jobID: the changes fn
 // makes and their journal entries commit together or not at all.
-func (db *DB) InJournaledTx(ctx context.Context, jobID, actor string, fn func(j *JournalTx) error) error {
-	if err := db.EnsureJournal(ctx); err != nil {
+func InTx(ctx context.Context, db *synapse.DB, jobID, actor string, fn func(j *Tx) error) error {
+	if err := Ensure(ctx, db); err != nil {
 		return err
 	}
 	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
@@ -150,12 +160,12 @@ func (db *DB) InJournaledTx(ctx context.Context, jobID, actor string, fn func(j 
 		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '64MB'`); err != nil {
 			return err
 		}
-		return fn(&JournalTx{Tx: tx, jobID: jobID, actor: actor})
+		return fn(&Tx{Tx: tx, jobID: jobID, actor: actor})
 	})
 }
 
 // Apply changes rows, journaling their before- and after-images. It returns how many changed.
-func (j *JournalTx) Apply(ctx context.Context, ch RowChange, crash CrashPoint) (int, error) {
+func (j *Tx) Apply(ctx context.Context, ch RowChange, crash CrashPoint) (int, error) {
 	n, err := applyOne(ctx, j.Tx, j.jobID, j.actor, ch, crash)
 	if err != nil {
 		return 0, fmt.Errorf("change %s: %w", ch.Table, err)
@@ -195,7 +205,7 @@ type insertedMeta struct {
 
 // Inserted journals rows inserted in this transaction. Entries matching no row are skipped
 // (unless volatile: Synapse may fill those later).
-func (j *JournalTx) Inserted(ctx context.Context, ins Inserted) error {
+func (j *Tx) Inserted(ctx context.Context, ins Inserted) error {
 	for _, n := range ins.RowsBy {
 		ins.Rows += n
 	}
@@ -285,8 +295,8 @@ func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange,
 }
 
 // JournalCount returns how many journaled rows of a job are not undone, and how many in all.
-func (db *DB) JournalCount(ctx context.Context, jobID string) (open, all int, err error) {
-	if err = db.EnsureJournal(ctx); err != nil {
+func Count(ctx context.Context, db *synapse.DB, jobID string) (open, all int, err error) {
+	if err = Ensure(ctx, db); err != nil {
 		return
 	}
 	err = db.Pool.QueryRow(ctx, journalCountQuery, jobID).Scan(&open, &all)
@@ -306,8 +316,8 @@ const journalSummaryQuery = `
 	) AS s GROUP BY tbl, op ORDER BY tbl, op`
 
 // JournalSummary describes what undoing a job would restore, one line per table and operation.
-func (db *DB) JournalSummary(ctx context.Context, jobID string) ([]string, error) {
-	if err := db.EnsureJournal(ctx); err != nil {
+func Summary(ctx context.Context, db *synapse.DB, jobID string) ([]string, error) {
+	if err := Ensure(ctx, db); err != nil {
 		return nil, err
 	}
 	rows, err := db.Pool.Query(ctx, journalSummaryQuery, jobID)

@@ -1,4 +1,4 @@
-package synapse
+package importer
 
 import (
 	"context"
@@ -7,6 +7,9 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/journal"
 )
 
 // Importer copies a room's history that this server lacks from another Synapse's database
@@ -23,10 +26,10 @@ import (
 // from the source), importer_stategroups.go (the source's state groups mapped onto this
 // database's), importer_write.go (a chunk's transaction) and importer_tables.go (one writer
 // per Synapse table), with the SQL in importer_sql.go. Of the rest of the package it uses the
-// Source reader, the DB's journaled transactions (JournalTx, Inserted, RowChange) and
-// CrashPoint.
+// Source reader, the DB's journaled transactions (journal.Tx, Inserted, journal.RowChange) and
+// journal.CrashPoint.
 type Importer struct {
-	DB     *DB
+	DB     *synapse.DB
 	Src    *Source
 	RoomID string
 
@@ -44,7 +47,7 @@ type Importer struct {
 	// The run: set by Run, used by Import.
 	jobID, actor string
 	chunks       []EventKey
-	crash        CrashPoint
+	crash        journal.CrashPoint
 	runLock      sync.Mutex
 	running      map[int]*inflight
 	tail         *inflight // the chunk started last: the next one's predecessor
@@ -64,7 +67,7 @@ type ChunkResult struct {
 }
 
 // NewImporter opens an import of roomID from src into db.
-func NewImporter(ctx context.Context, db *DB, src *Source, roomID string) (*Importer, error) {
+func New(ctx context.Context, db *synapse.DB, src *Source, roomID string) (*Importer, error) {
 	im := &Importer{DB: db, Src: src, RoomID: roomID}
 	var hasIndex *bool
 	err := db.Pool.QueryRow(ctx, importTargetRoomQuery, roomID).Scan(&hasIndex)
@@ -100,7 +103,7 @@ type inflight struct {
 
 // Run sets the importer up to import chunks (a plan's Chunks) under jobID. crash, if set, is
 // called at points inside each chunk's transaction, named "chunk N: <point>" (N from 1).
-func (im *Importer) Run(jobID, actor string, chunks []EventKey, crash CrashPoint) {
+func (im *Importer) Run(jobID, actor string, chunks []EventKey, crash journal.CrashPoint) {
 	im.jobID, im.actor, im.chunks, im.crash = jobID, actor, chunks, crash
 }
 
@@ -112,7 +115,7 @@ func (im *Importer) Import(ctx context.Context, i int) (*ChunkResult, error) {
 		return nil, fmt.Errorf("the plan has no chunk %d", i+1)
 	}
 	// Before chunks start two at a time: creating the journal's schema concurrently races.
-	if err := im.DB.EnsureJournal(ctx); err != nil {
+	if err := journal.Ensure(ctx, im.DB); err != nil {
 		return nil, err
 	}
 	c := im.start(ctx, i)
@@ -127,7 +130,7 @@ func (im *Importer) Import(ctx context.Context, i int) (*ChunkResult, error) {
 }
 
 // crashAt is the run's crash point for chunk i, its points prefixed "chunk N: ".
-func (im *Importer) crashAt(i int) CrashPoint {
+func (im *Importer) crashAt(i int) journal.CrashPoint {
 	if im.crash == nil {
 		return nil
 	}

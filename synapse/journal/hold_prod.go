@@ -1,6 +1,6 @@
 //go:build !medictest
 
-package synapse
+package journal
 
 // HoldPoint returns nil: the production build has no hold points (see HoldPointEnv).
 func HoldPoint() CrashPoint { return nil }

@@ -1,6 +1,6 @@
 //go:build medictest
 
-package synapse
+package journal
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package synapse
+package importer
 
 import (
 	"context"
