@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/synapse-medic/medic/store"
-	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/synapse/adminapi"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -15,7 +15,7 @@ import (
 func TestReactionsWithOtherPrefix(t *testing.T) {
 	tb := testbed.Get(t)
 	admin := adminClient(t, tb)
-	adm := synapse.NewAdmin(admin.Client)
+	adm := adminapi.New(admin.Client)
 	botUser := newBotAccount(t, tb)
 	cfg := botConfig(t, tb, botUser, admin.UserID)
 	cfg.Bot.CommandPrefix = "?"
