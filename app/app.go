@@ -98,7 +98,7 @@ func (a *App) Rejoiner() *recovery.Rejoiner {
 func (a *App) Unrejecter() *recovery.Unrejecter {
 	cfg := a.Config
 	u := &recovery.Unrejecter{DB: a.DB, Admin: a.Admin, Federation: a.Federation, ServerName: cfg.Homeserver.ServerName,
-		Checker: cfg.Unreject.AuthChecker, RestartCommand: cfg.Synapse.RestartCommand}
+		Checker: cfg.Unreject.AuthChecker, RestartCommand: cfg.Synapse.RestartCommand, VerdictTTL: cfg.Jobs.Expiry()}
 	if cfg.Synapse.SigningKeyPath != "" {
 		u.OwnKey = func() (*federation.SigningKey, error) { return synapse.LoadSigningKey(cfg.Synapse.SigningKeyPath) }
 	}

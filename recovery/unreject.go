@@ -52,6 +52,11 @@ type Unrejecter struct {
 	// Checker is the configured medic-authcheck path ("" to look next to medic and in $PATH).
 	Checker        string
 	RestartCommand string
+	// VerdictTTL is how long a verification may be reused by a later plan whose inputs are
+	// unchanged (the approval's re-plan): at most jobs.expire_after; 0 means 15 minutes.
+	VerdictTTL time.Duration
+
+	verdicts verdictCache // recovery/unreject_cache.go
 }
 
 func (u *Unrejecter) restarter() *Restarter {
@@ -279,7 +284,7 @@ func (u *Unrejecter) keys(ctx context.Context, servers map[string]bool) (map[str
 
 func (u *Unrejecter) plan(ctx context.Context, args UnrejectArgs) (*jobs.Plan, error) {
 	room, root, force := args.Room, args.Root, args.Force
-	v, rr, err := u.Verify(ctx, room, root, force)
+	v, rr, err := u.verifyCached(ctx, room, root, force) // the approval's re-plan reuses the proposal's verification
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,8 @@ go test -run '^$' -bench RecoverScan -benchtime 1x -count 1 ./bench
 # row-by-row INSERTs of the same data (MEDIC_BENCH_IMPORT_EVENTS to change the size).
 go test -run '^$' -bench ImportHistory -benchtime 1x -count 1 -timeout 30m ./bench
 # !unreject on a generated 100k-event rejection chain (MEDIC_BENCH_CHAIN to change the size):
-# plan (verify every event) and run times, peak RSS of medic and of the auth checker.
+# plan at proposal (verify every event) and run after approval (the drift re-plan, which reuses
+# that verification when nothing changed, and the transaction), peak RSS of medic and checker.
 go test -run '^$' -bench UnrejectChain -benchtime 1x -count 1 -timeout 30m ./bench
 # The full health report on a generated database (5M events, 20M state_groups_state rows;
 # generated once into medic_bench_health, minutes, then reused) with each query's plan checked
