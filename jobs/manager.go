@@ -25,9 +25,6 @@ type Manager struct {
 	cfg   config.Jobs
 	log   zerolog.Logger
 	ops   map[string]operation
-	// boot identifies this process in heartbeats: random, so a later process with the same
-	// PID (medic is PID 1 in its container) never mistakes a dead job for its own.
-	boot string
 
 	lock    sync.Mutex
 	stop    map[string]bool // jobs asked to stop
@@ -41,7 +38,7 @@ type Manager struct {
 
 // NewManager returns a manager; Register adds the operations it runs.
 func NewManager(st *store.Store, cfg config.Jobs, log zerolog.Logger) *Manager {
-	return &Manager{store: st, cfg: cfg, log: log, ops: map[string]operation{}, boot: random.String(16),
+	return &Manager{store: st, cfg: cfg, log: log, ops: map[string]operation{},
 		stop: map[string]bool{}, running: map[string]bool{}, ProgressInterval: 2 * time.Second, Prefix: "!"}
 }
 
