@@ -293,6 +293,18 @@ func (m *Manager) Undoable(ctx context.Context, jobID string) error {
 	return nil
 }
 
+// RestartsSynapse tells whether the job's operation restarts Synapse after its change
+// (Operation.RestartsSynapse), so that undoing the job must restart it too. known is false
+// for a job this store does not know (journaled by another medic) or whose kind this version
+// does not run: then nobody here can tell.
+func (m *Manager) RestartsSynapse(ctx context.Context, jobID string) (restarts, known bool, err error) {
+	job, err := m.store.GetJob(ctx, jobID)
+	if err != nil || job == nil || m.ops[job.Kind] == nil {
+		return false, false, err
+	}
+	return m.ops[job.Kind].restartsSynapse(), true, nil
+}
+
 // ReportInterrupted marks jobs that were running when medic stopped as interrupted and tells
 // their requesters. Call once at start, before anything runs.
 func (m *Manager) ReportInterrupted(ctx context.Context, notifier func(*store.Job) Notifier) error {

@@ -450,6 +450,24 @@ func TestUndoRefusedUntilTheRunIsOver(t *testing.T) {
 	}
 }
 
+// Undo asks whether the job's operation restarts Synapse; of a job the store does not know,
+// it cannot tell.
+func TestRestartsSynapse(t *testing.T) {
+	f := newFixture(t, 1, "15m")
+	ctx := context.Background()
+	cached := f.w.op("test.cached", Sequential)
+	cached.RestartsSynapse = true
+	f.m.Register(cached)
+	for _, c := range []struct {
+		job             string
+		restarts, known bool
+	}{{f.propose(t, f.seq, "a").ID, false, true}, {f.propose(t, cached, "a").ID, true, true}, {"elsewhere", false, false}} {
+		if restarts, known, err := f.m.RestartsSynapse(ctx, c.job); err != nil || restarts != c.restarts || known != c.known {
+			t.Errorf("RestartsSynapse(%s) = %v, %v, %v; want %v, %v", c.job, restarts, known, err, c.restarts, c.known)
+		}
+	}
+}
+
 func TestDeadProcessIsNotAlive(t *testing.T) {
 	f := newFixture(t, 1, "15m")
 	ctx := context.Background()
