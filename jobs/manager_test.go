@@ -14,6 +14,7 @@ import (
 
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/store/storetest"
 )
 
 // The spine's rules, on a real (SQLite) store with a fake notifier and a fake operation:
@@ -149,17 +150,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, approvals int, expire string) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	cfg, err := config.Parse([]byte("data_dir: "+dir), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, cfg.Database, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st, _ := storetest.Open(t)
 	w := &world{fail: map[string]error{}, block: map[string]chan struct{}{}, retries: map[string]bool{}, entered: make(chan string, 10)}
 	f := &fixture{st: st, w: w, seq: w.op("test.seq", Sequential), par: w.op("test.par", Parallel(2)), n: newNotifier()}
 	f.m = NewManager(st, config.Jobs{Approvals: approvals, ExpireAfter: expire}, zerolog.Nop())

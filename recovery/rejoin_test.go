@@ -11,11 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 
-	"github.com/synapse-medic/medic/config"
-	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/store/storetest"
 	"github.com/synapse-medic/medic/synapse"
 )
 
@@ -80,16 +78,7 @@ func TestPuppetJoinRenewsToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	cfg, err := config.Parse([]byte("data_dir: "+dir), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(context.Background(), cfg.Database, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, _ := storetest.Open(t)
 	r := &Rejoiner{Admin: synapse.NewAdmin(cli), Store: st, HomeserverURL: srv.URL}
 
 	if err = r.puppetJoin(context.Background(), "job1", "!r:x", "@u:x", []string{"x"}); err != nil {

@@ -5,24 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/store/storetest"
 )
 
 func openStore(t *testing.T) *store.Store {
-	t.Helper()
-	dir := t.TempDir()
-	cfg, err := config.Parse([]byte("data_dir: "+dir), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(context.Background(), cfg.Database, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st, _ := storetest.Open(t)
 	return st
 }
 

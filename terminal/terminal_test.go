@@ -9,28 +9,18 @@ import (
 	"maunium.net/go/mautrix"
 
 	"github.com/synapse-medic/medic/app"
-	"github.com/synapse-medic/medic/config"
-	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/store/storetest"
 	"github.com/synapse-medic/medic/testbed"
 )
 
 // newTestRunner returns a runner whose admin API points at a closed port: commands that need
 // Synapse fail fast with a message, which is what this unit test wants to see handled.
 func newTestRunner(t testing.TB, out *testbed.Buffer) *Runner {
-	dir := t.TempDir()
-	cfg, err := config.Parse([]byte("data_dir: "+dir), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, cfg := storetest.Open(t)
 	cli, err := mautrix.NewClient("http://127.0.0.1:1", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(context.Background(), cfg.Database, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
 	a, err := app.New(context.Background(), cfg, st, cli, "test", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
