@@ -72,7 +72,7 @@ func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.
 		Recover:         a.Rejoiner().Operation(),
 		Import:          (&recovery.HistoryImport{DB: a.DB, Admin: a.Admin, Config: cfg.Import, Restart: cfg.Synapse.RestartCommand}).Operation(),
 		Unreject:        a.Unrejecter().Operation(),
-		Undo:            recovery.Undo(a.DB, a.Jobs.Undoable),
+		Undo:            recovery.Undo(a.DB, a.Jobs, &recovery.Restarter{Admin: a.Admin, Command: cfg.Synapse.RestartCommand}),
 	}
 	a.Jobs.Register(a.Ops.FederationReset, a.Ops.ExtremitiesTrim, a.Ops.Recover, a.Ops.Import, a.Ops.Unreject, a.Ops.Undo)
 	return a, nil

@@ -25,9 +25,6 @@ type Manager struct {
 	cfg   config.Jobs
 	log   zerolog.Logger
 	ops   map[string]operation
-	// boot identifies this process in heartbeats: random, so a later process with the same
-	// PID (medic is PID 1 in its container) never mistakes a dead job for its own.
-	boot string
 
 	lock    sync.Mutex
 	stop    map[string]bool // jobs asked to stop
@@ -41,7 +38,7 @@ type Manager struct {
 
 // NewManager returns a manager; Register adds the operations it runs.
 func NewManager(st *store.Store, cfg config.Jobs, log zerolog.Logger) *Manager {
-	return &Manager{store: st, cfg: cfg, log: log, ops: map[string]operation{}, boot: random.String(16),
+	return &Manager{store: st, cfg: cfg, log: log, ops: map[string]operation{},
 		stop: map[string]bool{}, running: map[string]bool{}, ProgressInterval: 2 * time.Second, Prefix: "!"}
 }
 
@@ -294,6 +291,18 @@ func (m *Manager) Undoable(ctx context.Context, jobID string) error {
 		return fmt.Errorf("job `%s` is %s and can still be resumed; `%scancel %s` gives it up, then it can be undone", job.ID, job.State, m.Prefix, job.ID)
 	}
 	return nil
+}
+
+// RestartsSynapse tells whether the job's operation restarts Synapse after its change
+// (Operation.RestartsSynapse), so that undoing the job must restart it too. known is false
+// for a job this store does not know (journaled by another medic) or whose kind this version
+// does not run: then nobody here can tell.
+func (m *Manager) RestartsSynapse(ctx context.Context, jobID string) (restarts, known bool, err error) {
+	job, err := m.store.GetJob(ctx, jobID)
+	if err != nil || job == nil || m.ops[job.Kind] == nil {
+		return false, false, err
+	}
+	return m.ops[job.Kind].restartsSynapse(), true, nil
 }
 
 // ReportInterrupted marks jobs that were running when medic stopped as interrupted and tells

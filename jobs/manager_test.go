@@ -150,7 +150,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, approvals int, expire string) *fixture {
 	t.Helper()
-	_, st := storetest.Open(t)
+	st, _ := storetest.Open(t)
 	w := &world{fail: map[string]error{}, block: map[string]chan struct{}{}, retries: map[string]bool{}, entered: make(chan string, 10)}
 	f := &fixture{st: st, w: w, seq: w.op("test.seq", Sequential), par: w.op("test.par", Parallel(2)), n: newNotifier()}
 	f.m = NewManager(st, config.Jobs{Approvals: approvals, ExpireAfter: expire}, zerolog.Nop())
@@ -438,6 +438,24 @@ func TestUndoRefusedUntilTheRunIsOver(t *testing.T) {
 	}
 	if err := f.m.Undoable(ctx, failed.ID); err != nil {
 		t.Fatalf("undo after giving the job up: %v", err)
+	}
+}
+
+// Undo asks whether the job's operation restarts Synapse; of a job the store does not know,
+// it cannot tell.
+func TestRestartsSynapse(t *testing.T) {
+	f := newFixture(t, 1, "15m")
+	ctx := context.Background()
+	cached := f.w.op("test.cached", Sequential)
+	cached.RestartsSynapse = true
+	f.m.Register(cached)
+	for _, c := range []struct {
+		job             string
+		restarts, known bool
+	}{{f.propose(t, f.seq, "a").ID, false, true}, {f.propose(t, cached, "a").ID, true, true}, {"elsewhere", false, false}} {
+		if restarts, known, err := f.m.RestartsSynapse(ctx, c.job); err != nil || restarts != c.restarts || known != c.known {
+			t.Errorf("RestartsSynapse(%s) = %v, %v, %v; want %v, %v", c.job, restarts, known, err, c.restarts, c.known)
+		}
 	}
 }
 

@@ -41,6 +41,10 @@ type Operation[A, D any] struct {
 	// Finish, if set, runs when a run of the job ends, to release what steps held between
 	// them (e.g. an import's source connection). state is done, failed or cancelled.
 	Finish func(ctx context.Context, jobID, state string)
+	// RestartsSynapse says the operation changes rows Synapse caches, so its jobs restart
+	// Synapse after the change, and undoing one of them must restart Synapse too
+	// (Manager.RestartsSynapse).
+	RestartsSynapse bool
 }
 
 // Step is what a step of job Job gets: its index and name, the job's arguments and plan
@@ -82,10 +86,12 @@ type operation interface {
 	plan(ctx context.Context, args json.RawMessage) (*Plan, error)
 	step(ctx context.Context, job string, idx int, args json.RawMessage, plan *Plan, retry bool, rep Reporter) error
 	finish(ctx context.Context, jobID, state string)
+	restartsSynapse() bool
 }
 
-func (op *Operation[A, D]) kind() string { return op.Kind }
-func (op *Operation[A, D]) order() Order { return op.Order }
+func (op *Operation[A, D]) kind() string          { return op.Kind }
+func (op *Operation[A, D]) order() Order          { return op.Order }
+func (op *Operation[A, D]) restartsSynapse() bool { return op.RestartsSynapse }
 
 func (op *Operation[A, D]) plan(ctx context.Context, raw json.RawMessage) (*Plan, error) {
 	var args A

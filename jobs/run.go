@@ -4,12 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/synapse-medic/medic/proc"
 	"github.com/synapse-medic/medic/store"
 )
 
@@ -244,10 +243,11 @@ const (
 
 func heartbeatKey(jobID string) string { return "job_heartbeat:" + jobID }
 
-// heartbeat keeps the job's heartbeat fresh until stop is closed.
+// heartbeat keeps the job's heartbeat fresh until stop is closed. It names this process
+// (proc.Self: boot ID and PID) and the time.
 func (m *Manager) heartbeat(ctx context.Context, jobID string, stop <-chan struct{}) {
 	beat := func() {
-		_ = m.store.Set(ctx, heartbeatKey(jobID), fmt.Sprintf("%s %d %d", m.boot, os.Getpid(), time.Now().UnixMilli()))
+		_ = m.store.Set(ctx, heartbeatKey(jobID), fmt.Sprintf("%s %d", proc.Self(), time.Now().UnixMilli()))
 	}
 	beat()
 	t := time.NewTicker(heartbeatEvery)
@@ -262,9 +262,9 @@ func (m *Manager) heartbeat(ctx context.Context, jobID string, stop <-chan struc
 	}
 }
 
-// alive tells whether some medic process is running the job. The heartbeat names the
-// process by its boot ID (random per process) and PID: a PID alone is not enough, because
-// in a container medic is PID 1 again after a quick restart.
+// alive tells whether some medic process is running the job: its heartbeat names a process
+// that is not gone (proc.ID.Gone: a PID alone is not enough, because in a container medic is
+// PID 1 again after a quick restart) and is fresh.
 func (m *Manager) alive(ctx context.Context, jobID string) bool {
 	m.lock.Lock()
 	mine := m.running[jobID]
@@ -282,15 +282,9 @@ func (m *Manager) alive(ctx context.Context, jobID string) bool {
 	if _, err = fmt.Sscan(v, &boot, &pid, &ms); err != nil {
 		return false
 	}
-	switch {
-	case boot == m.boot:
-		return false // this process's, and it does not run the job any more
-	case pid == os.Getpid():
-		return false // an earlier process that had our PID
-	case syscall.Kill(pid, 0) == syscall.ESRCH:
-		// The store is local to medic's host: a heartbeat of a process that no longer
-		// exists is dead at once, without waiting for it to go stale.
-		return false
+	who := proc.ID{Boot: boot, PID: pid}
+	if who == proc.Self() || who.Gone() {
+		return false // this process's, and it does not run the job any more; or a dead one's
 	}
 	return time.Since(time.UnixMilli(ms)) < heartbeatStale
 }

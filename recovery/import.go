@@ -73,7 +73,8 @@ const stepRestart = "restart Synapse"
 // groups onto the ones before it, so none runs after a failed one (no gap in the history).
 func (hi *HistoryImport) Operation() *jobs.Operation[ImportArgs, ImportData] {
 	return &jobs.Operation[ImportArgs, ImportData]{
-		Kind: "import.history",
+		Kind:            "import.history",
+		RestartsSynapse: true,
 		Plan: func(ctx context.Context, args ImportArgs) (*jobs.Plan, error) {
 			im, err := hi.open(ctx, args)
 			if err != nil {

@@ -17,9 +17,11 @@ import (
 
 	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/proc"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
+	"github.com/synapse-medic/medic/synapse/journal"
 	"github.com/synapse-medic/medic/synapselog"
 )
 
@@ -39,8 +41,13 @@ type RejoinData struct {
 	Public map[string]bool     `json:"public,omitempty"`
 }
 
-// tokenLifetime bounds every minted token even if medic dies before logging it out.
-const tokenLifetime = 10 * time.Minute
+// tokenLifetime bounds every minted token even if medic dies before logging it out. A join
+// still retrying (429) when less than tokenRenewal of its token is left goes on with a fresh
+// token, so no retry outlives the token it was given.
+var (
+	tokenLifetime = 10 * time.Minute
+	tokenRenewal  = 2 * time.Minute
+)
 
 // Rejoiner plans and runs the rejoin of local users to forgotten rooms.
 type Rejoiner struct {
@@ -364,34 +371,77 @@ func (r *Rejoiner) step(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinDat
 	return r.puppetJoin(ctx, s.Job, room, user, via)
 }
 
-// puppetJoin joins as the user with a minted token, honouring 429, and logs the token out.
-func (r *Rejoiner) puppetJoin(ctx context.Context, jobID, room, user string, via []string) error {
-	token, err := r.Admin.LoginAsUser(ctx, id.UserID(user), time.Now().Add(tokenLifetime))
+// puppet is a login-as-user token of one user, recorded in medic's store from before it is
+// minted until it is logged out.
+type puppet struct {
+	rec, user, token string
+	until            time.Time
+	cli              *mautrix.Client
+}
+
+// mint gets a fresh token for user. The mint is recorded, naming this process, before
+// Synapse is asked, and the token before it is used: a medic starting meanwhile
+// (RevokeMinted) leaves it alone, and one starting after a crash logs it out.
+func (r *Rejoiner) mint(ctx context.Context, jobID, user string) (*puppet, error) {
+	rec, err := r.Store.BeginMint(ctx, user, jobID, proc.Self())
 	if err != nil {
+		return nil, err
+	}
+	until := time.Now().Add(tokenLifetime)
+	token, err := r.Admin.LoginAsUser(ctx, id.UserID(user), until)
+	if err != nil {
+		_ = r.Store.DeleteMinted(context.WithoutCancel(ctx), rec)
 		var httpErr mautrix.HTTPError
 		if errors.As(err, &httpErr) && httpErr.Response != nil && (httpErr.Response.StatusCode == 404 || httpErr.Response.StatusCode == 403) {
-			return fmt.Errorf("%w (if Synapse delegates authentication to MAS, login-as-user is unavailable; see the README for the appservice alternative)", err)
+			return nil, fmt.Errorf("%w (if Synapse delegates authentication to MAS, login-as-user is unavailable; see the README for the appservice alternative)", err)
 		}
-		return err
+		return nil, err
 	}
-	if err = r.Store.AddMinted(ctx, token, user, jobID); err != nil {
-		_ = logoutToken(ctx, r.HomeserverURL, user, token)
-		return err
+	p := &puppet{rec: rec, user: user, token: token, until: until}
+	if err = r.Store.SetMinted(ctx, rec, token); err != nil {
+		r.release(ctx, p)
+		return nil, err
 	}
-	defer func() {
-		if err := logoutToken(context.WithoutCancel(ctx), r.HomeserverURL, user, token); err != nil {
-			zerolog.Ctx(ctx).Warn().Err(err).Str("user", user).Msg("Could not log out minted token; it stays recorded and is retried at start")
-			return
-		}
-		_ = r.Store.DeleteMinted(context.WithoutCancel(ctx), token)
-	}()
-	cli, err := mautrix.NewClient(r.HomeserverURL, id.UserID(user), token)
+	if p.cli, err = mautrix.NewClient(r.HomeserverURL, id.UserID(user), token); err != nil {
+		r.release(ctx, p)
+		return nil, err
+	}
+	return p, nil
+}
+
+// release logs the token out and forgets it. A token that cannot be logged out stays
+// recorded, and a later start of medic logs it out once this process is gone.
+func (r *Rejoiner) release(ctx context.Context, p *puppet) {
+	ctx = context.WithoutCancel(ctx)
+	if err := logoutToken(ctx, r.HomeserverURL, p.user, p.token); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Str("user", p.user).Msg("Could not log out minted token; it stays recorded and is retried at start")
+		return
+	}
+	_ = r.Store.DeleteMinted(ctx, p.rec)
+}
+
+// puppetJoin joins as the user with a minted token, honouring 429, and logs the token out.
+func (r *Rejoiner) puppetJoin(ctx context.Context, jobID, room, user string, via []string) error {
+	p, err := r.mint(ctx, jobID, user)
 	if err != nil {
+		return err
+	}
+	defer func() { r.release(ctx, p) }()
+	// Tests hold here, with the token minted and recorded, to start another medic meanwhile.
+	if err = journal.HoldPoint().At(ctx, "rejoin: token minted"); err != nil {
 		return err
 	}
 	backoff := time.Second
 	for attempt := 0; ; attempt++ {
-		_, err = cli.JoinRoom(ctx, room, &mautrix.ReqJoinRoom{Via: via})
+		if time.Until(p.until) < tokenRenewal {
+			fresh, err := r.mint(ctx, jobID, user)
+			if err != nil {
+				return fmt.Errorf("fresh token for a join still retrying: %w", err)
+			}
+			r.release(ctx, p)
+			p = fresh
+		}
+		_, err = p.cli.JoinRoom(ctx, room, &mautrix.ReqJoinRoom{Via: via})
 		if err == nil {
 			return nil
 		}
@@ -452,38 +502,75 @@ func logoutToken(ctx context.Context, hsURL, user, token string) error {
 	return err
 }
 
-// RevokeMinted logs out every token a run minted and could not log out (medic died
-// mid-join). Called at start. Synapse's database, when configured, names every
-// login-as-user token the bot's account minted, including one minted in the instant before
-// a crash, before medic could record it.
+// RevokeMinted logs out the login-as-user tokens that medic processes which are gone left
+// valid (killed mid-join). Every start calls it, also a `medic exec` while the bot runs, so
+// the tokens live processes use are left alone:
+//   - a recorded token is logged out once its process is gone (proc.ID.Gone), or once it is
+//     older than its lifetime whatever minted it;
+//   - Synapse's database, when configured, names every login-as-user token the bot's account
+//     minted, including one minted in the instant before a crash, before medic could record
+//     it. Of those medic's store does not record, the ones of a user a live process is
+//     minting for right now are left alone: a process records the mint before it asks
+//     Synapse, and Synapse's database is read here before the store, so the record of every
+//     token read is seen.
+//
+// A logout that fails does not stop the others; the failures are returned together, and
+// their tokens stay recorded (or in Synapse's database) for the next start.
 func RevokeMinted(ctx context.Context, st *store.Store, db *synapse.DB, botUser id.UserID, hsURL string) error {
+	var inSynapse [][2]string
+	if db != nil {
+		var err error
+		if inSynapse, err = db.PuppetTokens(ctx, botUser.String()); err != nil {
+			return err
+		}
+	}
 	recorded, err := st.AllMinted(ctx)
 	if err != nil {
 		return err
 	}
-	tokens := map[string]string{}
-	for _, t := range recorded {
-		tokens[t.Token] = t.UserID
+	type leftover struct{ user, rec string }
+	revoke := map[string]leftover{}
+	known := map[string]bool{}   // tokens medic's store records
+	minting := map[string]bool{} // users a live process is minting a token for
+	for _, m := range recorded {
+		known[m.Token] = m.Token != ""
+		live := !m.By.Gone() && time.Since(m.MintedAt) < tokenLifetime
+		switch {
+		case live && m.Token == "":
+			minting[m.UserID] = true
+		case live:
+		case m.Token == "":
+			// A mint whose process died before recording the token: the token, if Synapse
+			// made one, is among Synapse's.
+			if err := st.DeleteMinted(ctx, m.ID); err != nil {
+				return err
+			}
+		default:
+			revoke[m.Token] = leftover{m.UserID, m.ID}
+		}
 	}
-	if db != nil {
-		fromDB, err := db.PuppetTokens(ctx, botUser.String())
+	for _, p := range inSynapse {
+		if token, user := p[0], p[1]; !known[token] && !minting[user] {
+			revoke[token] = leftover{user: user}
+		}
+	}
+	var failed []string
+	for token, l := range revoke {
+		err := logoutToken(ctx, hsURL, l.user, token)
+		if err == nil && l.rec != "" {
+			err = st.DeleteMinted(ctx, l.rec)
+		}
 		if err != nil {
-			return err
-		}
-		for _, p := range fromDB {
-			tokens[p[0]] = p[1]
+			failed = append(failed, fmt.Sprintf("%s: %v", l.user, err))
 		}
 	}
-	for token, user := range tokens {
-		if err = logoutToken(ctx, hsURL, user, token); err != nil {
-			return fmt.Errorf("log out a token minted for %s: %w", user, err)
-		}
-		if err = st.DeleteMinted(ctx, token); err != nil {
-			return err
-		}
+	if n := len(revoke) - len(failed); n > 0 {
+		zerolog.Ctx(ctx).Info().Int("count", n).Msg("Logged out tokens left by an interrupted recovery")
 	}
-	if len(tokens) > 0 {
-		zerolog.Ctx(ctx).Info().Int("count", len(tokens)).Msg("Logged out tokens left by an interrupted recovery")
+	if len(failed) > 0 {
+		slices.Sort(failed)
+		return fmt.Errorf("could not log out %d of %d login-as-user token(s) left by an interrupted recovery (retried at the next start): %s",
+			len(failed), len(revoke), strings.Join(failed, "; "))
 	}
 	return nil
 }

@@ -66,7 +66,7 @@ func (u *Unrejecter) restarter() *Restarter {
 // Operation is the job operation: un-reject (one transaction), restart, post-check, in
 // order; nothing runs after a step that failed.
 func (u *Unrejecter) Operation() *jobs.Operation[UnrejectArgs, UnrejectData] {
-	return &jobs.Operation[UnrejectArgs, UnrejectData]{Kind: "unreject", Plan: u.plan, Step: u.step}
+	return &jobs.Operation[UnrejectArgs, UnrejectData]{Kind: "unreject", Plan: u.plan, Step: u.step, RestartsSynapse: true}
 }
 
 // Verification is the outcome of checking a room's rejected events.

@@ -10,7 +10,7 @@ import (
 )
 
 func openStore(t *testing.T) *store.Store {
-	_, st := storetest.Open(t)
+	st, _ := storetest.Open(t)
 	return st
 }
 

@@ -16,7 +16,7 @@ import (
 // newTestRunner returns a runner whose admin API points at a closed port: commands that need
 // Synapse fail fast with a message, which is what this unit test wants to see handled.
 func newTestRunner(t testing.TB, out *testbed.Buffer) *Runner {
-	cfg, st := storetest.Open(t)
+	st, cfg := storetest.Open(t)
 	cli, err := mautrix.NewClient("http://127.0.0.1:1", "", "")
 	if err != nil {
 		t.Fatal(err)

@@ -1,5 +1,4 @@
-// Package storetest opens a fresh medic store for unit tests: the default SQLite database in
-// a temporary data directory, as `data_dir` alone configures it.
+// Package storetest gives unit tests a fresh medic store.
 package storetest
 
 import (
@@ -12,9 +11,9 @@ import (
 	"github.com/synapse-medic/medic/store"
 )
 
-// Open returns the config for a temporary data directory and a store opened from it, closed
-// when the test ends.
-func Open(t testing.TB) (*config.Config, *store.Store) {
+// Open opens a fresh store (SQLite, the default) in a temporary data directory, closed when
+// the test ends, and returns it with the config naming that directory.
+func Open(t testing.TB) (*store.Store, *config.Config) {
 	t.Helper()
 	dir := t.TempDir()
 	cfg, err := config.Parse([]byte("data_dir: "+dir), dir)
@@ -26,5 +25,5 @@ func Open(t testing.TB) (*config.Config, *store.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	return cfg, st
+	return st, cfg
 }

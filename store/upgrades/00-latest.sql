@@ -1,4 +1,4 @@
--- v0 -> v4: Latest revision
+-- v0 -> v5: Latest revision
 CREATE TABLE admin_room (
 	room_id    TEXT   NOT NULL PRIMARY KEY,
 	invited_by TEXT   NOT NULL,
@@ -52,12 +52,16 @@ CREATE TABLE job_event (
 );
 CREATE INDEX job_event_job_idx ON job_event (job_id);
 
--- Access tokens minted for users during a repair, until they are logged out. A crash between
--- minting and logout leaves the row, and the next start logs the token out.
+-- Login-as-user tokens minted for users during a repair, until they are logged out. The row
+-- is written before Synapse is asked (token NULL) by the process minted_by (proc.ID: "boot
+-- pid") and completed with the token before it is used. A crash leaves the row, and the next
+-- start logs the token out once its process is gone.
 CREATE TABLE minted_token (
-	token     TEXT   NOT NULL PRIMARY KEY,
+	id        TEXT   NOT NULL PRIMARY KEY,
+	token     TEXT   UNIQUE,
 	user_id   TEXT   NOT NULL,
 	job_id    TEXT   NOT NULL,
+	minted_by TEXT   NOT NULL,
 	minted_at BIGINT NOT NULL
 );
 
