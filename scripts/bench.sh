@@ -11,7 +11,7 @@ if [ -z "${MEDIC_TESTBED_HS1_URL:-}" ]; then
   export MEDIC_TESTBED_LOCK_HELD=1
   trap './testbed/testbed.sh down' EXIT
   # shellcheck disable=SC2046
-  export $(./testbed/testbed.sh up | grep '^MEDIC_TESTBED_' | xargs)
+  export $(MEDIC_TESTBED_RECREATE=1 ./testbed/testbed.sh up | grep '^MEDIC_TESTBED_' | xargs)
 fi
 go test -run '^$' -bench "${MEDIC_BENCH:-PingRoundTrip}" -benchtime "${MEDIC_BENCHTIME:-50x}" -count 1 ./bench
 # The log scan against grep on a generated 1 GB log (MEDIC_BENCH_LOG_MB to change the size).

@@ -17,7 +17,8 @@ flock 9
 export MEDIC_TESTBED_LOCK_HELD=1
 
 trap './testbed/testbed.sh down' EXIT
-env_out=$(./testbed/testbed.sh up)
+# It holds the lock for the whole run, so it recreates hs1/hs2: every run starts fresh.
+env_out=$(MEDIC_TESTBED_RECREATE=1 ./testbed/testbed.sh up)
 # shellcheck disable=SC2046
 export $(echo "$env_out" | grep '^MEDIC_TESTBED_' | xargs)
 
