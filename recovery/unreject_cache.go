@@ -3,6 +3,7 @@ package recovery
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -272,12 +273,7 @@ func contextCandidates(rr *diagnose.RoomRejections, room string) []string {
 			set[a] = true
 		}
 	}
-	ids := make([]string, 0, len(set))
-	for a := range set {
-		ids = append(ids, a)
-	}
-	slices.Sort(ids)
-	return ids
+	return slices.Sorted(maps.Keys(set))
 }
 
 // chainServers lists the servers that sent the chains' events (their keys are the ones
@@ -289,12 +285,7 @@ func chainServers(rr *diagnose.RoomRejections) []string {
 			set[s] = true
 		}
 	}
-	out := make([]string, 0, len(set))
-	for s := range set {
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(set))
 }
 
 // keyServers lists the servers whose keys the checks may use: the chains' senders, the
