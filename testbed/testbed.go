@@ -76,7 +76,7 @@ func Main(m *testing.M) {
 	// taken its own testbed down since.
 	ownUp := !answers(os.Getenv("MEDIC_TESTBED_HS1_URL")) || !answers(os.Getenv("MEDIC_TESTBED_HS2_URL"))
 	if ownUp {
-		out, err := exec.Command(Script(), "up").Output()
+		out, err := script("up").Output()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "testbed up failed: %v\n", err)
 			if ee, ok := err.(*exec.ExitError); ok {
@@ -90,9 +90,17 @@ func Main(m *testing.M) {
 	}
 	code := m.Run()
 	if ownUp {
-		_ = exec.Command(Script(), "down").Run()
+		_ = script("down").Run()
 	}
 	os.Exit(code)
+}
+
+// script runs testbed.sh from Main, which holds the testbed lock: the script must not wait
+// for it (testbed.sh up takes the lock unless told it is held).
+func script(args ...string) *exec.Cmd {
+	cmd := exec.Command(Script(), args...)
+	cmd.Env = append(os.Environ(), "MEDIC_TESTBED_LOCK_HELD=1")
+	return cmd
 }
 
 // answers reports whether a homeserver's client API responds.
