@@ -18,8 +18,9 @@ import (
 // special are the characters with an inline meaning in the Markdown medic renders
 // (CommonMark with GFM tables and strikethrough, and mautrix's ||spoilers||): escapes,
 // code, emphasis, links and images, autolinks and HTML, entities, strikethrough, and table
-// cells and spoilers. A backslash makes each one literal.
-const special = "\\`*_[]<>&~|"
+// cells and spoilers. A backslash makes each one literal. (">" means something only at the
+// start of a line, handled there.)
+const special = "\\`*_[]<&~|"
 
 // Text escapes s so that Markdown shows it literally. Line breaks become spaces (a name
 // cannot end a table row or start a block), surrounding spaces go (HTML would not show them),
@@ -29,11 +30,17 @@ func Text(s string) string {
 	s = strings.TrimSpace(oneLine(s))
 	var b strings.Builder
 	b.Grow(len(s) + 8)
+	prev := ' '
 	for i, r := range s {
-		if strings.ContainsRune(special, r) || (i == 0 && strings.ContainsRune("#>+-=", r)) {
+		switch {
+		case r == '_' && alnum(prev) && i+1 < len(s) && alnum(rune(s[i+1])):
+			// Inside a word (M_FORBIDDEN, power_levels) "_" cannot open or close emphasis:
+			// left as it is, so IDs and error codes read (and copy) unchanged.
+		case strings.ContainsRune(special, r) || (i == 0 && strings.ContainsRune("#>+-=", r)):
 			b.WriteByte('\\')
 		}
 		b.WriteRune(r)
+		prev = r
 	}
 	out := b.String()
 	// "1. " or "1) " at the start would open an ordered list.
@@ -69,6 +76,12 @@ func oneLine(s string) string {
 		return s
 	}
 	return strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(s)
+}
+
+// alnum is an ASCII letter or digit (around "_", anything else may be punctuation to
+// CommonMark's flanking rules).
+func alnum(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
 func leadingDigits(s string) int {

@@ -15,7 +15,7 @@ import (
 var nasty = []string{
 	"**[click](https://evil)**",
 	"<https://evil> <b>bold</b> &#42;entity&amp;",
-	"_em_ ~~strike~~ ~s~ ||spoiler|| `code` ``two``",
+	"_em_ ~~strike~~ ~s~ ||spoiler|| `code` ``two``", "a_b_ c__d__e _x_y __z__", "snake_case_name_",
 	"# heading", "> quote", "- item", "+ item", "1. item", "12) item", "=====",
 	"back\\slash\\", "![img](https://evil/x.png)", "[ref]: https://evil",
 	"line\nbreak\r\nand\rmore", "  padded  ", "m.room.power_levels", "a|b|c",
@@ -60,7 +60,7 @@ func TestText(t *testing.T) {
 		checkText(t, s)
 	}
 	// Plain names stay as they are (the Markdown source is also the plain-text body).
-	for _, s := range []string{"Room of hs1.test:8481 (old)", "café! #1"} {
+	for _, s := range []string{"Room of hs1.test:8481 (old)", "café! #1", "403 M_FORBIDDEN: @some_user:x (100 > 0)"} {
 		if got := mdtext.Text(s); got != s {
 			t.Errorf("Text(%q) = %q, want it unchanged", s, got)
 		}
