@@ -354,6 +354,9 @@ func TestRequireEncryptedAndVerifiedDevice(t *testing.T) {
 		ghost, time.Now().UnixMilli())
 	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM destinations WHERE destination = $1`, ghost) })
 	planEvt, jobID := prompt(t, admin, enc, botUser, "!federation reset "+ghost)
+	if body := testbed.Message(planEvt).Body; strings.Contains(body, "React ✅") || !strings.Contains(body, "Send `!approve "+jobID+"`") {
+		t.Errorf("under the encryption requirements the plan must offer the commands, not reactions: %q", body)
+	}
 	stolen := tb.Admin(t, tb.HS1)
 	if _, err := stolen.SendReaction(ctx, enc, planEvt.ID, "✅"); err != nil {
 		t.Fatal(err)
