@@ -72,7 +72,7 @@ func TestIsCommand(t *testing.T) {
 	}{
 		{"plain", &event.MessageEventContent{MsgType: event.MsgText, Body: "!ping"}, true},
 		{"leading whitespace", &event.MessageEventContent{MsgType: event.MsgText, Body: " \t!ping"}, true},
-		{"HTML", &event.MessageEventContent{MsgType: event.MsgText, Body: "hello", Format: event.FormatHTML, FormattedBody: "<b>!approve</b> abc"}, true},
+		{"HTML", &event.MessageEventContent{MsgType: event.MsgText, Body: "hello", Format: event.FormatHTML, FormattedBody: "!approve <i>abc</i>"}, true},
 		{"MSC4391", &event.MessageEventContent{MsgType: event.MsgText, Body: "hello", Mentions: &event.Mentions{UserIDs: []id.UserID{botUser}}, MSC4391BotCommand: structured}, true},
 		{"MSC4391 for another bot", &event.MessageEventContent{MsgType: event.MsgText, Body: "hello", Mentions: &event.Mentions{UserIDs: []id.UserID{"@other:example.org"}}, MSC4391BotCommand: structured}, false},
 		{"subcommand", &event.MessageEventContent{MsgType: event.MsgText, Body: "!recover scan"}, true},

@@ -63,7 +63,9 @@ func TestRemoteTextRendersAsText(t *testing.T) {
 		if !strings.Contains(msg.Body, target.String()) {
 			t.Errorf("%s does not show the room:\n%s", cmd, msg.Body)
 		}
-		for _, bad := range []string{"<a ", "<strong>", "<em>"} {
+		// (medic's own bold and code are fine; the crafted text must not become a link or
+		// formatting of its own)
+		for _, bad := range []string{"<a ", "<strong>click", "<em>click", "click</"} {
 			if strings.Contains(msg.FormattedBody, bad) {
 				t.Errorf("%s renders remote text as Markdown (%s):\n%s", cmd, bad, msg.FormattedBody)
 			}
