@@ -44,6 +44,9 @@ type Bot struct {
 	startTime  time.Time
 	admins     map[id.UserID]struct{}
 	adminRooms *exsync.Set[id.RoomID]
+	// hinted holds the prompts on which a refused reaction was answered with how to approve
+	// by message instead (once per prompt).
+	hinted *exsync.Set[id.EventID]
 	// running tracks command goroutines so Stop can wait for them.
 	running sync.WaitGroup
 	// syncState is the last sync's outcome, for the health report.
@@ -75,6 +78,7 @@ func New(a *app.App, cli *mautrix.Client) *Bot {
 		startTime:  time.Now(),
 		admins:     make(map[id.UserID]struct{}, len(cfg.Admins)),
 		adminRooms: exsync.NewSet[id.RoomID](),
+		hinted:     exsync.NewSet[id.EventID](),
 	}
 	for _, a := range cfg.Admins {
 		b.admins[a] = struct{}{}

@@ -290,7 +290,7 @@ func TestRequireEncryptedAndVerifiedDevice(t *testing.T) {
 	cfg := botConfig(t, tb, botUser, admin.UserID)
 	cfg.Encryption.RequireEncrypted = true
 	cfg.Encryption.RequireVerifiedDevice = true
-	startBot(t, cfg)
+	rb := startBot(t, cfg)
 
 	plain := roomWithBot(t, admin, botUser, false)
 	cmd := admin.SendText(plain, "!ping")
@@ -306,8 +306,21 @@ func TestRequireEncryptedAndVerifiedDevice(t *testing.T) {
 		t.Errorf("command from unverified device got %q", body)
 	}
 
-	// The admin cross-signs their device, as Element does on setup: now it is accepted.
+	// The processor finds commands in more than the plain body: after leading whitespace, in
+	// the HTML formatted_body, and in MSC4391 structured data. Each is refused alike.
 	ctx := context.Background()
+	for _, d := range disguisedPings(botUser) {
+		resp, err := admin.SendMessageEvent(ctx, enc, event.EventMessage, d.content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply = admin.WaitFor(wait, "an answer to "+d.what, testbed.ReplyTo(botUser, resp.EventID))
+		if body := testbed.Message(reply).Body; !strings.Contains(body, "cross-signed device") {
+			t.Errorf("%s from an unverified device got %q", d.what, body)
+		}
+	}
+
+	// The admin cross-signs their device, as Element does on setup: now it is accepted.
 	mach := admin.Crypto.Machine()
 	if _, _, err := mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, tb.AdminPassword, ""); err != nil {
 		t.Fatal(err)
@@ -330,6 +343,71 @@ func TestRequireEncryptedAndVerifiedDevice(t *testing.T) {
 			t.Fatalf("still refused after cross-signing: %q", testbed.Message(reply).Body)
 		}
 		time.Sleep(time.Second)
+	}
+
+	// Reactions are sent in clear (Element never encrypts them), so a reaction says nothing
+	// about the device it came from: neither ✅ from a second login nobody verified (a stolen
+	// token) approves, nor ❌ from the verified device cancels. The first gets a hint naming
+	// the command to send instead, once per prompt.
+	ghost := testbed.UniqueName("gate") + ".test"
+	tb.HS1.Exec(t, `INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts) VALUES ($1, $2, 600000, $2)`,
+		ghost, time.Now().UnixMilli())
+	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM destinations WHERE destination = $1`, ghost) })
+	planEvt, jobID := prompt(t, admin, enc, botUser, "!federation reset "+ghost)
+	if body := testbed.Message(planEvt).Body; strings.Contains(body, "React ✅") || !strings.Contains(body, "Send `!approve "+jobID+"`") {
+		t.Errorf("under the encryption requirements the plan must offer the commands, not reactions: %q", body)
+	}
+	stolen := tb.Admin(t, tb.HS1)
+	if _, err := stolen.SendReaction(ctx, enc, planEvt.ID, "✅"); err != nil {
+		t.Fatal(err)
+	}
+	react(t, admin, enc, planEvt.ID, "❌")
+	ping(t, admin, enc, botUser)
+	ping(t, admin, enc, botUser)
+	if st := jobState(t, rb, jobID); st != store.JobAwaiting {
+		t.Errorf("job %s is %s after reactions in clear, want %s", jobID, st, store.JobAwaiting)
+	}
+	hint := admin.WaitFor(wait, "a hint to approve by message", testbed.ReplyTo(botUser, planEvt.ID))
+	if body := testbed.Message(hint).Body; !strings.Contains(body, "`!approve "+jobID+"`") {
+		t.Errorf("hint for a refused reaction: %q", body)
+	}
+	hints := 0
+	for _, evt := range admin.Events() {
+		if testbed.ReplyTo(botUser, planEvt.ID)(evt) {
+			hints++
+		}
+	}
+	if hints != 1 {
+		t.Errorf("%d hints for one prompt, want 1", hints)
+	}
+
+	// A client that does encrypt its reaction, from the verified device, approves.
+	encrypted, err := admin.Crypto.Encrypt(ctx, enc, event.EventReaction, &event.ReactionEventContent{
+		RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: planEvt.ID, Key: "✅"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = admin.SendMessageEvent(ctx, enc, event.EventEncrypted, encrypted); err != nil {
+		t.Fatal(err)
+	}
+	waitJobState(t, rb, jobID, store.JobDone)
+}
+
+type disguised struct {
+	what    string
+	content *event.MessageEventContent
+}
+
+// disguisedPings are !ping written every other way the command processor reads.
+func disguisedPings(botUser id.UserID) []disguised {
+	return []disguised{
+		{"leading whitespace", &event.MessageEventContent{MsgType: event.MsgText, Body: " !ping"}},
+		{"HTML formatted_body", &event.MessageEventContent{MsgType: event.MsgText, Body: "hello",
+			Format: event.FormatHTML, FormattedBody: "!ping"}},
+		{"an MSC4391 command", &event.MessageEventContent{MsgType: event.MsgText, Body: "hello",
+			Mentions:          &event.Mentions{UserIDs: []id.UserID{botUser}},
+			MSC4391BotCommand: &event.MSC4391BotCommandInput{Command: "ping", Arguments: json.RawMessage(`{}`)}}},
 	}
 }
 

@@ -3,13 +3,16 @@ package bot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"maunium.net/go/mautrix"
-
+	mcmd "maunium.net/go/mautrix/commands"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/event/cmdschema"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/synapse-medic/medic/config"
 )
 
 // handleMember joins rooms that a configured admin invites the bot into, and only those.
@@ -96,7 +99,8 @@ func (b *Bot) handleCommandEvent(ctx context.Context, evt *event.Event) {
 		b.log.Trace().Stringer("event_id", evt.ID).Str("reason", why).Msg("Ignoring event")
 		return
 	}
-	if evt.Type == event.EventMessage && !b.trusted(ctx, evt) {
+	if r := untrusted(b.cfg.Encryption, evt); r != trusted {
+		b.refuse(ctx, evt, r)
 		return
 	}
 	b.running.Add(1)
@@ -106,34 +110,114 @@ func (b *Bot) handleCommandEvent(ctx context.Context, evt *event.Event) {
 	}()
 }
 
-// trusted applies the optional encryption requirements to a command message. Reactions are
-// never encrypted in Matrix, so they are not subject to it; a reaction can only answer a
-// prompt the bot posted in reply to an accepted command.
-func (b *Bot) trusted(ctx context.Context, evt *event.Event) bool {
-	enc := b.cfg.Encryption
-	content, ok := evt.Content.Parsed.(*event.MessageEventContent)
-	if !ok || !isCommand(content.Body, b.cfg.Bot.CommandPrefix) {
-		return true // not a command; the processor ignores it anyway
+// refusal is why an admin's event fails the encryption requirements.
+type refusal int
+
+const (
+	trusted refusal = iota
+	notEncrypted
+	notVerified
+)
+
+// untrusted applies encryption.require_encrypted and require_verified_device to an admin's
+// message or reaction. It judges every such event, never only those that look like a
+// command: the processor finds commands after leading whitespace, in the HTML
+// formatted_body, in MSC4391 structured data, and behind a reaction (the command its
+// prompt maps the key to), so whatever the processor would run has passed here.
+//
+// A reaction passes only as a message would: encrypted, from a cross-signed device. Element
+// sends reactions in clear (matrix-js-sdk never encrypts m.reaction), and an event in clear
+// says nothing of the device that sent it — an access token without any device keys can send
+// one — so under these settings ✅/❌/⏹ from Element do nothing and `!approve <job>` (an
+// encrypted message) is the way; the first refused reaction on a prompt says so.
+func untrusted(enc config.Encryption, evt *event.Event) refusal {
+	switch {
+	case enc.RequireEncrypted && !evt.Mautrix.WasEncrypted:
+		return notEncrypted
+	case enc.RequireVerifiedDevice && evt.Mautrix.TrustState < id.TrustStateCrossSignedTOFU:
+		return notVerified
 	}
-	if enc.RequireEncrypted && !evt.Mautrix.WasEncrypted {
-		b.notice(ctx, evt, "Commands must be sent encrypted (encryption.require_encrypted is on). Ignored.")
-		return false
-	}
-	if enc.RequireVerifiedDevice && evt.Mautrix.TrustState < id.TrustStateCrossSignedTOFU {
-		b.notice(ctx, evt, "Commands must come from a cross-signed device (encryption.require_verified_device is on); this device is "+evt.Mautrix.TrustState.String()+". Ignored.")
-		return false
-	}
-	return true
+	return trusted
 }
 
-func isCommand(body, prefix string) bool {
-	return len(body) > len(prefix) && body[:len(prefix)] == prefix
+// refuse tells the admin why a command was not run: for a message that the processor would
+// run as a medic command, and for the first reaction on each of the bot's prompts. Anything
+// else (chat, other bots' commands, other reactions) is dropped quietly.
+func (b *Bot) refuse(ctx context.Context, evt *event.Event, r refusal) {
+	log := b.log.With().Stringer("event_id", evt.ID).Stringer("sender", evt.Sender).
+		Bool("encrypted", evt.Mautrix.WasEncrypted).Stringer("trust", evt.Mautrix.TrustState).Logger()
+	if evt.Type == event.EventReaction {
+		cmd, prompt := b.reactionCommand(ctx, evt)
+		if cmd == "" {
+			return
+		}
+		log.Info().Str("command", cmd).Msg("Refused a reaction: encryption requirements")
+		if b.hinted.Add(prompt) {
+			b.notice(ctx, evt.RoomID, prompt, fmt.Sprintf("%s Send `%s` instead (Element sends reactions unencrypted).",
+				rule(r, evt, "reaction"), cmd))
+		}
+		return
+	}
+	if !b.isCommand(ctx, evt) {
+		return
+	}
+	log.Info().Msg("Refused a command: encryption requirements")
+	b.notice(ctx, evt.RoomID, evt.ID, rule(r, evt, "message")+" Ignored.")
 }
 
-func (b *Bot) notice(ctx context.Context, evt *event.Event, msg string) {
-	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: msg}
-	content.SetReply(evt)
-	if _, err := b.Client.SendMessageEvent(ctx, evt.RoomID, event.EventMessage, content); err != nil {
+// rule says which requirement a refused event (a "message" or "reaction") fails, and how.
+func rule(r refusal, evt *event.Event, what string) string {
+	switch {
+	case r == notEncrypted:
+		return "Commands must be sent encrypted (encryption.require_encrypted is on); this " + what + " was not."
+	case !evt.Mautrix.WasEncrypted:
+		return "Commands must come encrypted from a cross-signed device (encryption.require_verified_device is on); " +
+			"this " + what + " was not encrypted, so it cannot show which device sent it."
+	}
+	return "Commands must come from a cross-signed device (encryption.require_verified_device is on); this " + what +
+		" comes from a device that is " + evt.Mautrix.TrustState.String() + "."
+}
+
+// isCommand tells whether the processor would run a message as one of medic's commands,
+// reading it as the processor does (mautrix's ParseEvent and the prefix check).
+func (b *Bot) isCommand(ctx context.Context, evt *event.Event) bool {
+	ce := b.proc.ParseEvent(ctx, evt)
+	if ce == nil || (!b.proc.PreValidator.Validate(ce) && ce.StructuredArgs == nil) {
+		return false
+	}
+	h := b.proc.GetHandler(ce.Command)
+	return h != nil && h.Name != mcmd.UnknownCommandName
+}
+
+// reactionCommand returns the command a reaction would run, as the processor finds it: the
+// target is one of the bot's messages whose reaction commands map the key. Nothing is run,
+// redacted or changed.
+func (b *Bot) reactionCommand(ctx context.Context, evt *event.Event) (cmd string, prompt id.EventID) {
+	content, ok := evt.Content.Parsed.(*event.ReactionEventContent)
+	if !ok || content.RelatesTo.EventID == "" {
+		return "", ""
+	}
+	prompt = content.RelatesTo.EventID
+	target, err := b.Client.GetEvent(ctx, evt.RoomID, prompt)
+	if err != nil || target.Sender != b.Client.UserID {
+		return "", ""
+	}
+	if target.Type == event.EventEncrypted && b.crypto != nil {
+		_ = target.Content.ParseRaw(target.Type)
+		if target, err = b.crypto.Decrypt(ctx, target); err != nil {
+			return "", ""
+		}
+	}
+	cmds, _ := target.Content.Raw[mcmd.ReactionCommandsKey].(map[string]any)
+	cmd, _ = cmds[content.RelatesTo.Key].(string)
+	return cmd, prompt
+}
+
+// notice answers with a notice in reply to an event.
+func (b *Bot) notice(ctx context.Context, roomID id.RoomID, replyTo id.EventID, msg string) {
+	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: msg,
+		RelatesTo: &event.RelatesTo{InReplyTo: &event.InReplyTo{EventID: replyTo}}}
+	if _, err := b.Client.SendMessageEvent(ctx, roomID, event.EventMessage, content); err != nil {
 		b.log.Err(err).Msg("Failed to send notice")
 	}
 }

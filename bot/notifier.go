@@ -85,11 +85,25 @@ func (n *roomNotifier) Prompt(ctx context.Context, job *store.Job, plan string) 
 		need = fmt.Sprintf(" (%d different admins must approve)", job.ApprovalsNeeded)
 	}
 	pfx := n.prefix()
-	text := fmt.Sprintf("%s\n\nReact ✅ to approve%s or ❌ to cancel, or send `%sapprove %s` / `%scancel %s`. Expires at %s.",
-		plan, need, pfx, job.ID, pfx, job.ID, job.ExpiresAt.UTC().Format("15:04 MST"))
+	how := fmt.Sprintf("React ✅ to approve%s or ❌ to cancel, or send `%sapprove %s` / `%scancel %s`.", need, pfx, job.ID, pfx, job.ID)
+	if !n.reactionsCount() {
+		how = fmt.Sprintf("Send `%sapprove %s` to approve%s or `%scancel %s` to cancel.", pfx, job.ID, need, pfx, job.ID)
+	}
+	text := fmt.Sprintf("%s\n\n%s Expires at %s.", plan, how, job.ExpiresAt.UTC().Format("15:04 MST"))
+	// The reaction commands stay: a client that encrypts its reactions may still use them.
 	evt := n.send(ctx, text, n.reactions(map[string]string{"✅": "approve " + job.ID, "❌": "cancel " + job.ID}), "")
-	n.react(ctx, evt, "✅", "❌")
+	if n.reactionsCount() {
+		n.react(ctx, evt, "✅", "❌")
+	}
 	return jobs.AnswerLater
+}
+
+// reactionsCount tells whether Element's reactions can answer prompts: not when the
+// encryption requirements are on, since Element sends reactions unencrypted (see untrusted).
+// Prompts then offer the commands only, without pre-set reactions to click.
+func (n *roomNotifier) reactionsCount() bool {
+	enc := n.b.cfg.Encryption
+	return !enc.RequireEncrypted && !enc.RequireVerifiedDevice
 }
 
 func (n *roomNotifier) Progress(ctx context.Context, job *store.Job, status string, final bool) {
@@ -102,7 +116,11 @@ func (n *roomNotifier) Progress(ctx context.Context, job *store.Job, status stri
 		}
 		return
 	}
-	status += fmt.Sprintf(" React ⏹ or send `%scancel %s` to stop.", n.prefix(), job.ID)
+	if n.reactionsCount() {
+		status += fmt.Sprintf(" React ⏹ or send `%scancel %s` to stop.", n.prefix(), job.ID)
+	} else {
+		status += fmt.Sprintf(" Send `%scancel %s` to stop.", n.prefix(), job.ID)
+	}
 	extra := n.reactions(map[string]string{"⏹": "cancel " + job.ID})
 	if prevID != "" {
 		n.send(ctx, status, extra, prevID)
@@ -110,7 +128,9 @@ func (n *roomNotifier) Progress(ctx context.Context, job *store.Job, status stri
 	}
 	evt := n.send(ctx, status, extra, "")
 	n.b.progress.Store(job.ID, evt)
-	n.react(ctx, evt, "⏹")
+	if n.reactionsCount() {
+		n.react(ctx, evt, "⏹")
+	}
 }
 
 func (n *roomNotifier) Report(ctx context.Context, _ *store.Job, report string) {

@@ -8,6 +8,7 @@ import (
 	"maunium.net/go/mautrix/event/cmdschema"
 
 	"github.com/synapse-medic/medic/diagnose"
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/recovery"
 )
 
@@ -42,7 +43,7 @@ func extremitiesCommand() *Handler {
 			var b strings.Builder
 			fmt.Fprintf(&b, "Rooms with %d or more forward extremities:\n\n| room | extremities |\n|---|---|\n", diagnose.ExtremitiesWarn)
 			for _, r := range rooms {
-				fmt.Fprintf(&b, "| `%s` | %d |\n", r.RoomID, r.Count)
+				fmt.Fprintf(&b, "| %s | %d |\n", mdtext.Code(r.RoomID), r.Count)
 			}
 			fmt.Fprintf(&b, "\n`%sextremities trim <room>` drops all but the newest (asks first).", prefix(ce))
 			reply(ce, b.String())
@@ -66,17 +67,17 @@ func extremitiesCommand() *Handler {
 func extremitiesOfRoom(ce *Event, room string) {
 	list, err := ce.Meta.Admin.ForwardExtremities(ce.Ctx, room)
 	if err != nil {
-		Fail(ce, "Could not get the forward extremities of `%s`: %v", room, err)
+		Fail(ce, "Could not get the forward extremities of %s: %s", mdtext.Code(room), mdtext.Text(err.Error()))
 		return
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "`%s` has %d forward extremities:\n\n| event | depth | received |\n|---|---|---|\n", room, len(list))
+	fmt.Fprintf(&b, "%s has %d forward extremities:\n\n| event | depth | received |\n|---|---|---|\n", mdtext.Code(room), len(list))
 	for i, e := range list {
 		if i == 20 {
 			fmt.Fprintf(&b, "| … %d more | | |\n", len(list)-20)
 			break
 		}
-		fmt.Fprintf(&b, "| `%s` | %d | %s |\n", e.EventID, e.Depth, time.UnixMilli(e.ReceivedTS).UTC().Format(time.DateTime))
+		fmt.Fprintf(&b, "| %s | %d | %s |\n", mdtext.Code(e.EventID), e.Depth, time.UnixMilli(e.ReceivedTS).UTC().Format(time.DateTime))
 	}
 	reply(ce, b.String())
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/recovery"
 )
 
@@ -17,7 +18,7 @@ func requester(ce *Event) jobs.Requester { return ce.Meta.Transport.Requester(ce
 // propose plans an operation (ce.Meta.Ops.X.With(args)) and asks for approval.
 func propose(ce *Event, r jobs.Request) {
 	if _, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), r); err != nil {
-		Fail(ce, "Could not plan this: %v", err)
+		Fail(ce, "Could not plan this: %s", mdtext.Text(err.Error()))
 	}
 }
 
@@ -110,7 +111,7 @@ func jobCommandDetail() *Handler {
 			var b strings.Builder
 			p := jobs.ParsePlan(j.Plan)
 			fmt.Fprintf(&b, "**Job %s: %s** — %s\n\n", j.ID, p.Title, j.State)
-			fmt.Fprintf(&b, "Plan %s, %d approval(s) needed. %s\n\nChanges:\n\n", j.Fingerprint, j.ApprovalsNeeded, j.Result)
+			fmt.Fprintf(&b, "Plan %s, %d approval(s) needed. %s\n\nChanges:\n\n", j.Fingerprint, j.ApprovalsNeeded, mdtext.Text(j.Result))
 			for _, c := range p.Changes {
 				fmt.Fprintf(&b, "* %s\n", c)
 			}
@@ -121,13 +122,14 @@ func jobCommandDetail() *Handler {
 					if s.Idx < len(p.Steps) {
 						name = p.Steps[s.Idx]
 					}
-					fmt.Fprintf(&b, "* %s: %s %s\n", name, s.State, s.Error)
+					// Step names and errors are plain text holding remote names and answers.
+					fmt.Fprintf(&b, "* %s: %s %s\n", mdtext.Text(name), s.State, mdtext.Text(s.Error))
 				}
 			}
 			b.WriteString("\nAudit trail:\n\n")
 			trail, _ := ce.Meta.Store.AuditTrail(ce.Ctx, j.ID)
 			for _, e := range trail {
-				fmt.Fprintf(&b, "* %s %s: %s\n", e.At.UTC().Format(time.DateTime), e.Actor, e.What)
+				fmt.Fprintf(&b, "* %s %s: %s\n", e.At.UTC().Format(time.DateTime), e.Actor, mdtext.Text(e.What))
 			}
 			reply(ce, b.String())
 		},
@@ -150,7 +152,7 @@ func federationCommand() *Handler {
 			var b strings.Builder
 			fmt.Fprintf(&b, "Synapse is failing to reach %d server(s):\n\n| server | state |\n|---|---|\n", len(failing))
 			for _, d := range failing {
-				fmt.Fprintf(&b, "| `%s` | %s |\n", d.Destination, diagnose.DescribeRetry(d))
+				fmt.Fprintf(&b, "| %s | %s |\n", mdtext.Code(d.Destination), diagnose.DescribeRetry(d))
 			}
 			fmt.Fprintf(&b, "\n`%sfederation reset <server>` makes Synapse retry one now; `%sfederation reset all` every one.", prefix(ce), prefix(ce))
 			reply(ce, b.String())

@@ -8,6 +8,7 @@ import (
 	"maunium.net/go/mautrix/event/cmdschema"
 
 	"github.com/synapse-medic/medic/diagnose"
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/synapselog"
 )
@@ -111,12 +112,14 @@ func recoverScan(ce *Event) {
 	}
 	if len(rooms) > 0 {
 		fmt.Fprintf(&b, "Synapse dropped traffic for %d room(s):\n\n| room | name | servers seen | first seen | last seen | lines | state |\n|---|---|---|---|---|---|---|\n", len(rooms))
+		// Room IDs and names, servers and event IDs come from other servers (through the
+		// logs and the rooms' state): as text, never as Markdown.
 		for _, r := range rooms {
-			servers := strings.Join(synapselog.ServerList(r.Servers), ", ")
+			servers := mdtext.Codes(synapselog.ServerList(r.Servers))
 			if servers == "" {
 				servers = "?"
 			}
-			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %d | %s |\n", r.RoomID, r.Name, servers,
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %s |\n", mdtext.Code(r.RoomID), mdtext.Text(r.Name), servers,
 				r.First.UTC().Format(time.DateTime), r.Last.UTC().Format(time.DateTime), r.Count, r.State())
 		}
 	}
@@ -128,7 +131,7 @@ func recoverScan(ce *Event) {
 				fmt.Fprintf(&b, "* … and %d more\n", n-10)
 				break
 			}
-			fmt.Fprintf(&b, "* `%s` from %s (%d times)\n", u.EventID, strings.Join(synapselog.ServerList(u.Servers), ", "), u.Count)
+			fmt.Fprintf(&b, "* %s from %s (%d times)\n", mdtext.Code(u.EventID), mdtext.Codes(synapselog.ServerList(u.Servers)), u.Count)
 			i++
 		}
 	}

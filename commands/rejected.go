@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/diagnose"
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/synapselog"
 )
@@ -23,7 +24,7 @@ func resolveRoom(ce *Event, room string) (string, []string, bool) {
 	case strings.HasPrefix(room, "#"):
 		resp, err := ce.Meta.Admin.Client.Client.ResolveAlias(ce.Ctx, id.RoomAlias(room))
 		if err != nil {
-			Fail(ce, "Could not resolve `%s`: %v", room, err)
+			Fail(ce, "Could not resolve %s: %s", mdtext.Code(room), mdtext.Text(err.Error()))
 			return "", nil, false
 		}
 		return resp.RoomID.String(), resp.Servers, true
@@ -74,7 +75,7 @@ func rejected(ce *Event) {
 	if len(groups) == 0 {
 		where := "any room"
 		if room != "" {
-			where = "`" + room + "`"
+			where = mdtext.Code(room)
 		}
 		reply(ce, "No rejected events in %s in the last %s. ✅", where, humanDuration(since))
 		return
@@ -82,11 +83,13 @@ func rejected(ce *Event) {
 	fmt.Fprintf(&b, "Rejected events received in the last %s:\n\n| room | reason | type | count | first | last |\n|---|---|---|---|---|---|\n", humanDuration(since))
 	rooms := []string{}
 	for _, g := range groups {
-		name := "`" + g.RoomID + "`"
+		// Room names, event types and IDs come from other servers: as text, never as Markdown.
+		name := mdtext.Code(g.RoomID)
 		if g.Name != "" {
-			name = g.Name + " " + name
+			name = mdtext.Text(g.Name) + " " + name
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s |\n", name, g.Reason, g.Type, g.Count, g.First.UTC().Format(time.DateTime), g.Last.UTC().Format(time.DateTime))
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s |\n", name, mdtext.Code(g.Reason), mdtext.Code(g.Type), g.Count,
+			g.First.UTC().Format(time.DateTime), g.Last.UTC().Format(time.DateTime))
 		if len(rooms) == 0 || rooms[len(rooms)-1] != g.RoomID {
 			rooms = append(rooms, g.RoomID)
 		}
@@ -103,7 +106,7 @@ func rejected(ce *Event) {
 		}
 		rr, err := diagnose.RoomChains(ce.Ctx, ce.Meta.DB, r)
 		if err != nil {
-			fmt.Fprintf(&b, "\n`%s`: could not read its chains: %v\n", r, err)
+			fmt.Fprintf(&b, "\n%s: could not read its chains: %s\n", mdtext.Code(r), mdtext.Text(err.Error()))
 			continue
 		}
 		rr.AttachLogs(rep)
@@ -113,7 +116,7 @@ func rejected(ce *Event) {
 }
 
 func writeChains(b *strings.Builder, rr *diagnose.RoomRejections, pfx string) {
-	fmt.Fprintf(b, "\n**`%s`**: %d rejected event(s) in all.\n", rr.RoomID, rr.Total)
+	fmt.Fprintf(b, "\n**%s**: %d rejected event(s) in all.\n", mdtext.Code(rr.RoomID), rr.Total)
 	shown := 0
 	for _, c := range rr.Chains {
 		if c.Descendants == 0 {
@@ -123,10 +126,11 @@ func writeChains(b *strings.Builder, rr *diagnose.RoomRejections, pfx string) {
 		if shown > 5 {
 			break
 		}
-		fmt.Fprintf(b, "* Chain root `%s` (%s from %s, %s, %s): %d later event(s) rejected because they cite it (%s).",
-			c.Root.EventID, c.Root.Type, c.Root.Sender, c.Root.Reason, c.Root.Received.UTC().Format(time.DateTime), c.Descendants, typeCounts(c.ByType))
+		fmt.Fprintf(b, "* Chain root %s (%s from %s, %s, %s): %d later event(s) rejected because they cite it (%s).",
+			mdtext.Code(c.Root.EventID), mdtext.Code(c.Root.Type), mdtext.Code(c.Root.Sender), mdtext.Code(c.Root.Reason),
+			c.Root.Received.UTC().Format(time.DateTime), c.Descendants, typeCounts(c.ByType))
 		if c.Log != nil {
-			fmt.Fprintf(b, " Logs: %d \"found rejected event %s in the state\" line(s), last %s.", c.Log.Count, c.Root.EventID, c.Log.Last.UTC().Format(time.DateTime))
+			fmt.Fprintf(b, " Logs: %d \"found rejected event %s in the state\" line(s), last %s.", c.Log.Count, mdtext.Code(c.Root.EventID), c.Log.Last.UTC().Format(time.DateTime))
 		}
 		b.WriteString("\n")
 	}
@@ -140,14 +144,16 @@ func writeChains(b *strings.Builder, rr *diagnose.RoomRejections, pfx string) {
 		fmt.Fprintf(b, "* %d lone rejected event(s) that nothing cites (often legitimate rejections).\n", lone)
 	}
 	if shown > 0 {
-		fmt.Fprintf(b, "\n`%sunreject %s` verifies the roots with the auth rules and proposes a fix (asks first).\n", pfx, rr.RoomID)
+		fmt.Fprintf(b, "\n%s verifies the roots with the auth rules and proposes a fix (asks first).\n", mdtext.Code(pfx+"unreject "+rr.RoomID))
 	}
 }
 
+// typeCounts is "2 `m.room.message`, 1 `m.room.member`" (event types as code: they are
+// remote text).
 func typeCounts(m map[string]int) string {
 	parts := make([]string, 0, len(m))
 	for t, n := range m {
-		parts = append(parts, fmt.Sprintf("%d %s", n, t))
+		parts = append(parts, fmt.Sprintf("%d %s", n, mdtext.Code(t)))
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, ", ")

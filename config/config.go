@@ -90,10 +90,12 @@ type Encryption struct {
 	// RecoveryKeyFile is where the bot writes the recovery key of its cross-signing keys when
 	// it first creates them, and reads it on later starts. Never logged, never sent to chat.
 	RecoveryKeyFile string `yaml:"recovery_key_file"`
-	// RequireEncrypted drops commands that were not sent encrypted.
+	// RequireEncrypted drops admins' messages and reactions that were not sent encrypted
+	// (reactions from Element never are: approve with !approve then).
 	RequireEncrypted bool `yaml:"require_encrypted"`
-	// RequireVerifiedDevice drops commands from devices that are not at least TOFU
-	// cross-signed (the sender's device signed by a master key the bot has seen).
+	// RequireVerifiedDevice drops admins' messages and reactions that do not come, encrypted,
+	// from a device that is at least TOFU cross-signed (signed by a master key the bot has
+	// seen).
 	RequireVerifiedDevice bool `yaml:"require_verified_device"`
 }
 
@@ -345,6 +347,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Bot.AccessToken != "" && c.Bot.DeviceID == "" && c.Encryption.On() {
 		bad("bot.device_id", "required with bot.access_token when encryption is enabled")
+	}
+	if !c.Encryption.On() && (c.Encryption.RequireEncrypted || c.Encryption.RequireVerifiedDevice) {
+		bad("encryption.enabled", "require_encrypted and require_verified_device need encryption: medic would ignore every command")
 	}
 	if strings.ContainsAny(c.Bot.CommandPrefix, " \t\n") {
 		bad("bot.command_prefix", "must not contain whitespace")

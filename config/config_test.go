@@ -25,6 +25,7 @@ import:
     empty: {type: postgres}
   chunk_size: -1
 logging: {level: loud}
+encryption: {enabled: false, require_verified_device: true}
 `), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +39,7 @@ logging: {level: loud}
 		"admins[0]", "rooms.admin[0]", "database.type", "synapse.database", "synapse.signing_key_path",
 		"synapse.logs[0].type", "synapse.logs[1].path", "synapse.logs[2].unit", "logging.level",
 		"import.sources.old.type", "import.sources.gone.database", "import.sources.empty.database", "import.chunk_size",
+		"encryption.enabled",
 	} {
 		if !strings.Contains(err.Error(), "\n  "+key+":") {
 			t.Errorf("problem list does not name %s:\n%v", key, err)

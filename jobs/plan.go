@@ -19,6 +19,10 @@ import (
 )
 
 // Plan is what an operation would do, computed without changing anything.
+//
+// Title, Why, Changes, Risks and Nothing (and a step's Note and Say) are Markdown: text from
+// other servers (room names, event types, IDs, their error messages) goes in through mdtext.
+// Step names and step errors are plain text, escaped where the spine shows them.
 type Plan struct {
 	Title   string   `json:"title"`
 	Why     string   `json:"why,omitempty"`

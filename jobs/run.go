@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/proc"
 	"github.com/synapse-medic/medic/store"
 )
@@ -48,7 +49,7 @@ type runState struct {
 	total    int
 	previous int // steps finished in earlier runs
 	done     int
-	failed   []string // "step name: error"
+	failed   []string // "step name: error" (plain text: step names and errors hold remote text)
 	failedAt int      // first failed step, -1 if none
 	retried  []string
 	started  time.Time
@@ -63,7 +64,7 @@ func (r *runState) status(jobID string, final bool) string {
 	}
 	if len(r.failed) > 0 {
 		last := r.failed[len(r.failed)-1]
-		s += fmt.Sprintf(", %d failed (last: %s)", len(r.failed), last[strings.Index(last, ": ")+2:])
+		s += fmt.Sprintf(", %d failed (last: %s)", len(r.failed), mdtext.Text(last[strings.Index(last, ": ")+2:]))
 	}
 	return s + "."
 }
@@ -203,13 +204,15 @@ func (m *Manager) wasStarted(prior []store.Step, idx int) bool {
 func (m *Manager) report(job *store.Job, plan *Plan, rs *runState, stopped bool, notRun, notes []string) string {
 	var b strings.Builder
 	icon := map[string]string{store.JobDone: "✅", store.JobFailed: "❌", store.JobCancelled: "⏹"}[job.State]
-	fmt.Fprintf(&b, "%s Job `%s` %s: **%s**. %s in %s.", icon, job.ID, job.State, plan.Title, job.Result,
+	// Step names, errors and the result (which names a step) are plain text that may hold
+	// other servers' names and answers: escaped. The plan's title is Markdown already.
+	fmt.Fprintf(&b, "%s Job `%s` %s: **%s**. %s in %s.", icon, job.ID, job.State, plan.Title, mdtext.Text(job.Result),
 		time.Since(rs.started).Round(time.Millisecond))
 	if stopped {
 		b.WriteString(" Stopped on request; the remaining steps were not run.")
 	}
 	if job.State == store.JobFailed && len(notRun) > 0 {
-		fmt.Fprintf(&b, " The steps after it were not run: %s.", strings.Join(notRun, "; "))
+		fmt.Fprintf(&b, " The steps after it were not run: %s.", mdtext.Text(strings.Join(notRun, "; ")))
 	}
 	if job.State == store.JobFailed && rs.done == 0 {
 		b.WriteString(" No step completed, so nothing was changed.")
@@ -219,10 +222,10 @@ func (m *Manager) report(job *store.Job, plan *Plan, rs *runState, stopped bool,
 			fmt.Fprintf(&b, "\n* … and %d more failures (`%sjob %s` lists the steps)", len(rs.failed)-10, m.Prefix, job.ID)
 			break
 		}
-		fmt.Fprintf(&b, "\n* failed: %s", f)
+		fmt.Fprintf(&b, "\n* failed: %s", mdtext.Text(f))
 	}
 	for _, r := range rs.retried {
-		fmt.Fprintf(&b, "\n* retried: %s", r)
+		fmt.Fprintf(&b, "\n* retried: %s", mdtext.Text(r))
 	}
 	if job.State == store.JobFailed {
 		fmt.Fprintf(&b, "\n\nOnce the cause is fixed, `%sresume %s` re-plans and retries the failed and unfinished steps only; `%scancel %s` gives the job up.",

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
@@ -29,7 +30,7 @@ func ExtremitiesTrim(adm *adminapi.Client) *jobs.Operation[ExtremitiesTrimArgs, 
 				return nil, err
 			}
 			if len(extremities) <= 1 {
-				return &jobs.Plan{Nothing: fmt.Sprintf("`%s` has %d forward extremities; nothing to trim.", room, len(extremities))}, nil
+				return &jobs.Plan{Nothing: fmt.Sprintf("%s has %d forward extremities; nothing to trim.", mdtext.Code(room), len(extremities))}, nil
 			}
 			ids := make([]string, 0, len(extremities))
 			for _, e := range extremities {
@@ -37,10 +38,10 @@ func ExtremitiesTrim(adm *adminapi.Client) *jobs.Operation[ExtremitiesTrimArgs, 
 			}
 			slices.Sort(ids)
 			return &jobs.Plan{
-				Title: "Trim forward extremities of " + room,
+				Title: "Trim forward extremities of " + mdtext.Code(room),
 				Why:   "Many forward extremities make Synapse resolve state over all of them for every new event, which slows the room and the server (synapse#1760).",
-				Changes: []string{fmt.Sprintf("`%s`: %d forward extremities → the newest only; %d dropped from event_forward_extremities (events themselves stay)",
-					room, len(extremities), len(extremities)-1)},
+				Changes: []string{fmt.Sprintf("%s: %d forward extremities → the newest only; %d dropped from `event_forward_extremities` (events themselves stay)",
+					mdtext.Code(room), len(extremities), len(extremities)-1)},
 				Risks: []string{SynapseExtremitiesWarning,
 					"Medic runs it only on your approval, for this one room; Synapse updates its caches itself, no restart needed."},
 				Steps: []string{"trim " + room},

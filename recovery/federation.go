@@ -9,6 +9,7 @@ import (
 
 	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
@@ -42,15 +43,15 @@ func FederationReset(adm *adminapi.Client) *jobs.Operation[FederationResetArgs, 
 					return nil, err
 				}
 				if d == nil {
-					return &jobs.Plan{Nothing: fmt.Sprintf("Synapse has never talked to `%s`; there is no connection to reset.", server)}, nil
+					return &jobs.Plan{Nothing: fmt.Sprintf("Synapse has never talked to %s; there is no connection to reset.", mdtext.Code(server))}, nil
 				}
 				if !d.Failing() {
-					return &jobs.Plan{Nothing: fmt.Sprintf("Synapse is not backing off from `%s`; nothing to reset.", server)}, nil
+					return &jobs.Plan{Nothing: fmt.Sprintf("Synapse is not backing off from %s; nothing to reset.", mdtext.Code(server))}, nil
 				}
 				targets = []*adminapi.Destination{d}
 			}
 			plan := &jobs.Plan{
-				Title: fmt.Sprintf("Reset federation connection to %s", server),
+				Title: "Reset federation connection to " + mdtext.Code(server),
 				Why:   "Synapse is backing off and will not send to these servers until their retry timers expire.",
 				Risks: []string{"A server that is still unreachable puts Synapse back into backoff at the next failed send."},
 			}
@@ -58,7 +59,7 @@ func FederationReset(adm *adminapi.Client) *jobs.Operation[FederationResetArgs, 
 				plan.Title = fmt.Sprintf("Reset federation connections to %d failing servers", len(targets))
 			}
 			for _, d := range targets {
-				plan.Changes = append(plan.Changes, fmt.Sprintf("`%s`: %s → retry now", d.Destination, diagnose.DescribeRetry(d)))
+				plan.Changes = append(plan.Changes, fmt.Sprintf("%s: %s → retry now", mdtext.Code(d.Destination), diagnose.DescribeRetry(d)))
 				plan.Steps = append(plan.Steps, d.Destination)
 			}
 			return plan, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
@@ -89,15 +90,15 @@ func (hi *HistoryImport) Operation() *jobs.Operation[ImportArgs, ImportData] {
 			conflicts := ""
 			if len(p.Conflicts) > 0 {
 				conflicts = fmt.Sprintf(" %d event(s) differ between the two databases and are left as they are: %s.",
-					len(p.Conflicts), strings.Join(p.Conflicts[:min(len(p.Conflicts), 5)], ", "))
+					len(p.Conflicts), mdtext.Codes(p.Conflicts[:min(len(p.Conflicts), 5)]))
 			}
 			if p.New+p.ExOutliers == 0 {
-				return &jobs.Plan{Nothing: fmt.Sprintf("`%s` already has every event of `%s` that `%s` has; nothing to import.%s",
-					hi.serverName(), room, source, conflicts)}, nil
+				return &jobs.Plan{Nothing: fmt.Sprintf("%s already has every event of %s that %s has; nothing to import.%s",
+					mdtext.Code(hi.serverName()), mdtext.Code(room), mdtext.Code(source), conflicts)}, nil
 			}
 			changes := []string{
-				fmt.Sprintf("%d event(s) of `%s` that this server lacks, from `%s` (%s of event JSON), sent %s – %s",
-					p.New, room, source, sizeOf(p.Bytes), when(p.FirstTS), when(p.LastTS)),
+				fmt.Sprintf("%d event(s) of %s that this server lacks, from %s (%s of event JSON), sent %s – %s",
+					p.New, mdtext.Code(room), mdtext.Code(source), sizeOf(p.Bytes), when(p.FirstTS), when(p.LastTS)),
 				"types: " + eventTypeCounts(p.Types),
 				"filed as backfilled history: stream orderings from `events_backfill_stream_seq` (negative: nothing comes down `/sync` as new), " +
 					"topological ordering = depth, `room_depth.min_depth` lowered",
@@ -135,9 +136,9 @@ func (hi *HistoryImport) Operation() *jobs.Operation[ImportArgs, ImportData] {
 			basis := []string{fmt.Sprintf("new=%d ex-outliers=%d bytes=%d", p.New, p.ExOutliers, p.Bytes)}
 			basis = append(basis, p.Conflicts...)
 			return &jobs.Plan{
-				Title: fmt.Sprintf("Import history of %s from %s", room, source),
-				Why: fmt.Sprintf("`%s` has history of this room that this server never received; Synapse would only fetch it "+
-					"by backfilling over federation, which is impossible once that server is gone.", source),
+				Title: fmt.Sprintf("Import history of %s from %s", mdtext.Code(room), mdtext.Code(source)),
+				Why: fmt.Sprintf("%s has history of this room that this server never received; Synapse would only fetch it "+
+					"by backfilling over federation, which is impossible once that server is gone.", mdtext.Code(source)),
 				Changes: changes,
 				Risks:   risks,
 				Steps:   steps,
@@ -234,6 +235,8 @@ func sizeOf(b int64) string {
 
 func when(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04 UTC") }
 
+// eventTypeCounts is "`m.room.message` 300, `m.room.member` 12, …" (event types are remote
+// text: shown as code).
 func eventTypeCounts(types map[string]int) string {
 	names := slices.Collect(maps.Keys(types))
 	slices.SortFunc(names, func(a, b string) int {
@@ -248,7 +251,7 @@ func eventTypeCounts(types map[string]int) string {
 			parts = append(parts, fmt.Sprintf("… %d more types", len(names)-8))
 			break
 		}
-		parts = append(parts, fmt.Sprintf("%s %d", n, types[n]))
+		parts = append(parts, fmt.Sprintf("%s %d", mdtext.Code(n), types[n]))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/proc"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
@@ -233,11 +234,12 @@ func (r *Rejoiner) planRoom(ctx context.Context, fc *federation.Client, room str
 	return rp
 }
 
+// listSome shows up to five user IDs (as code: they are state keys from other servers).
 func listSome(users []string) string {
 	if len(users) > 5 {
-		return strings.Join(users[:5], ", ") + fmt.Sprintf(" and %d more", len(users)-5)
+		return mdtext.Codes(users[:5]) + fmt.Sprintf(" and %d more", len(users)-5)
 	}
-	return strings.Join(users, ", ")
+	return mdtext.Codes(users)
 }
 
 // Operation returns the job operation: one step per user, independent of each other, so a
@@ -284,10 +286,11 @@ func (r *Rejoiner) plan(ctx context.Context, args RecoverArgs) (*jobs.Plan, erro
 	for _, room := range rooms {
 		rp := r.planRoom(ctx, fc, room, via, seen[room])
 		if rp.err != nil {
-			failures = append(failures, fmt.Sprintf("`%s`: cannot recover: %v", room, rp.err))
+			failures = append(failures, fmt.Sprintf("%s: cannot recover: %s", mdtext.Code(room), mdtext.Text(rp.err.Error())))
 			continue
 		}
-		line := fmt.Sprintf("`%s` (state from %s): rejoin %d user(s)", room, rp.server, len(rp.join))
+		// Room IDs, servers, user IDs and remote servers' answers are remote text.
+		line := fmt.Sprintf("%s (state from %s): rejoin %d user(s)", mdtext.Code(room), mdtext.Code(rp.server), len(rp.join))
 		if len(rp.join) > 0 {
 			line += ": " + listSome(rp.join)
 		}
@@ -304,7 +307,7 @@ func (r *Rejoiner) plan(ctx context.Context, args RecoverArgs) (*jobs.Plan, erro
 			line += fmt.Sprintf("; also %d invited, %d banned, %d left (not touched)", rp.invited, rp.banned, rp.left)
 		}
 		if len(rp.answers) > 1 {
-			line += "; servers asked: " + strings.Join(rp.answers, "; ")
+			line += "; servers asked: " + mdtext.Text(strings.Join(rp.answers, "; "))
 		}
 		plan.Changes = append(plan.Changes, line)
 		viaList := append([]string{rp.server}, via...)

@@ -18,6 +18,7 @@ import (
 	"github.com/synapse-medic/medic/authcheck"
 	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
 	"github.com/synapse-medic/medic/synapse/journal"
@@ -289,13 +290,13 @@ func (u *Unrejecter) plan(ctx context.Context, args UnrejectArgs) (*jobs.Plan, e
 		return nil, err
 	}
 	if rr.Total == 0 {
-		return &jobs.Plan{Nothing: fmt.Sprintf("`%s` has no rejected events; nothing to un-reject.", room)}, nil
+		return &jobs.Plan{Nothing: fmt.Sprintf("%s has no rejected events; nothing to un-reject.", mdtext.Code(room))}, nil
 	}
 	unreject := slices.Clone(v.Pass)
 	unreject = append(unreject, v.Forced...)
 	if len(unreject) == 0 {
 		var b strings.Builder
-		fmt.Fprintf(&b, "Verification refuses: none of the %d rejected events checked in `%s` passes the auth rules, so nothing is un-rejected.", len(v.Fail), room)
+		fmt.Fprintf(&b, "Verification refuses: none of the %d rejected events checked in %s passes the auth rules, so nothing is un-rejected.", len(v.Fail), mdtext.Code(room))
 		writeFailures(&b, v.Fail, 10)
 		if root != "" && !force {
 			fmt.Fprintf(&b, "\n\nIf you are sure the rules are wrong here, `--force` accepts the root anyway. That is dangerous: an event that breaks the auth rules may give someone power they never had, and other servers keep rejecting it, so the room's state would split from theirs.")
@@ -304,8 +305,9 @@ func (u *Unrejecter) plan(ctx context.Context, args UnrejectArgs) (*jobs.Plan, e
 	}
 	slices.Sort(unreject)
 	sum := sha256.Sum256([]byte(strings.Join(unreject, "\n")))
-	changes := []string{fmt.Sprintf("`%s` (room version %s): un-reject **%d** event(s) (%s): `events.rejection_reason` → NULL and their `rejections` rows deleted, in one transaction scoped to this room; the old rows are kept for `!undo`.",
-		room, v.RoomVersion, len(unreject), typeList(v.Types))}
+	// Event types, IDs, senders and the auth checker's reasons are remote text.
+	changes := []string{fmt.Sprintf("%s (room version %s): un-reject **%d** event(s) (%s): `events.rejection_reason` → NULL and their `rejections` rows deleted, in one transaction scoped to this room; the old rows are kept for `!undo`.",
+		mdtext.Code(room), mdtext.Code(v.RoomVersion), len(unreject), typeList(v.Types))}
 	for i, r := range v.Roots {
 		if i == 5 {
 			changes = append(changes, fmt.Sprintf("… and %d more chains", len(v.Roots)-5))
@@ -315,11 +317,12 @@ func (u *Unrejecter) plan(ctx context.Context, args UnrejectArgs) (*jobs.Plan, e
 		status := "passes the auth rules against its own auth events, its content hash and its signature"
 		switch {
 		case slices.Contains(v.Forced, r):
-			status = "**FAILS** (" + VerdictText(v.verdict(r)) + ") but is forced by `--force`"
+			status = "**FAILS** (" + mdtext.Text(VerdictText(v.verdict(r))) + ") but is forced by `--force`"
 		case !slices.Contains(v.Pass, r):
-			status = "fails (" + VerdictText(v.verdict(r)) + "): stays rejected"
+			status = "fails (" + mdtext.Text(VerdictText(v.verdict(r))) + "): stays rejected"
 		}
-		line := fmt.Sprintf("Root `%s` (%s from %s, reason %s): %s; %d event(s) rejected after it.", r, c.Root.Type, c.Root.Sender, c.Root.Reason, status, c.Descendants)
+		line := fmt.Sprintf("Root %s (%s from %s, reason %s): %s; %d event(s) rejected after it.", mdtext.Code(r),
+			mdtext.Code(c.Root.Type), mdtext.Code(c.Root.Sender), mdtext.Code(c.Root.Reason), status, c.Descendants)
 		if c.Log != nil {
 			line += fmt.Sprintf(" The logs show %d \"found rejected event … in the state\" line(s) for it.", c.Log.Count)
 		}
@@ -337,7 +340,7 @@ func (u *Unrejecter) plan(ctx context.Context, args UnrejectArgs) (*jobs.Plan, e
 		risks = append([]string{"⚠️ **--force**: the root breaks the auth rules. Accepting it may hand someone power they never had, and other servers keep rejecting it, so this server's view of the room splits from theirs. Only do this if you know why the rules are wrong here."}, risks...)
 	}
 	return &jobs.Plan{
-		Title:   fmt.Sprintf("Un-reject %d event(s) in %s", len(unreject), room),
+		Title:   fmt.Sprintf("Un-reject %d event(s) in %s", len(unreject), mdtext.Code(room)),
 		Why:     "Events in this room were rejected because they cite an event this server rejected, but that event passes the auth rules; until it is un-rejected the room stays silent for local users.",
 		Changes: changes,
 		Risks:   risks,
@@ -357,7 +360,7 @@ func writeFailures(b *strings.Builder, fails []authcheck.Verdict, limit int) {
 			fmt.Fprintf(b, "\n* … and %d more", len(fails)-limit)
 			break
 		}
-		fmt.Fprintf(b, "\n* `%s`: %s", f.EventID, VerdictText(f))
+		fmt.Fprintf(b, "\n* %s: %s", mdtext.Code(f.EventID), mdtext.Text(VerdictText(f)))
 	}
 }
 
@@ -379,7 +382,7 @@ func typeList(types map[string]int) string {
 	slices.Sort(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%d %s", types[k], k)
+		parts[i] = fmt.Sprintf("%d %s", types[k], mdtext.Code(k))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -397,7 +400,7 @@ func (u *Unrejecter) step(ctx context.Context, s *jobs.Step[UnrejectArgs, Unreje
 		if err != nil {
 			return fmt.Errorf("un-reject: %w", err)
 		}
-		s.Note("Changed %d row(s) in `events` and `rejections` of `%s`; `!undo %s` restores them.", n, room, jobID)
+		s.Note("Changed %d row(s) in `events` and `rejections` of %s; `!undo %s` restores them.", n, mdtext.Code(room), jobID)
 		return nil
 	case 1:
 		if err := hold.At(ctx, "before restart"); err != nil {
@@ -428,7 +431,7 @@ func (u *Unrejecter) postCheck(ctx context.Context, rep jobs.Reporter, room stri
 	}
 	fc, err := u.Federation()
 	if err != nil {
-		rep.Note("State not compared with another server: %v", err)
+		rep.Note("State not compared with another server: %s", mdtext.Text(err.Error()))
 		return nil
 	}
 	servers, err := u.DB.CandidateServers(ctx, room, u.ServerName)
@@ -444,10 +447,10 @@ func (u *Unrejecter) postCheck(ctx context.Context, rep jobs.Reporter, room stri
 		}
 		diffs := compareState(local, remote)
 		if len(diffs) == 0 {
-			rep.Note("Post-check: the room's current state matches %s's state at its latest event (%d entries).", server, len(local))
+			rep.Note("Post-check: the room's current state matches the state %s has at its latest event (%d entries).", mdtext.Code(server), len(local))
 		} else {
 			var b strings.Builder
-			fmt.Fprintf(&b, "Post-check: %d difference(s) from %s's state at its latest event, which un-rejecting alone does not fix:", len(diffs), server)
+			fmt.Fprintf(&b, "Post-check: %d difference(s) from the state %s has at its latest event, which un-rejecting alone does not fix:", len(diffs), mdtext.Code(server))
 			for i, d := range diffs {
 				if i == 15 {
 					fmt.Fprintf(&b, "\n* … and %d more", len(diffs)-15)
@@ -459,7 +462,7 @@ func (u *Unrejecter) postCheck(ctx context.Context, rep jobs.Reporter, room stri
 		}
 		return nil
 	}
-	rep.Note("Post-check: no remote server gave the room's state (%s).", strings.Join(tried, "; "))
+	rep.Note("Post-check: no remote server gave the room's state (%s).", mdtext.Text(strings.Join(tried, "; ")))
 	return nil
 }
 
@@ -506,7 +509,7 @@ func (u *Unrejecter) remoteState(ctx context.Context, fc *federation.Client, ser
 }
 
 // compareState lists the (type, state key) entries where the local current state and the
-// remote state disagree.
+// remote state disagree, as Markdown (types, state keys and event IDs as code: remote text).
 func compareState(local, remote map[string]string) []string {
 	var diffs []string
 	for k, rid := range remote {
@@ -514,15 +517,15 @@ func compareState(local, remote map[string]string) []string {
 		typ, sk, _ := strings.Cut(k, "\x00")
 		switch {
 		case !ok:
-			diffs = append(diffs, fmt.Sprintf("%s `%s`: missing here (remote has `%s`)", typ, sk, rid))
+			diffs = append(diffs, fmt.Sprintf("%s %s: missing here (remote has %s)", mdtext.Code(typ), mdtext.Code(sk), mdtext.Code(rid)))
 		case lid != rid:
-			diffs = append(diffs, fmt.Sprintf("%s `%s`: here `%s`, remote `%s`", typ, sk, lid, rid))
+			diffs = append(diffs, fmt.Sprintf("%s %s: here %s, remote %s", mdtext.Code(typ), mdtext.Code(sk), mdtext.Code(lid), mdtext.Code(rid)))
 		}
 	}
 	for k, lid := range local {
 		if _, ok := remote[k]; !ok {
 			typ, sk, _ := strings.Cut(k, "\x00")
-			diffs = append(diffs, fmt.Sprintf("%s `%s`: only here (`%s`)", typ, sk, lid))
+			diffs = append(diffs, fmt.Sprintf("%s %s: only here (%s)", mdtext.Code(typ), mdtext.Code(sk), mdtext.Code(lid)))
 		}
 	}
 	slices.Sort(diffs)

@@ -116,7 +116,7 @@ func TestRecoverScanAfterRestore(t *testing.T) {
 	if !strings.Contains(plan, tb.HS1.Name+": 40") || !strings.Contains(plan, tb.HS2.Name+": state at") {
 		t.Errorf("the plan does not say which server answered what:\n%s", plan)
 	}
-	if !strings.Contains(plan, "missing locally, not created: "+carol.UserID.String()) {
+	if !strings.Contains(plan, "missing locally, not created: `"+carol.UserID.String()+"`") {
 		t.Errorf("the plan does not report the user missing since the restore:\n%s", plan)
 	}
 	for _, u := range []id.UserID{alice.UserID, bob.UserID} {

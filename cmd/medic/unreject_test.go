@@ -208,11 +208,11 @@ func TestUnrejectPoisonedRoom(t *testing.T) {
 	// Diagnosis: the poisoned room, with the power-levels event as the root.
 	out, code := execMedic(t, cfg, "!rejected --since 1h")
 	t.Logf("!rejected:\n%s", out)
-	if code != 0 || !strings.Contains(out, p.room.String()) || !strings.Contains(out, "Chain root `"+p.pl.String()+"` (m.room.power_levels") ||
+	if code != 0 || !strings.Contains(out, p.room.String()) || !strings.Contains(out, "Chain root `"+p.pl.String()+"` (`m.room.power_levels`") ||
 		!strings.Contains(out, "3 later event(s)") {
 		t.Fatalf("!rejected does not show the chain (exit %d)", code)
 	}
-	if !strings.Contains(out, "found rejected event "+p.pl.String()+" in the state\" line(s)") {
+	if !strings.Contains(out, "found rejected event `"+p.pl.String()+"` in the state\" line(s)") {
 		t.Errorf("!rejected does not quote the log lines")
 	}
 
