@@ -185,6 +185,7 @@ func All() []*Handler {
 		rejectedCommand(),
 		unrejectCommand(),
 		healthCommand(),
+		roomsCommand(),
 		approveCommand(),
 		cancelCommand(),
 		resumeCommand(),
