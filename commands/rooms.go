@@ -128,7 +128,11 @@ func describeOutsiders(outsiders map[id.UserID]event.Membership, err error) stri
 	}
 	var parts []string
 	for _, u := range slices.Sorted(maps.Keys(outsiders)) {
-		parts = append(parts, fmt.Sprintf("`%s` (%s)", u, outsiders[u]))
+		how := "joined"
+		if outsiders[u] == event.MembershipInvite {
+			how = "invited"
+		}
+		parts = append(parts, fmt.Sprintf("`%s` (%s)", u, how))
 	}
 	return strings.Join(parts, ", ")
 }
