@@ -47,6 +47,8 @@ type Bot struct {
 	// hinted holds the prompts on which a refused reaction was answered with how to approve
 	// by message instead (once per prompt).
 	hinted *exsync.Set[id.EventID]
+	// rooms knows who is in the rooms medic is in: whether a room is clean.
+	rooms *roomView
 	// running tracks command goroutines so Stop can wait for them.
 	running sync.WaitGroup
 	// syncState is the last sync's outcome, for the health report.
@@ -79,6 +81,7 @@ func New(a *app.App, cli *mautrix.Client) *Bot {
 		admins:     make(map[id.UserID]struct{}, len(cfg.Admins)),
 		adminRooms: exsync.NewSet[id.RoomID](),
 		hinted:     exsync.NewSet[id.EventID](),
+		rooms:      newRoomView(),
 	}
 	for _, a := range cfg.Admins {
 		b.admins[a] = struct{}{}
@@ -123,11 +126,15 @@ func (b *Bot) Start(ctx context.Context) error {
 	if err = b.app.Start(ctx); err != nil {
 		b.log.Warn().Err(err).Msg("Could not log out tokens left by an interrupted recovery")
 	}
+	if err = b.loadRooms(ctx); err != nil {
+		return err
+	}
 	notifier := func(job *store.Job) jobs.Notifier { return b.roomNotifier(id.RoomID(job.RoomID)) }
 	if err = b.app.Jobs.ReportInterrupted(ctx, notifier); err != nil {
 		return fmt.Errorf("check interrupted jobs: %w", err)
 	}
-	syncer := b.Client.Syncer.(mautrix.ExtensibleSyncer)
+	syncer := &viewSyncer{DefaultSyncer: b.Client.Syncer.(*mautrix.DefaultSyncer), after: b.afterSync}
+	b.Client.Syncer = syncer
 	syncer.OnSync(func(context.Context, *mautrix.RespSync, string) bool { b.syncState.ok(); return true })
 	syncer.OnEventType(event.StateMember, b.handleMember)
 	syncer.OnEventType(event.EventMessage, b.handleCommandEvent)

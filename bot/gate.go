@@ -47,6 +47,7 @@ func (b *Bot) handleMember(ctx context.Context, evt *event.Event) {
 				return
 			}
 			b.adminRooms.Add(evt.RoomID)
+			b.announce(ctx) // non-admins already in the room
 		}
 		log.Info().Msg("Joined admin room")
 		b.publishSpecs(ctx, evt.RoomID)

@@ -139,7 +139,9 @@ func TestFederationResetJob(t *testing.T) {
 	adm := adminapi.New(admin.Client)
 	alice := testbed.Syncing(t, tb.Register(t, tb.HS1, testbed.UniqueName("alice"), false))
 	botUser := newBotAccount(t, tb)
-	rb := startBot(t, botConfig(t, tb, botUser, admin.UserID))
+	cfg := botConfig(t, tb, botUser, admin.UserID)
+	cfg.Rooms.AllowNonAdmins = []id.UserID{alice.UserID} // she reads along; her reactions approve nothing
+	rb := startBot(t, cfg)
 	roomID := roomWithBot(t, admin, botUser, true)
 	if _, err := admin.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: alice.UserID}); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"github.com/rs/zerolog"
 	mcmd "maunium.net/go/mautrix/commands"
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/commands"
@@ -38,15 +37,13 @@ func (n *roomNotifier) prefix() string { return n.b.cfg.Bot.CommandPrefix }
 // send posts Markdown as a notice (the source is the plain body: tables read well as text),
 // with extra top-level content (reaction commands) and as an edit of edit when set.
 func (n *roomNotifier) send(ctx context.Context, md string, extra map[string]any, edit id.EventID) id.EventID {
-	content := format.RenderMarkdown(md, true, false)
-	content.Body = md
-	content.MsgType = event.MsgNotice
+	content := commands.MarkdownNotice(md)
 	if edit != "" {
 		content.SetEdit(edit)
 	}
-	var payload any = &content
+	var payload any = content
 	if extra != nil {
-		payload = &event.Content{Parsed: &content, Raw: extra}
+		payload = &event.Content{Parsed: content, Raw: extra}
 	}
 	resp, err := n.b.Client.SendMessageEvent(ctx, n.room, event.EventMessage, payload)
 	if err != nil {
@@ -77,12 +74,29 @@ func (n *roomNotifier) react(ctx context.Context, evt id.EventID, keys ...string
 	}
 }
 
-func (n *roomNotifier) Say(ctx context.Context, md string) { n.send(ctx, md, nil, "") }
+// withheld is why details are withheld in the room ("" when they are not): plans, notes and
+// reports are then cut to their first line, with where to read the rest. Progress (counts)
+// goes out as it is.
+func (n *roomNotifier) withheld(ctx context.Context) string {
+	return commands.Withheld(n.b.Outsiders(ctx, n.room))
+}
+
+// seeJob says where to read what a room was not told about a job.
+func (n *roomNotifier) seeJob(job *store.Job, what string) string {
+	return fmt.Sprintf("`%sjob %s` in a room with only admins, or `medic exec 'job %s'` on medic's host, shows %s.", n.prefix(), job.ID, job.ID, what)
+}
+
+func (n *roomNotifier) Say(ctx context.Context, md string) {
+	n.send(ctx, commands.Summary(md, n.withheld(ctx), commands.SeeElsewhere), nil, "")
+}
 
 func (n *roomNotifier) Prompt(ctx context.Context, job *store.Job, plan string) jobs.Answer {
 	need := ""
 	if job.ApprovalsNeeded > 1 {
 		need = fmt.Sprintf(" (%d different admins must approve)", job.ApprovalsNeeded)
+	}
+	if why := n.withheld(ctx); why != "" {
+		plan = commands.Summary(jobs.ParsePlan(job.Plan).Markdown(job.ID), why, n.seeJob(job, "the plan")+"")
 	}
 	pfx := n.prefix()
 	how := fmt.Sprintf("React ✅ to approve%s or ❌ to cancel, or send `%sapprove %s` / `%scancel %s`.", need, pfx, job.ID, pfx, job.ID)
@@ -133,8 +147,8 @@ func (n *roomNotifier) Progress(ctx context.Context, job *store.Job, status stri
 	}
 }
 
-func (n *roomNotifier) Report(ctx context.Context, _ *store.Job, report string) {
-	n.send(ctx, report, nil, "")
+func (n *roomNotifier) Report(ctx context.Context, job *store.Job, report string) {
+	n.send(ctx, commands.Summary(report, n.withheld(ctx), n.seeJob(job, "its steps")), nil, "")
 }
 
 // progressMessages maps a running job's ID to its progress message.

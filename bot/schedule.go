@@ -107,7 +107,8 @@ func (b *Bot) scheduledReport(ctx context.Context) error {
 			b.log.Warn().Err(err).Msg("Could not draw the health charts")
 		}
 		for _, roomID := range b.reportRooms() {
-			if err := commands.PostReport(ctx, b.Client, roomID, rep, b.cfg.Bot.CommandPrefix, nil); err != nil {
+			why := commands.Withheld(b.Outsiders(ctx, roomID))
+			if err := commands.PostReport(ctx, b.Client, roomID, rep, b.cfg.Bot.CommandPrefix, nil, why); err != nil {
 				b.log.Err(err).Stringer("room_id", roomID).Msg("Failed to post the health report")
 			}
 		}

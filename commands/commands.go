@@ -16,6 +16,7 @@ import (
 	mcmd "maunium.net/go/mautrix/commands"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/format"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/app"
 	"github.com/synapse-medic/medic/jobs"
@@ -37,6 +38,10 @@ type Transport interface {
 	// Shared tells whether commands arrive in a shared Matrix room (other bots may use the
 	// same prefix there, and images can be shown), rather than on medic's own terminal.
 	Shared() bool
+	// Outsiders are who can read a room (joined or invited) but are no admins and not
+	// allowed by rooms.allow_non_admins (config.Outsider). Where there are any, or the
+	// transport cannot tell (an error), medic posts only summaries (Withheld, Summary).
+	Outsiders(ctx context.Context, room id.RoomID) (map[id.UserID]event.Membership, error)
 }
 
 type (
@@ -82,19 +87,30 @@ func Fail(ce *Event, msg string, args ...any) {
 	reply(ce, msg, args...)
 }
 
-// reply answers a command as a notice. The Markdown source is the plain-text body (tables
-// stay readable in clients without HTML, and on the terminal); the HTML is rendered from it.
+// reply answers a command as a notice; in a room where details are withheld, with the
+// answer's first line only (Summary).
 func reply(ce *Event, msg string, args ...any) {
 	if len(args) > 0 {
 		msg = fmt.Sprintf(msg, args...)
 	}
-	content := format.RenderMarkdown(msg, true, false)
-	content.Body = msg
-	content.MsgType = event.MsgNotice
+	replyWhole(ce, Summary(msg, withheld(ce), SeeElsewhere))
+}
+
+// replyWhole answers with msg as it is, wherever it is asked: only for text that tells
+// nothing about the server (!help).
+func replyWhole(ce *Event, msg string) {
+	content := MarkdownNotice(msg)
 	content.SetReply(ce.Event)
-	if _, err := ce.Proc.Client.SendMessageEvent(ce.Ctx, ce.RoomID, event.EventMessage, &content); err != nil {
-		zerolog.Ctx(ce.Ctx).Err(err).Msg("Failed to send reply")
-	}
+	send(ce, content)
+}
+
+// MarkdownNotice makes a notice whose plain-text body is the Markdown source (tables stay
+// readable in clients without HTML, and on the terminal) and whose HTML is rendered from it.
+func MarkdownNotice(md string) *event.MessageEventContent {
+	content := format.RenderMarkdown(md, true, false)
+	content.Body = md
+	content.MsgType = event.MsgNotice
+	return &content
 }
 
 // guard wraps a handler body: it marks the command handled and turns a panic into a short
@@ -169,6 +185,7 @@ func All() []*Handler {
 		rejectedCommand(),
 		unrejectCommand(),
 		healthCommand(),
+		roomsCommand(),
 		approveCommand(),
 		cancelCommand(),
 		resumeCommand(),

@@ -44,6 +44,10 @@ func healthCommand() *Handler {
 				// A single check is not a report: it is shown but not stored, so it does not
 				// move the "since the last report" window of the full report.
 				r := rep.Results[0]
+				if why := withheld(ce); why != "" {
+					replyWhole(ce, Summary(r.DetailPlain(rep), why, SeeElsewhere))
+					return
+				}
 				content := notice(r.DetailPlain(rep), r.DetailHTML(rep))
 				content.SetReply(ce.Event)
 				send(ce, content)
@@ -54,7 +58,7 @@ func healthCommand() *Handler {
 					zerolog.Ctx(ce.Ctx).Warn().Err(err).Msg("Could not draw the health charts")
 				}
 			}
-			if err = PostReport(ce.Ctx, ce.Proc.Client, ce.RoomID, rep, prefix(ce), ce.Event); err != nil {
+			if err = PostReport(ce.Ctx, ce.Proc.Client, ce.RoomID, rep, prefix(ce), ce.Event, withheld(ce)); err != nil {
 				zerolog.Ctx(ce.Ctx).Err(err).Msg("Failed to post the health report")
 			}
 			if err = rn.Save(ce.Ctx, rep, trigger, true); err != nil {
@@ -80,14 +84,22 @@ func send(ce *Event, content *event.MessageEventContent) {
 // PostReport posts a full health report to a room: the table (HTML, with a plain-text body)
 // and then each chart as an image. In an encrypted room the images are uploaded encrypted
 // (the event carries `file` with the key, never a plain `url`) and the events are encrypted
-// by the client's crypto helper like every other message.
-func PostReport(ctx context.Context, cli *mautrix.Client, roomID id.RoomID, rep *health.Report, pfx string, replyTo *event.Event) error {
+// by the client's crypto helper like every other message. Where details are withheld (why
+// is set: Withheld), only the headline (the worst status and the counts) is posted.
+func PostReport(ctx context.Context, cli *mautrix.Client, roomID id.RoomID, rep *health.Report, pfx string, replyTo *event.Event, why string) error {
 	content := notice(rep.Plain(pfx), rep.HTML(pfx))
+	if why != "" {
+		content = MarkdownNotice(Summary(rep.Plain(pfx), why, fmt.Sprintf(
+			"`%shealth` in a room with only admins, or `medic exec health` on medic's host, shows the report.", pfx)))
+	}
 	if replyTo != nil {
 		content.SetReply(replyTo)
 	}
 	if _, err := cli.SendMessageEvent(ctx, roomID, event.EventMessage, content); err != nil {
 		return fmt.Errorf("send health report: %w", err)
+	}
+	if why != "" {
+		return nil
 	}
 	encrypted := false
 	if cli.StateStore != nil {

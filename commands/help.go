@@ -38,7 +38,7 @@ func help(ce *Event) {
 		}
 	}
 	fmt.Fprintf(&b, "\n`%shelp <command>` explains one command.", pfx)
-	reply(ce, b.String())
+	replyWhole(ce, b.String())
 }
 
 func helpOne(ce *Event, pfx string, path []string) {
@@ -76,5 +76,5 @@ func helpOne(ce *Event, pfx string, path []string) {
 	for _, sub := range h.Subcommands {
 		fmt.Fprintf(&b, "\n* `%s` — %s", usage(pfx, sub, h.Name), describe(sub))
 	}
-	reply(ce, b.String())
+	replyWhole(ce, b.String())
 }

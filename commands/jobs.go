@@ -115,6 +115,9 @@ func jobCommandDetail() *Handler {
 			for _, c := range p.Changes {
 				fmt.Fprintf(&b, "* %s\n", c)
 			}
+			for _, r := range p.Risks {
+				fmt.Fprintf(&b, "\n⚠️ %s\n", r)
+			}
 			if steps, _ := ce.Meta.Store.Steps(ce.Ctx, j.ID); len(steps) > 0 {
 				b.WriteString("\nSteps:\n\n")
 				for _, s := range steps {

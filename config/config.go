@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,9 +79,19 @@ type Rooms struct {
 	// AdoptAdminInvites makes a room an admin room when a configured admin invites the bot
 	// into it. Invites from anyone else are always ignored.
 	AdoptAdminInvites *bool `yaml:"adopt_admin_invites"`
+	// AllowNonAdmins are users who are no admins but may read everything medic posts in the
+	// admin and report rooms they are in. Anyone else who is joined or invited there makes
+	// medic post only summaries in that room.
+	AllowNonAdmins []id.UserID `yaml:"allow_non_admins"`
 }
 
 func (r Rooms) Adopt() bool { return r.AdoptAdminInvites == nil || *r.AdoptAdminInvites }
+
+// Outsider tells whether user, when joined to or invited into a room medic posts to, must
+// not read details there: anyone but medic itself, the admins and rooms.allow_non_admins.
+func (c *Config) Outsider(user id.UserID) bool {
+	return user != c.Bot.UserID && !slices.Contains(c.Admins, user) && !slices.Contains(c.Rooms.AllowNonAdmins, user)
+}
 
 type Encryption struct {
 	Enabled *bool `yaml:"enabled"`
@@ -365,6 +376,11 @@ func (c *Config) Validate() error {
 	for i, r := range c.Rooms.Admin {
 		if !strings.HasPrefix(string(r), "!") {
 			bad(fmt.Sprintf("rooms.admin[%d]", i), "must be a room ID (starting with !), got %q", r)
+		}
+	}
+	for i, u := range c.Rooms.AllowNonAdmins {
+		if _, _, err := u.Parse(); err != nil {
+			bad(fmt.Sprintf("rooms.allow_non_admins[%d]", i), "not a Matrix user ID: %q", u)
 		}
 	}
 	if len(c.Rooms.Admin) == 0 && !c.Rooms.Adopt() {

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"maunium.net/go/mautrix/id"
 )
 
 func TestValidateNamesEachBadKey(t *testing.T) {
@@ -12,7 +14,7 @@ func TestValidateNamesEachBadKey(t *testing.T) {
 homeserver: {url: "ftp://x", server_name: ""}
 bot: {user_id: "medic", command_prefix: "! "}
 admins: ["nobody"]
-rooms: {admin: ["#alias:example.org"], adopt_admin_invites: false}
+rooms: {admin: ["#alias:example.org"], adopt_admin_invites: false, allow_non_admins: ["eve"]}
 database: {type: mysql}
 synapse:
   database: "mysql://x"
@@ -36,13 +38,27 @@ encryption: {enabled: false, require_verified_device: true}
 	}
 	for _, key := range []string{
 		"homeserver.url", "homeserver.server_name", "bot.user_id", "bot.password", "bot.command_prefix",
-		"admins[0]", "rooms.admin[0]", "database.type", "synapse.database", "synapse.signing_key_path",
+		"admins[0]", "rooms.admin[0]", "rooms.allow_non_admins[0]", "database.type", "synapse.database", "synapse.signing_key_path",
 		"synapse.logs[0].type", "synapse.logs[1].path", "synapse.logs[2].unit", "logging.level",
 		"import.sources.old.type", "import.sources.gone.database", "import.sources.empty.database", "import.chunk_size",
 		"encryption.enabled",
 	} {
 		if !strings.Contains(err.Error(), "\n  "+key+":") {
 			t.Errorf("problem list does not name %s:\n%v", key, err)
+		}
+	}
+}
+
+// TestOutsider: who may read everything medic posts in a room.
+func TestOutsider(t *testing.T) {
+	cfg := &Config{Bot: Bot{UserID: "@medic:example.org"}, Admins: []id.UserID{"@admin:example.org"},
+		Rooms: Rooms{AllowNonAdmins: []id.UserID{"@support:example.org"}}}
+	for user, want := range map[id.UserID]bool{
+		"@medic:example.org": false, "@admin:example.org": false, "@support:example.org": false,
+		"@eve:example.org": true, "@admin:evil.example": true,
+	} {
+		if got := cfg.Outsider(user); got != want {
+			t.Errorf("Outsider(%s) = %v, want %v", user, got, want)
 		}
 	}
 }

@@ -72,3 +72,25 @@ func TestStepsUpsert(t *testing.T) {
 		t.Fatalf("steps %+v %v", steps, err)
 	}
 }
+
+// TestAdoptedRooms: who adopted a room and when is kept, and a room can be forgotten.
+func TestAdoptedRooms(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	before := time.Now().Add(-time.Second)
+	if err := st.AddAdminRoom(ctx, "!a:example.org", "@admin:example.org"); err != nil {
+		t.Fatal(err)
+	}
+	rooms, err := st.AdoptedRooms(ctx)
+	if err != nil || len(rooms) != 1 || rooms[0].RoomID != "!a:example.org" || rooms[0].InvitedBy != "@admin:example.org" || rooms[0].AddedAt.Before(before) {
+		t.Fatalf("adopted rooms: %+v (%v)", rooms, err)
+	}
+	for _, want := range []bool{true, false} {
+		if removed, err := st.RemoveAdminRoom(ctx, "!a:example.org"); err != nil || removed != want {
+			t.Fatalf("remove: %v (%v), want %v", removed, err, want)
+		}
+	}
+	if ids, err := st.AdminRooms(ctx); err != nil || len(ids) != 0 {
+		t.Fatalf("after remove: %v (%v)", ids, err)
+	}
+}

@@ -24,9 +24,10 @@ const (
 	addAdminRoomQuery = `
 		INSERT INTO admin_room (room_id, invited_by, added_at) VALUES ($1, $2, $3)
 		ON CONFLICT (room_id) DO NOTHING`
-	getAdminRoomsQuery = `SELECT room_id FROM admin_room`
-	getKVQuery         = `SELECT value FROM kv WHERE key = $1`
-	setKVQuery         = `
+	getAdminRoomsQuery   = `SELECT room_id, invited_by, added_at FROM admin_room ORDER BY added_at, room_id`
+	removeAdminRoomQuery = `DELETE FROM admin_room WHERE room_id = $1`
+	getKVQuery           = `SELECT value FROM kv WHERE key = $1`
+	setKVQuery           = `
 		INSERT INTO kv (key, value) VALUES ($1, $2)
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value`
 )
@@ -75,10 +76,42 @@ func (s *Store) AddAdminRoom(ctx context.Context, roomID id.RoomID, invitedBy id
 	return nil
 }
 
-// AdminRooms lists adopted admin rooms.
-func (s *Store) AdminRooms(ctx context.Context) ([]id.RoomID, error) {
+// AdoptedRoom is an admin room medic joined on an admin's invite.
+type AdoptedRoom struct {
+	RoomID    id.RoomID
+	InvitedBy id.UserID
+	AddedAt   time.Time
+}
+
+// AdoptedRooms lists adopted admin rooms, oldest first.
+func (s *Store) AdoptedRooms(ctx context.Context) ([]AdoptedRoom, error) {
 	rows, err := s.DB.Query(ctx, getAdminRoomsQuery)
-	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.RoomID], err).AsList()
+	return dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (r AdoptedRoom, err error) {
+		var ms int64
+		err = row.Scan(&r.RoomID, &r.InvitedBy, &ms)
+		r.AddedAt = time.UnixMilli(ms)
+		return
+	}, err).AsList()
+}
+
+// AdminRooms lists the IDs of adopted admin rooms.
+func (s *Store) AdminRooms(ctx context.Context) ([]id.RoomID, error) {
+	rooms, err := s.AdoptedRooms(ctx)
+	ids := make([]id.RoomID, len(rooms))
+	for i, r := range rooms {
+		ids[i] = r.RoomID
+	}
+	return ids, err
+}
+
+// RemoveAdminRoom forgets an adopted admin room; it reports whether the room was one.
+func (s *Store) RemoveAdminRoom(ctx context.Context, roomID id.RoomID) (bool, error) {
+	res, err := s.DB.Exec(ctx, removeAdminRoomQuery, roomID)
+	if err != nil {
+		return false, fmt.Errorf("remove admin room %s: %w", roomID, err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }
 
 // Get returns a stored value, or "" when the key is unset.

@@ -154,6 +154,19 @@ func (r *Runner) Requester(*commands.Event) jobs.Requester {
 // Shared implements commands.Transport: the terminal is the operator's alone.
 func (r *Runner) Shared() bool { return false }
 
+// Outsiders implements commands.Transport: nobody else reads the terminal; for the admin
+// rooms !rooms lists, Synapse says who is in them.
+func (r *Runner) Outsiders(ctx context.Context, roomID id.RoomID) (map[id.UserID]event.Membership, error) {
+	if roomID == room {
+		return nil, nil
+	}
+	members, err := r.app.Admin.JoinedOrInvited(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	return commands.OutsidersOf(r.app.Config, members), nil
+}
+
 func (r *Runner) failed() {
 	r.lock.Lock()
 	r.jobFailed = true

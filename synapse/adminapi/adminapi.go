@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/synapseadmin"
 )
@@ -169,4 +170,21 @@ func (a *Client) JoinUser(ctx context.Context, room id.RoomID, user id.UserID, v
 		return fmt.Errorf("admin join %s to %s: %w", user, room, err)
 	}
 	return nil
+}
+
+// JoinedOrInvited returns who is joined to or invited into a room medic is in, with their
+// membership (GET /rooms/{room}/members with the bot's token: the client API, as the room
+// reads to its members).
+func (a *Client) JoinedOrInvited(ctx context.Context, room id.RoomID) (map[id.UserID]event.Membership, error) {
+	resp, err := a.Client.Client.Members(ctx, room, mautrix.ReqMembers{NotMembership: event.MembershipLeave})
+	if err != nil {
+		return nil, fmt.Errorf("members of %s: %w", room, err)
+	}
+	members := map[id.UserID]event.Membership{}
+	for _, evt := range resp.Chunk {
+		if m := evt.Content.AsMember().Membership; evt.StateKey != nil && (m == event.MembershipJoin || m == event.MembershipInvite) {
+			members[id.UserID(*evt.StateKey)] = m
+		}
+	}
+	return members, nil
 }
