@@ -128,7 +128,11 @@ func recoverScan(ce *Event) {
 				fmt.Fprintf(&b, "* … and %d more\n", n-10)
 				break
 			}
-			fmt.Fprintf(&b, "* `%s` from %s (%d times)\n", u.EventID, strings.Join(synapselog.ServerList(u.Servers), ", "), u.Count)
+			fmt.Fprintf(&b, "* `%s` from %s (%d times)", u.EventID, strings.Join(synapselog.ServerList(u.Servers), ", "), u.Count)
+			if u.Why != "" {
+				fmt.Fprintf(&b, ": not resolved, `%s`", strings.ReplaceAll(u.Why, "`", "'"))
+			}
+			b.WriteString("\n")
 			i++
 		}
 	}
