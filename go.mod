@@ -8,6 +8,7 @@ require (
 	github.com/tidwall/gjson v1.19.0
 	go.mau.fi/util v0.10.0
 	golang.org/x/image v0.47.0
+	golang.org/x/net v0.60.0
 	gopkg.in/yaml.v3 v3.0.1
 	maunium.net/go/mautrix v0.30.0
 )
@@ -30,7 +31,6 @@ require (
 	github.com/yuin/goldmark v1.8.5 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/exp v0.0.0-20260813180055-c1d0aacb2297 // indirect
-	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect

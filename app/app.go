@@ -56,6 +56,9 @@ type Ops struct {
 // down fails the commands that need it, not the start.
 func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.Client, version string, log zerolog.Logger) (*App, error) {
 	a := &App{Config: cfg, Store: st, Admin: adminapi.New(cli), Version: version, Log: log}
+	if w := a.TestingSwitchWarning(); w != "" {
+		log.Warn().Msg(w)
+	}
 	if cfg.Synapse.DatabaseDSN != "" {
 		db, err := synapse.OpenDB(ctx, cfg.Synapse.DatabaseDSN)
 		if err != nil {
@@ -76,6 +79,17 @@ func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.
 	}
 	a.Jobs.Register(a.Ops.FederationReset, a.Ops.ExtremitiesTrim, a.Ops.Recover, a.Ops.Import, a.Ops.Unreject, a.Ops.Undo)
 	return a, nil
+}
+
+// TestingSwitchWarning says what the testing-only federation switch lets medic do, when it
+// is on ("" when off): logged at every start and shown by !version.
+func (a *App) TestingSwitchWarning() string {
+	if !a.Config.Federation.DangerouslyAllowLoopbackAndSelfSignedTestingOnly {
+		return ""
+	}
+	return "federation.dangerously_allow_loopback_and_self_signed_testing_only is on: medic connects to " +
+		"loopback addresses of other servers and accepts self-signed certificates. For a local testbed only; " +
+		"turn it off in production"
 }
 
 // Start does what every medic process does before it takes commands: log out the

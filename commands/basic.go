@@ -28,12 +28,16 @@ func versionCommand() *Handler {
 		Description: text("Show medic's version and Synapse's server_version"),
 		Parameters:  []*cmdschema.Parameter{},
 		Func: func(ce *Event) {
+			var warning string
+			if w := ce.Meta.TestingSwitchWarning(); w != "" {
+				warning = "\n\n⚠️ " + w + "."
+			}
 			sv, err := ce.Meta.Admin.ServerVersion(ce.Ctx)
 			if err != nil {
-				Fail(ce, "Synapse Medic %s. Could not get Synapse's version: %v", ce.Meta.Version, err)
+				Fail(ce, "Synapse Medic %s. Could not get Synapse's version: %v%s", ce.Meta.Version, err, warning)
 				return
 			}
-			reply(ce, "Synapse Medic %s\nSynapse %s", ce.Meta.Version, sv)
+			reply(ce, "Synapse Medic %s\nSynapse %s%s", ce.Meta.Version, sv, warning)
 		},
 	}
 }

@@ -131,7 +131,11 @@ func recoverScan(ce *Event) {
 				fmt.Fprintf(&b, "* … and %d more\n", n-10)
 				break
 			}
-			fmt.Fprintf(&b, "* %s from %s (%d times)\n", mdtext.Code(u.EventID), mdtext.Codes(synapselog.ServerList(u.Servers)), u.Count)
+			fmt.Fprintf(&b, "* %s from %s (%d times)", mdtext.Code(u.EventID), mdtext.Codes(synapselog.ServerList(u.Servers)), u.Count)
+			if u.Why != "" {
+				fmt.Fprintf(&b, ": not resolved, %s", mdtext.Code(u.Why))
+			}
+			b.WriteString("\n")
 			i++
 		}
 	}

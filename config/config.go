@@ -139,8 +139,9 @@ type Unreject struct {
 }
 
 type Federation struct {
-	// DangerouslyAllowLoopbackAndSelfSignedTestingOnly lets the federation client reach
-	// loopback addresses and accept self-signed certificates. For the local testbed only.
+	// DangerouslyAllowLoopbackAndSelfSignedTestingOnly lets medic connect to other servers on
+	// loopback addresses and accept self-signed certificates (netguard.Policy.Testing). For
+	// the local testbed only.
 	DangerouslyAllowLoopbackAndSelfSignedTestingOnly bool `yaml:"dangerously_allow_loopback_and_self_signed_testing_only"`
 }
 

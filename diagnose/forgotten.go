@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -77,13 +78,16 @@ func ScanForgotten(ctx context.Context, sources []synapselog.Source, since time.
 }
 
 // resolveEvents moves dropped events whose room a sender names into the report's rooms.
-// Events no server will describe stay unresolved.
+// Events no server will describe stay unresolved, with each server's answer in Why.
 func resolveEvents(ctx context.Context, fc *federation.Client, rep *synapselog.Report) {
 	for eventID, u := range rep.Unresolved {
+		var why []string
 		for _, server := range synapselog.ServerList(u.Servers) {
 			roomID, err := synapse.EventRoom(ctx, fc, server, id.EventID(eventID))
 			if err != nil {
 				zerolog.Ctx(ctx).Debug().Err(err).Str("event_id", eventID).Str("server", server).Msg("Could not resolve event's room")
+				why = append(why, server+": "+err.Error())
+				u.Why = strings.Join(why, "; ")
 				continue
 			}
 			rep.AddResolved(roomID.String(), u)

@@ -393,6 +393,22 @@ func TestSelfTestThroughNginx(t *testing.T) {
 	cleared(t, check(t, rn, "federation"), "signed request")
 }
 
+// TestSelfTestGuard: the self-test reaches the server where name resolution leads through
+// netguard, like every connection to a server. With the testing switch off, hs1 (loopback)
+// is refused before connecting, and the hint names health.federation_address.
+func TestSelfTestGuard(t *testing.T) {
+	tb := testbed.Get(t)
+	rn := runner(t, tb, tb.Admin(t, tb.HS1))
+	rn.Config.Federation.DangerouslyAllowLoopbackAndSelfSignedTestingOnly = false
+	r := check(t, rn, "federation")
+	flipped(t, r, health.Critical, "tls")
+	if !strings.Contains(r.Summary, "refused to connect to 127.0.0.1:8481: loopback address") || !strings.Contains(r.Hint, "health.federation_address") {
+		t.Errorf("the refusal does not say why, or how to test another address: %q / %q", r.Summary, r.Hint)
+	}
+	rn.Config.Federation.DangerouslyAllowLoopbackAndSelfSignedTestingOnly = true
+	cleared(t, check(t, rn, "federation"), "tls")
+}
+
 // TestForgottenRoomAfterRestore: hs1's database restored from a dump taken before a user
 // joined a room on hs2; hs2 keeps sending; the check (the !recover scan scanner over hs1's
 // log) names the room. The user rejoining clears it.

@@ -18,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/synapse-medic/medic/netguard"
 	"github.com/synapse-medic/medic/synapse"
 )
 
@@ -51,19 +52,23 @@ func checkFederation(ctx context.Context, rn *Runner, _ *Report, res *Result) er
 		}
 	}
 
-	// 1. Server-name resolution, as the spec's algorithm does it.
-	httpSettings := exhttp.SensibleClientSettings
-	httpSettings.InsecureTLS = testing
-	resolved, err := federation.ResolveServerName(ctx, server, &federation.ResolveServerNameOpts{HTTPClient: httpSettings.Compile()})
+	// 1. Server-name resolution, as the spec's algorithm does it, through the guard every
+	// connection to a server goes through (public addresses only).
+	guard := netguard.Policy{Testing: testing}
+	resolved, err := guard.ResolveServerName(ctx, server)
 	if err != nil {
 		fail("resolve", err.Error(), "publish /.well-known/matrix/server or an SRV record, or serve federation on port 8448")
 		return nil
 	}
 	res.add("resolve", false, "resolve", fmt.Sprintf("%s → %s (Host: %s)", server, strings.Join(resolved.IPPort, ", "), resolved.HostHeader))
-	target := resolved.IPPort[0]
-	if a := cfg.Health.FederationAddress; a != "" {
-		target = a
-		res.add("target", false, "target", a+" (health.federation_address)")
+	// Where resolution leads is dialed through the guard; health.federation_address was
+	// chosen by the admin (like homeserver.url) and is dialed whatever it is.
+	target, configured := resolved.IPPort[0], cfg.Health.FederationAddress != ""
+	dialer := guard.Dialer(10 * time.Second)
+	if configured {
+		target = cfg.Health.FederationAddress
+		dialer = &net.Dialer{Timeout: 10 * time.Second}
+		res.add("target", false, "target", target+" (health.federation_address)")
 	}
 	host := resolved.HostHeader
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -71,10 +76,13 @@ func checkFederation(ctx context.Context, rn *Runner, _ *Report, res *Result) er
 	}
 
 	// 2. TLS: the certificate must be valid for the host remote servers ask for.
-	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	conn, err := tls.DialWithDialer(dialer, "tcp", target, &tls.Config{ServerName: host, InsecureSkipVerify: true})
 	if err != nil {
-		fail("tls", fmt.Sprintf("%s: %v", target, err), "check that the federation listener (or the proxy in front of it) speaks TLS on that address")
+		hint := "check that the federation listener (or the proxy in front of it) speaks TLS on that address"
+		if errors.Is(err, netguard.ErrRefused) {
+			hint = "remote servers cannot reach a non-public address; if medic reaches the server through another address than the world does, set health.federation_address to it"
+		}
+		fail("tls", fmt.Sprintf("%s: %v", target, err), hint)
 		return nil
 	}
 	certs := conn.ConnectionState().PeerCertificates
@@ -107,12 +115,13 @@ func checkFederation(ctx context.Context, rn *Runner, _ *Report, res *Result) er
 
 	// A federation client whose resolution of our own name is pinned to the target.
 	settings := exhttp.SensibleClientSettings
-	settings.InsecureTLS = testing
 	settings.GlobalTimeout = 30 * time.Second
 	cache := federation.NewInMemoryCache()
 	cache.StoreResolution(&federation.ResolvedServerName{ServerName: server, HostHeader: resolved.HostHeader, IPPort: []string{target}, Expires: time.Now().Add(time.Hour)})
-	fc := federation.NewClient(server, key, cache, settings)
-	fc.AllowIP = func(net.IP) bool { return true } // our own server, whatever its address
+	fc := guard.FederationClient(server, key, cache, settings)
+	if configured {
+		fc.Dialer.ControlContext = nil // health.federation_address, whatever it is
+	}
 
 	// 3. Key server: the keys served must include the one we sign with, self-signed, valid.
 	keys, err := fc.ServerKeys(ctx, server)

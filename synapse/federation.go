@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -16,6 +15,8 @@ import (
 	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/synapse-medic/medic/netguard"
 )
 
 // LoadSigningKey reads the key file Synapse signs federation requests with
@@ -46,8 +47,9 @@ func LoadSigningKey(path string) (*federation.SigningKey, error) {
 }
 
 // NewFederationClient makes a federation client that signs requests as serverName with
-// Synapse's own key. testingLoopback lets it reach loopback addresses with self-signed
-// certificates (the local testbed only).
+// Synapse's own key. Every connection it makes (discovery included) goes through netguard:
+// public addresses only; testingLoopback allows loopback and self-signed certificates too
+// (the local testbed only).
 func NewFederationClient(serverName, keyPath string, testingLoopback bool) (*federation.Client, error) {
 	key, err := LoadSigningKey(keyPath)
 	if err != nil {
@@ -56,12 +58,7 @@ func NewFederationClient(serverName, keyPath string, testingLoopback bool) (*fed
 	settings := exhttp.SensibleClientSettings
 	// /state of a big room can take long before the first byte.
 	settings.ResponseHeaderTimeout = 2 * time.Minute
-	settings.InsecureTLS = testingLoopback
-	fc := federation.NewClient(serverName, key, federation.NewInMemoryCache(), settings)
-	if testingLoopback {
-		fc.AllowIP = func(ip net.IP) bool { return ip.IsLoopback() || federation.DefaultAllowIP(ip) }
-	}
-	return fc, nil
+	return netguard.Policy{Testing: testingLoopback}.FederationClient(serverName, key, nil, settings), nil
 }
 
 // EventRoom asks a server for an event and returns the room it belongs to.

@@ -34,6 +34,8 @@ type Unresolved struct {
 	First   time.Time
 	Last    time.Time
 	Count   int
+	// Why says why no server told the event's room (set by whoever asked them).
+	Why string
 }
 
 // RejectedTrace counts the log lines that blame one rejected event for refusing others.

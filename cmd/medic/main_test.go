@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -28,6 +29,28 @@ func TestExecVersion(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "Synapse Medic ") || !strings.Contains(stdout.String(), "Synapse 1.160") {
 		t.Fatalf("output %q lacks medic's version and Synapse 1.160", stdout.String())
+	}
+	if out := stdout.String() + stderr.String(); strings.Contains(out, "dangerously") {
+		t.Errorf("testing switch off, yet medic warns about it:\n%s", out)
+	}
+
+	// The testing switch on: a warning at start (in the log: stderr) and in !version.
+	stdout.Reset()
+	stderr.Reset()
+	cfg, err := os.ReadFile(testbedConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := testbed.WriteConfig(t, t.TempDir(), string(cfg)+"federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}\n")
+	if code := run([]string{"exec", "-c", on, "!version"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d, stderr: %s", code, stderr.String())
+	}
+	const warning = "federation.dangerously_allow_loopback_and_self_signed_testing_only is on: medic connects to loopback addresses"
+	if !strings.Contains(stdout.String(), "⚠️ "+warning) || !strings.Contains(stdout.String(), "Synapse 1.160") {
+		t.Errorf("!version does not say the testing switch is on:\n%s", stdout.String())
+	}
+	if !strings.Contains(stderr.String(), "WRN") || !strings.Contains(stderr.String(), warning) {
+		t.Errorf("no warning logged at start:\n%s", stderr.String())
 	}
 }
 
