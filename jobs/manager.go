@@ -34,6 +34,10 @@ type Manager struct {
 	ProgressInterval time.Duration
 	// Prefix is the command prefix (bot.command_prefix), for the commands texts name.
 	Prefix string
+	// SchemaVersion reads Synapse's schema version (schema_version.version), against which
+	// operations with a Schema range are checked before they are planned or resumed. nil
+	// when medic has no Synapse database: those operations then refuse on their own.
+	SchemaVersion func(ctx context.Context) (int, error)
 }
 
 // NewManager returns a manager; Register adds the operations it runs.
@@ -46,6 +50,7 @@ func NewManager(st *store.Store, cfg config.Jobs, log zerolog.Logger) *Manager {
 // proposed, approved and resumed, also by a later process.
 func (m *Manager) Register(ops ...operation) {
 	for _, op := range ops {
+		op.checkSchema()
 		m.ops[op.kind()] = op
 	}
 }
@@ -69,7 +74,7 @@ func (m *Manager) Propose(ctx context.Context, req Requester, r Request) (*store
 	if err != nil {
 		return nil, fmt.Errorf("encode arguments: %w", err)
 	}
-	plan, err := r.op.plan(ctx, rawArgs)
+	plan, err := m.plan(ctx, r.op, rawArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +181,7 @@ func (m *Manager) Approve(ctx context.Context, req Requester, jobID string) (str
 // recheck plans the job again. When the plan changed, the job (in state from) is superseded
 // and the fresh plan proposed instead; drifted says so.
 func (m *Manager) recheck(ctx context.Context, req Requester, job *store.Job, op operation, plan *Plan, from string) (drifted bool, answer string, err error) {
-	fresh, err := op.plan(ctx, json.RawMessage(job.Args))
+	fresh, err := m.plan(ctx, op, json.RawMessage(job.Args))
 	if err != nil {
 		return false, "", fmt.Errorf("could not re-check the plan of job `%s`, so nothing ran: %w", job.ID, err)
 	}
@@ -265,6 +270,10 @@ func (m *Manager) Resume(ctx context.Context, req Requester, jobID string) (stri
 		if drifted, answer, err := m.recheck(ctx, req, job, op, plan, from); drifted || err != nil {
 			return answer, err
 		}
+	} else if _, err := m.schemaGate(ctx, op, json.RawMessage(job.Args)); err != nil {
+		// Not re-planned, but the rest of its steps still write Synapse's tables: Synapse may
+		// have been upgraded since the job started.
+		return "", fmt.Errorf("job `%s` was not resumed: %w", job.ID, err)
 	}
 	if ok, err := m.store.SetJobStateIf(ctx, job.ID, from, store.JobRunning); err != nil || !ok {
 		return "", fmt.Errorf("job `%s` is no longer %s", job.ID, from)

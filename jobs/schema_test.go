@@ -1,0 +1,211 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/synapse-medic/medic/store"
+)
+
+func TestSchemaRange(t *testing.T) {
+	r := SchemaRange{Min: 88, Max: 92, Synapse: "Synapse 1.160"}
+	for v, want := range map[int]bool{87: false, 88: true, 90: true, 92: true, 93: false, 0: false} {
+		if got := r.Contains(v); got != want {
+			t.Errorf("%s contains %d = %v, want %v", r, v, got, want)
+		}
+	}
+	if got := r.String(); got != "schema 88–92 (Synapse 1.160)" {
+		t.Errorf("String() = %q", got)
+	}
+	one := SchemaRange{Min: 94, Max: 94, Synapse: "Synapse 1.160"}
+	if got := one.String(); got != "schema 94 (Synapse 1.160)" {
+		t.Errorf("String() = %q", got)
+	}
+	if !one.Contains(94) || one.Contains(93) || one.Contains(95) {
+		t.Errorf("%s: wrong membership", one)
+	}
+	err := (&SchemaError{Version: 93, Tested: r}).Error()
+	if err != "Synapse's database is at schema 93; this repair was tested on schema 88–92 (Synapse 1.160). Run with --force-schema to proceed anyway" {
+		t.Errorf("refusal: %q", err)
+	}
+}
+
+type schemaArgs struct {
+	SchemaForce
+	Steps []string `json:"steps"`
+}
+
+// schemaFixture is a manager with an operation tested on schema 94 and a Synapse whose
+// schema version the test sets.
+type schemaFixture struct {
+	*fixture
+	op      *Operation[schemaArgs, struct{}]
+	mu      sync.Mutex
+	version int
+	readErr error
+	ran     []string
+}
+
+func newSchemaFixture(t *testing.T) *schemaFixture {
+	f := &schemaFixture{fixture: newFixture(t, 1, "15m"), version: 94}
+	f.op = &Operation[schemaArgs, struct{}]{
+		Kind:   "test.schema",
+		Schema: &SchemaRange{Min: 94, Max: 94, Synapse: "Synapse 1.160"},
+		Plan: func(_ context.Context, args schemaArgs) (*Plan, error) {
+			return &Plan{Title: "write Synapse's tables", Changes: []string{"rows"}, Risks: []string{"the op's own risk"}, Steps: args.Steps}, nil
+		},
+		Step: func(_ context.Context, s *Step[schemaArgs, struct{}]) error {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.ran = append(f.ran, s.Name)
+			if s.Name == "fail" {
+				return errors.New("boom")
+			}
+			return nil
+		},
+	}
+	f.m.Register(f.op)
+	f.m.SchemaVersion = func(context.Context) (int, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.version, f.readErr
+	}
+	return f
+}
+
+func (f *schemaFixture) set(v int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.version, f.readErr = v, err
+}
+
+func (f *schemaFixture) propose(force bool, steps ...string) (*store.Job, error) {
+	return f.m.Propose(context.Background(), f.alice, f.op.With(schemaArgs{SchemaForce: SchemaForce{ForceSchema: force}, Steps: steps}))
+}
+
+func TestSchemaGateRefusesOutsideTheRange(t *testing.T) {
+	for _, v := range []int{93, 95} {
+		f := newSchemaFixture(t)
+		f.set(v, nil)
+		job, err := f.propose(false, "a")
+		var se *SchemaError
+		if !errors.As(err, &se) || se.Version != v || job != nil {
+			t.Fatalf("schema %d: propose = %v, %v; want a SchemaError", v, job, err)
+		}
+		if len(f.n.prompts) != 0 || len(f.ran) != 0 {
+			t.Errorf("schema %d: prompted %d time(s), ran %v", v, len(f.n.prompts), f.ran)
+		}
+		if list, _ := f.st.RecentJobs(context.Background(), 10); len(list) != 0 {
+			t.Errorf("schema %d: a refused plan left %d job(s)", v, len(list))
+		}
+	}
+}
+
+func TestSchemaGateInRangeAddsNoRisk(t *testing.T) {
+	f := newSchemaFixture(t)
+	job, err := f.propose(true, "a") // forcing in range changes nothing
+	if err != nil || job == nil {
+		t.Fatalf("propose: %v, %v", job, err)
+	}
+	if p := f.n.prompts[0]; strings.Contains(p, "schema") || !strings.Contains(p, "the op's own risk") {
+		t.Errorf("plan on the tested schema: %s", p)
+	}
+}
+
+func TestSchemaGateForcedShowsTheRiskAndRuns(t *testing.T) {
+	f := newSchemaFixture(t)
+	f.set(95, nil)
+	job, err := f.propose(true, "a")
+	if err != nil || job == nil {
+		t.Fatalf("propose with --force-schema: %v, %v", job, err)
+	}
+	plan := ParsePlan(job.Plan)
+	if len(plan.Risks) != 2 || !strings.Contains(plan.Risks[0], "schema 95") || !strings.Contains(plan.Risks[0], "schema 94 (Synapse 1.160)") ||
+		!strings.Contains(plan.Risks[0], ForceSchemaFlag) || plan.Risks[1] != "the op's own risk" {
+		t.Fatalf("risks of the forced plan: %q", plan.Risks)
+	}
+	if !strings.Contains(f.n.prompts[0], "⚠️ **Untested Synapse schema**") {
+		t.Errorf("the prompt does not show the risk: %s", f.n.prompts[0])
+	}
+	// The flag is in the job's arguments: the approval's re-plan is forced too.
+	f.approve(t, f.alice, job.ID)
+	if j, _ := f.n.lastReport(t); j.State != store.JobDone || len(f.ran) != 1 {
+		t.Fatalf("forced job: %s, ran %v", j.State, f.ran)
+	}
+}
+
+func TestSchemaGateUnreadableVersion(t *testing.T) {
+	f := newSchemaFixture(t)
+	f.set(0, errors.New("connection refused"))
+	if _, err := f.propose(false, "a"); err == nil || !strings.Contains(err.Error(), "could not read Synapse's schema version") ||
+		!strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("unreadable version: %v", err)
+	}
+	job, err := f.propose(true, "a")
+	if err != nil || job == nil || !strings.Contains(ParsePlan(job.Plan).Risks[0], "could not be read") {
+		t.Fatalf("forced with an unreadable version: %v, %v", job, err)
+	}
+}
+
+// Synapse upgraded between the proposal and the approval: nothing runs.
+func TestSchemaGateAtApproval(t *testing.T) {
+	f := newSchemaFixture(t)
+	job, err := f.propose(false, "a")
+	if err != nil || job == nil {
+		t.Fatalf("propose: %v, %v", job, err)
+	}
+	f.set(95, nil)
+	_, err = f.m.Approve(context.Background(), f.alice, job.ID)
+	var se *SchemaError
+	if !errors.As(err, &se) || se.Version != 95 {
+		t.Fatalf("approval after an upgrade: %v", err)
+	}
+	if f.state(t, job.ID) != store.JobAwaiting || len(f.ran) != 0 {
+		t.Fatalf("after the refused approval: %s, ran %v", f.state(t, job.ID), f.ran)
+	}
+}
+
+// A resumed job whose first step finished is not re-planned; its remaining steps still
+// write Synapse's tables, so the gate holds there too.
+func TestSchemaGateAtResume(t *testing.T) {
+	f := newSchemaFixture(t)
+	job, err := f.propose(false, "a", "fail")
+	if err != nil || job == nil {
+		t.Fatalf("propose: %v, %v", job, err)
+	}
+	f.approve(t, f.alice, job.ID)
+	if j, _ := f.n.lastReport(t); j.State != store.JobFailed {
+		t.Fatalf("state %s, want failed", j.State)
+	}
+	f.set(95, nil)
+	_, err = f.m.Resume(context.Background(), f.alice, job.ID)
+	var se *SchemaError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "was not resumed") {
+		t.Fatalf("resume after an upgrade: %v", err)
+	}
+	if f.state(t, job.ID) != store.JobFailed || len(f.ran) != 2 {
+		t.Fatalf("after the refused resume: %s, ran %v", f.state(t, job.ID), f.ran)
+	}
+}
+
+// Operations without a range (those that go through Synapse's APIs) plan on any schema.
+func TestSchemaGateIgnoresOperationsWithoutRange(t *testing.T) {
+	f := newSchemaFixture(t)
+	f.set(120, nil)
+	f.fixture.propose(t, f.seq, "a")
+}
+
+func TestRegisterRefusesUnforceableRange(t *testing.T) {
+	f := newFixture(t, 1, "15m")
+	defer func() {
+		if p := recover(); p == nil || !strings.Contains(p.(string), "do not embed jobs.SchemaForce") {
+			t.Fatalf("panic = %v", p)
+		}
+	}()
+	op := f.w.op("test.noforce", Sequential)
+	op.Schema = &SchemaRange{Min: 94, Max: 94}
+	f.m.Register(op)
+}
