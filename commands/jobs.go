@@ -174,13 +174,29 @@ func federationCommand() *Handler {
 func undoCommand() *Handler {
 	return &Handler{
 		Name: "undo", Description: text("Restore the rows a job changed in Synapse's database (asks for approval)"),
-		Parameters: jobIDParam("The job whose changes to undo"), TailParam: "job",
-		Func: parsed("undo <job>", func(ce *Event, args recovery.UndoArgs) {
+		Parameters: jobIDParam("The job whose changes to undo, and optionally --force-schema"), TailParam: "job",
+		Func: func(ce *Event) {
+			forceSchema := takeForceSchema(ce)
+			var args recovery.UndoArgs
+			switch {
+			case len(ce.Args) == 1:
+				args.Job = ce.Args[0]
+			case len(ce.Args) == 0 && ce.StructuredArgs != nil:
+				// A structured (MSC4391) command: the job is a parameter, not in the text.
+				if err := ce.ParseArgs(&args); err != nil {
+					args.Job = ""
+				}
+			}
+			if args.Job == "" || strings.ContainsAny(args.Job, " \t") {
+				Fail(ce, "Usage: `%sundo <job> [%s]`", prefix(ce), jobs.ForceSchemaFlag)
+				return
+			}
 			if !needDB(ce) {
 				return
 			}
 			args.Job = strings.ToLower(args.Job)
+			args.ForceSchema = args.ForceSchema || forceSchema
 			propose(ce, ce.Meta.Ops.Undo.With(args))
-		}),
+		},
 	}
 }

@@ -100,8 +100,8 @@ type operation interface {
 func (op *Operation[A, D]) kind() string          { return op.Kind }
 func (op *Operation[A, D]) order() Order          { return op.Order }
 func (op *Operation[A, D]) restartsSynapse() bool { return op.RestartsSynapse }
-func (op *Operation[A, D]) schema() *SchemaRange   { return op.Schema }
-func (op *Operation[A, D]) checkSchema()           { checkSchemaArgs[A](op.Kind, op.Schema) }
+func (op *Operation[A, D]) schema() *SchemaRange  { return op.Schema }
+func (op *Operation[A, D]) checkSchema()          { checkSchemaArgs[A](op.Kind, op.Schema) }
 
 // forced tells whether the job's arguments carry --force-schema (SchemaForce).
 func (op *Operation[A, D]) forced(raw json.RawMessage) (bool, error) {

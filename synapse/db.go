@@ -7,6 +7,7 @@ package synapse
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -14,6 +15,13 @@ import (
 // DB is Synapse's PostgreSQL database.
 type DB struct {
 	Pool *pgxpool.Pool
+	// OnSchema, if set, is told Synapse's schema the first time Schema reads it, and again
+	// when it changed (Synapse upgraded while medic runs): medic logs it. The connection is
+	// lazy, so the first read may come long after the start, when the database first answers.
+	OnSchema func(*Schema)
+
+	schemaMu   sync.Mutex
+	schemaSeen *Schema
 }
 
 // OpenDB connects to Synapse's database.
