@@ -46,7 +46,7 @@ func schemaLine(ce *Event) string {
 	if s.Compat > 0 {
 		compat = fmt.Sprintf(" (compat %d)", s.Compat)
 	}
-	return fmt.Sprintf("\n%sSynapse's database: %s%s", mark, recovery.TestedSchema.Verdict(s.Version), compat)
+	return fmt.Sprintf("\n%sSynapse's database: schema %d%s, %s", mark, s.Version, compat, recovery.TestedSchema.Verdict(s.Version))
 }
 
 func versionCommand() *Handler {

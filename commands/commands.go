@@ -81,7 +81,7 @@ func noteUntestedSchema(ce *Event) {
 	if err != nil || recovery.TestedSchema.Contains(s.Version) {
 		return
 	}
-	reply(ce, "⚠️ Synapse's database is at %s.", recovery.TestedSchema.Verdict(s.Version))
+	reply(ce, "⚠️ Synapse's database is at schema %d, %s.", s.Version, recovery.TestedSchema.Verdict(s.Version))
 }
 
 // takeForceSchema removes --force-schema from the command's arguments, wherever it stands,

@@ -88,7 +88,7 @@ func checkSchema(ctx context.Context, rn *Runner, res *Result) {
 		return
 	}
 	tested := rn.TestedSchema.Contains(s.Version)
-	res.add("schema", !tested, "database schema", s.String()+": "+rn.TestedSchema.Verdict(s.Version))
+	res.add("schema", !tested, "database schema", s.String()+", "+rn.TestedSchema.Verdict(s.Version))
 	res.Metrics["schema_version"] = float64(s.Version)
 	if !tested {
 		res.worst(Warn)

@@ -37,13 +37,13 @@ func (r SchemaRange) String() string {
 }
 
 // Verdict says where schema version v stands against the range, in the words !version,
-// health and the read-only commands use.
+// health and the read-only commands put after "schema 95, ".
 func (r SchemaRange) Verdict(v int) string {
 	if r.Contains(v) {
-		return fmt.Sprintf("schema %d, within the range medic's repairs were tested on (%s)", v, r)
+		return fmt.Sprintf("within the range medic's repairs were tested on: %s", r)
 	}
-	return fmt.Sprintf("schema %d, outside the range medic's repairs were tested on (%s): the repairs that write Synapse's tables "+
-		"refuse without %s; read-only commands and health still run, but may misread what this version changed", v, r, ForceSchemaFlag)
+	return fmt.Sprintf("outside the range medic's repairs were tested on: %s. The repairs that write Synapse's tables "+
+		"refuse without %s; read-only commands and health still run, but may misread what this version changed", r, ForceSchemaFlag)
 }
 
 // ForceSchemaFlag is the command flag that sets SchemaForce.ForceSchema.
