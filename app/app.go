@@ -71,12 +71,12 @@ func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.
 	a.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger())
 	a.Jobs.Prefix = cfg.Bot.CommandPrefix
 	if a.DB != nil {
-		a.Jobs.SchemaVersion = func(ctx context.Context) (int, error) {
+		a.Jobs.Schema = func(ctx context.Context) (jobs.SchemaState, error) {
 			s, err := a.DB.Schema(ctx)
 			if err != nil {
-				return 0, err
+				return jobs.SchemaState{}, err
 			}
-			return s.Version, nil
+			return recovery.SchemaState(s), nil
 		}
 	}
 	a.Ops = Ops{
@@ -121,12 +121,13 @@ func (a *App) Start(ctx context.Context) error {
 func (a *App) logSchema(s *synapse.Schema) {
 	ev := a.Log.Info()
 	msg := "Synapse's database schema"
-	if !recovery.TestedSchema.Contains(s.Version) {
+	if !recovery.TestedSchema.Covers(recovery.SchemaState(s)) {
 		ev = a.Log.Warn()
 		msg = "Synapse's database schema is outside the range medic's repairs were tested on: they refuse without " + jobs.ForceSchemaFlag
 	}
 	ev.Int("schema_version", s.Version).Int("schema_compat_version", s.Compat).Bool("upgraded", s.Upgraded).
-		Int("deltas_at_version", len(s.DeltasAt(s.Version))).Stringer("tested", recovery.TestedSchema).Msg(msg)
+		Int("deltas_at_version", len(s.DeltasAt(s.Version))).Strs("untested_deltas", recovery.TestedSchema.NewDeltas(recovery.SchemaState(s))).
+		Stringer("tested", recovery.TestedSchema).Msg(msg)
 }
 
 // Rejoiner is !recover's planner and runner, configured.

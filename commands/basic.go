@@ -39,14 +39,15 @@ func schemaLine(ce *Event) string {
 		return fmt.Sprintf("\nSynapse's database: schema unknown (%s)", mdtext.Text(err.Error()))
 	}
 	mark := ""
-	if !recovery.TestedSchema.Contains(s.Version) {
+	if !recovery.TestedSchema.Covers(recovery.SchemaState(s)) {
 		mark = "⚠️ "
 	}
 	compat := ""
 	if s.Compat > 0 {
 		compat = fmt.Sprintf(" (compat %d)", s.Compat)
 	}
-	return fmt.Sprintf("\n%sSynapse's database: schema %d%s, %s", mark, s.Version, compat, recovery.TestedSchema.Verdict(s.Version))
+	// The verdict names delta files, which Synapse's database holds: text, not Markdown.
+	return fmt.Sprintf("\n%sSynapse's database: schema %d%s, %s", mark, s.Version, compat, mdtext.Text(recovery.TestedSchema.Verdict(recovery.SchemaState(s))))
 }
 
 func versionCommand() *Handler {

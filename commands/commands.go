@@ -20,6 +20,7 @@ import (
 
 	"github.com/synapse-medic/medic/app"
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/recovery"
 )
 
@@ -78,10 +79,10 @@ func noteUntestedSchema(ce *Event) {
 		return
 	}
 	s, err := ce.Meta.DB.Schema(ce.Ctx)
-	if err != nil || recovery.TestedSchema.Contains(s.Version) {
+	if err != nil || recovery.TestedSchema.Covers(recovery.SchemaState(s)) {
 		return
 	}
-	reply(ce, "⚠️ Synapse's database is at schema %d, %s.", s.Version, recovery.TestedSchema.Verdict(s.Version))
+	reply(ce, "⚠️ Synapse's database is at schema %d, %s.", s.Version, mdtext.Text(recovery.TestedSchema.Verdict(recovery.SchemaState(s))))
 }
 
 // takeForceSchema removes --force-schema from the command's arguments, wherever it stands,

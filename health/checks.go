@@ -87,12 +87,13 @@ func checkSchema(ctx context.Context, rn *Runner, res *Result) {
 		res.add("schema", false, "database schema", s.String())
 		return
 	}
-	tested := rn.TestedSchema.Contains(s.Version)
-	res.add("schema", !tested, "database schema", s.String()+", "+rn.TestedSchema.Verdict(s.Version))
+	st := jobs.SchemaState{Version: s.Version, Deltas: s.DeltasAt(s.Version)}
+	tested := rn.TestedSchema.Covers(st)
+	res.add("schema", !tested, "database schema", s.String()+", "+rn.TestedSchema.Verdict(st))
 	res.Metrics["schema_version"] = float64(s.Version)
 	if !tested {
 		res.worst(Warn)
-		res.Summary += fmt.Sprintf("; its database is at schema %d, which medic's repairs were not tested on (%s)", s.Version, rn.TestedSchema)
+		res.Summary += fmt.Sprintf("; its database (schema %d) is not one medic's repairs were tested on (%s)", s.Version, rn.TestedSchema)
 		res.Hint = fmt.Sprintf("repairs that write Synapse's tables (un-reject, import, undo) refuse without `%s`; "+
 			"check medic's releases for one tested on this Synapse", jobs.ForceSchemaFlag)
 	}

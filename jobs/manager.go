@@ -34,10 +34,10 @@ type Manager struct {
 	ProgressInterval time.Duration
 	// Prefix is the command prefix (bot.command_prefix), for the commands texts name.
 	Prefix string
-	// SchemaVersion reads Synapse's schema version (schema_version.version), against which
-	// operations with a Schema range are checked before they are planned or resumed. nil
-	// when medic has no Synapse database: those operations then refuse on their own.
-	SchemaVersion func(ctx context.Context) (int, error)
+	// Schema reads Synapse's schema record (schema_version, applied_schema_deltas), against
+	// which operations with a Schema range are checked before they are planned or resumed.
+	// nil when medic has no Synapse database: those operations then refuse on their own.
+	Schema func(ctx context.Context) (SchemaState, error)
 }
 
 // NewManager returns a manager; Register adds the operations it runs.

@@ -27,7 +27,7 @@ func TestSchemaRange(t *testing.T) {
 	if !one.Contains(94) || one.Contains(93) || one.Contains(95) {
 		t.Errorf("%s: wrong membership", one)
 	}
-	err := (&SchemaError{Version: 93, Tested: r}).Error()
+	err := (&SchemaError{State: SchemaState{Version: 93}, Tested: r}).Error()
 	if err != "Synapse's database is at schema 93; this repair was tested on schema 88–92 (Synapse 1.160). Run with --force-schema to proceed anyway" {
 		t.Errorf("refusal: %q", err)
 	}
@@ -45,6 +45,7 @@ type schemaFixture struct {
 	op      *Operation[schemaArgs, struct{}]
 	mu      sync.Mutex
 	version int
+	deltas  []string
 	readErr error
 	ran     []string
 }
@@ -53,7 +54,7 @@ func newSchemaFixture(t *testing.T) *schemaFixture {
 	f := &schemaFixture{fixture: newFixture(t, 1, "15m"), version: 94}
 	f.op = &Operation[schemaArgs, struct{}]{
 		Kind:   "test.schema",
-		Schema: &SchemaRange{Min: 94, Max: 94, Synapse: "Synapse 1.160"},
+		Schema: &SchemaRange{Min: 94, Max: 94, Synapse: "Synapse 1.160", MaxDeltas: []string{"94/01_a.sql", "94/02_b.sql"}},
 		Plan: func(_ context.Context, args schemaArgs) (*Plan, error) {
 			return &Plan{Title: "write Synapse's tables", Changes: []string{"rows"}, Risks: []string{"the op's own risk"}, Steps: args.Steps}, nil
 		},
@@ -68,10 +69,10 @@ func newSchemaFixture(t *testing.T) *schemaFixture {
 		},
 	}
 	f.m.Register(f.op)
-	f.m.SchemaVersion = func(context.Context) (int, error) {
+	f.m.Schema = func(context.Context) (SchemaState, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return f.version, f.readErr
+		return SchemaState{Version: f.version, Deltas: f.deltas}, f.readErr
 	}
 	return f
 }
@@ -92,7 +93,7 @@ func TestSchemaGateRefusesOutsideTheRange(t *testing.T) {
 		f.set(v, nil)
 		job, err := f.propose(false, "a")
 		var se *SchemaError
-		if !errors.As(err, &se) || se.Version != v || job != nil {
+		if !errors.As(err, &se) || se.State.Version != v || job != nil {
 			t.Fatalf("schema %d: propose = %v, %v; want a SchemaError", v, job, err)
 		}
 		if len(f.n.prompts) != 0 || len(f.ran) != 0 {
@@ -101,6 +102,60 @@ func TestSchemaGateRefusesOutsideTheRange(t *testing.T) {
 		if list, _ := f.st.RecentJobs(context.Background(), 10); len(list) != 0 {
 			t.Errorf("schema %d: a refused plan left %d job(s)", v, len(list))
 		}
+	}
+}
+
+// Deltas: releases share a schema version until it is bumped. A database at the tested
+// version with a delta the tested Synapse did not apply is newer than tested; one with fewer
+// (an older release of the same version) or at a lower version in range is judged by version.
+func TestSchemaRangeDeltas(t *testing.T) {
+	r := SchemaRange{Min: 93, Max: 94, Synapse: "Synapse 1.160", MaxDeltas: []string{"94/01_a.sql", "94/02_b.sql"}}
+	for _, tc := range []struct {
+		st   SchemaState
+		want bool
+		news []string
+	}{
+		{SchemaState{94, []string{"94/01_a.sql", "94/02_b.sql"}}, true, nil},
+		{SchemaState{94, []string{"94/01_a.sql"}}, true, nil},
+		{SchemaState{94, []string{"94/01_a.sql", "94/02_b.sql", "94/03_c.sql"}}, false, []string{"94/03_c.sql"}},
+		{SchemaState{93, []string{"93/09_new_to_us.sql"}}, true, nil},
+		{SchemaState{95, nil}, false, nil},
+	} {
+		if got := r.Covers(tc.st); got != tc.want {
+			t.Errorf("%+v: covered = %v, want %v", tc.st, got, tc.want)
+		}
+		if got := r.NewDeltas(tc.st); strings.Join(got, ",") != strings.Join(tc.news, ",") {
+			t.Errorf("%+v: new deltas %q, want %q", tc.st, got, tc.news)
+		}
+	}
+	newer := SchemaState{94, []string{"94/01_a.sql", "94/02_b.sql", "94/03_c.sql"}}
+	if err := (&SchemaError{State: newer, Tested: r}).Error(); !strings.Contains(err, "at schema 94 with 1 delta(s) this repair was not tested with (94/03_c.sql)") ||
+		!strings.Contains(err, "newer Synapse than Synapse 1.160") || !strings.Contains(err, ForceSchemaFlag) {
+		t.Errorf("refusal: %q", err)
+	}
+	if v := r.Verdict(newer); !strings.HasPrefix(v, "with 1 delta(s) medic's repairs were not tested with (94/03_c.sql)") {
+		t.Errorf("verdict: %q", v)
+	}
+	if v := r.Verdict(SchemaState{Version: 93}); !strings.HasPrefix(v, "within the range") {
+		t.Errorf("verdict: %q", v)
+	}
+	if v := r.Verdict(SchemaState{Version: 92}); !strings.HasPrefix(v, "outside the range medic's repairs were tested on: schema 93–94 (Synapse 1.160).") {
+		t.Errorf("verdict: %q", v)
+	}
+}
+
+func TestSchemaGateRefusesNewDeltas(t *testing.T) {
+	f := newSchemaFixture(t)
+	f.set(94, nil)
+	f.mu.Lock()
+	f.deltas = []string{"94/01_a.sql", "94/02_b.sql", "94/03_c.sql"}
+	f.mu.Unlock()
+	if _, err := f.propose(false, "a"); err == nil || !strings.Contains(err.Error(), "94/03_c.sql") {
+		t.Fatalf("new delta at the tested version: %v", err)
+	}
+	job, err := f.propose(true, "a")
+	if err != nil || job == nil || !strings.Contains(ParsePlan(job.Plan).Risks[0], "94/03_c.sql") {
+		t.Fatalf("forced: %v, %v", job, err)
 	}
 }
 
@@ -160,7 +215,7 @@ func TestSchemaGateAtApproval(t *testing.T) {
 	f.set(95, nil)
 	_, err = f.m.Approve(context.Background(), f.alice, job.ID)
 	var se *SchemaError
-	if !errors.As(err, &se) || se.Version != 95 {
+	if !errors.As(err, &se) || se.State.Version != 95 {
 		t.Fatalf("approval after an upgrade: %v", err)
 	}
 	if f.state(t, job.ID) != store.JobAwaiting || len(f.ran) != 0 {

@@ -52,6 +52,22 @@ func TestSchemaOutsideTestedRange(t *testing.T) {
 		t.Errorf("!version does not show Synapse's schema %s as tested (exit %d)", testedSchema, code)
 	}
 
+	// A later Synapse may add delta files under the same schema version: at 94 with a delta
+	// 1.160 did not apply, the repairs refuse too, naming the delta.
+	const newer = "94/99_medic_test_newer_synapse.sql"
+	tb.HS1.Exec(t, `INSERT INTO applied_schema_deltas (version, file) VALUES (94, $1)`, newer)
+	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM applied_schema_deltas WHERE file = $1`, newer) })
+	out, code = execMedic(t, cfg, "--yes", "!undo zzzzzz")
+	t.Logf("!undo at schema 94 with a newer delta:\n%s", out)
+	if code == 0 || !strings.Contains(out, "Synapse's database is at schema 94 with 1 delta(s) this repair was not tested with ("+newer+")") {
+		t.Errorf("!undo with an untested delta at schema 94 was not refused (exit %d)", code)
+	}
+	out, code = execMedic(t, cfg, "!version")
+	if code != 0 || !strings.Contains(out, "⚠️ Synapse's database: schema 94") || !strings.Contains(out, newer) {
+		t.Errorf("!version does not show the untested delta (exit %d):\n%s", code, out)
+	}
+	tb.HS1.Exec(t, `DELETE FROM applied_schema_deltas WHERE file = $1`, newer)
+
 	setSchemaVersion(t, tb.HS1, 95)
 	before := rejectionRows(t, tb.HS1)
 
