@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -96,6 +100,13 @@ func TestSchemaOutsideTestedRange(t *testing.T) {
 		t.Errorf("!undo on an untested schema was not refused (exit %d)", code)
 	}
 
+	// !undo takes --force-schema too: it then looks for the job (which changed nothing).
+	out, code = execMedic(t, cfg, "--yes", "!undo zzzzzz --force-schema")
+	t.Logf("!undo --force-schema on schema 95:\n%s", out)
+	if code != 0 || !strings.Contains(out, "has no changed rows to restore") {
+		t.Errorf("!undo --force-schema was not planned (exit %d)", code)
+	}
+
 	// Read-only commands work and say the schema is untested.
 	out, code = execMedic(t, cfg, "!rejected "+p.room.String())
 	t.Logf("!rejected on schema 95:\n%s", out)
@@ -132,5 +143,29 @@ func TestSchemaOutsideTestedRange(t *testing.T) {
 	}
 	if n := tb.HS1.Count(t, `SELECT count(*) FROM rejections WHERE event_id = ANY($1)`, p.chainIDs); n != 0 {
 		t.Errorf("after the forced !unreject %d events of the chain are still rejected", n)
+	}
+}
+
+// TestTestedSchemaIsTheTestbeds: the range the repairs declare (recovery.TestedSchema) is the
+// schema of the Synapse their tests run on, delta for delta. When the testbed's Synapse is
+// upgraded this fails until the range is moved to what the tests then ran on.
+func TestTestedSchemaIsTheTestbeds(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	db, err := synapse.OpenDB(ctx, tb.HS1.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	s, err := db.Schema(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := recovery.TestedSchema
+	if s.Version != r.Max || !r.Covers(recovery.SchemaState(s)) {
+		t.Errorf("the testbed is at %s; the repairs declare %s", s, r)
+	}
+	if !slices.Equal(s.DeltasAt(r.Max), r.MaxDeltas) {
+		t.Errorf("deltas at %d: testbed %q, declared %q", r.Max, s.DeltasAt(r.Max), r.MaxDeltas)
 	}
 }
