@@ -65,7 +65,7 @@ func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.
 			return nil, fmt.Errorf("open Synapse's database: %w", err)
 		}
 		a.DB = db
-		db.OnSchema = a.logSchema
+		db.OnSchema(a.logSchema)
 	}
 	a.Health = &health.Runner{Config: cfg, Admin: a.Admin, DB: a.DB, Store: st, Federation: a.Federation, TestedSchema: recovery.TestedSchema}
 	a.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger())

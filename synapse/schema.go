@@ -89,22 +89,28 @@ func readSchema(ctx context.Context, q querier) (*Schema, error) {
 // Schema reads Synapse's schema record now. It is read again at every call, not cached:
 // Synapse may be upgraded (and migrate its database) while medic keeps running, and a repair
 // must be checked against the schema it is about to write. The first successful read, and
-// every read that finds a different version than the one before, is handed to OnSchema.
+// every read that finds a different schema than the one before, is handed to OnSchema.
 func (db *DB) Schema(ctx context.Context) (*Schema, error) {
 	s, err := readSchema(ctx, db.Pool)
 	if err != nil {
 		return nil, err
 	}
+	db.observe(s)
+	return s, nil
+}
+
+// observe records a read of the schema and tells the OnSchema hook when it is the first or
+// differs from the last.
+func (db *DB) observe(s *Schema) {
 	db.schemaMu.Lock()
 	changed := db.schemaSeen == nil || db.schemaSeen.Version != s.Version || db.schemaSeen.Compat != s.Compat ||
-		len(db.schemaSeen.DeltasAt(s.Version)) != len(s.DeltasAt(s.Version))
+		!slices.Equal(db.schemaSeen.DeltasAt(s.Version), s.DeltasAt(s.Version))
 	if changed {
 		db.schemaSeen = s
 	}
-	hook := db.OnSchema
+	hook := db.onSchema
 	db.schemaMu.Unlock()
 	if changed && hook != nil {
 		hook(s)
 	}
-	return s, nil
 }

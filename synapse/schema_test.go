@@ -8,7 +8,8 @@ import (
 	"github.com/synapse-medic/medic/testbed"
 )
 
-// TestSchemaOfTheTestbed reads the testbed's Synapse 1.160 database: schema 94, compat 84.
+// TestSchemaOfTheTestbed reads the testbed's Synapse 1.160 database: schema 94, compat 84;
+// the first connection reads it, and reading the same schema again is not reported again.
 func TestSchemaOfTheTestbed(t *testing.T) {
 	tb := testbed.Get(t)
 	ctx := context.Background()
@@ -18,7 +19,15 @@ func TestSchemaOfTheTestbed(t *testing.T) {
 	}
 	t.Cleanup(db.Close)
 	var seen []int
-	db.OnSchema = func(s *Schema) { seen = append(seen, s.Version) }
+	db.OnSchema(func(s *Schema) { seen = append(seen, s.Version) })
+	// The pool's first connection reads the schema, whatever the query it was opened for:
+	// a database that was down at start is logged as soon as it answers.
+	if _, err = db.Pool.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(seen, []int{94}) {
+		t.Errorf("after the first connection OnSchema saw %v, want [94]", seen)
+	}
 	s, err := db.Schema(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +65,7 @@ func TestSchemaWithoutCompatTable(t *testing.T) {
 		}
 	}
 	var seen []int
-	db.OnSchema = func(s *Schema) { seen = append(seen, s.Version) }
+	db.OnSchema(func(s *Schema) { seen = append(seen, s.Version) })
 	s, err := db.Schema(ctx)
 	if err != nil {
 		t.Fatal(err)
