@@ -130,6 +130,19 @@ func (e *SchemaError) Error() string {
 		e.Tested.where(e.State, "this repair"), e.Tested, ForceSchemaFlag)
 }
 
+// withSchemaForced returns a job's persisted arguments with SchemaForce.ForceSchema set.
+func withSchemaForced(raw json.RawMessage) (json.RawMessage, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, err
+	}
+	if fields == nil {
+		fields = map[string]json.RawMessage{}
+	}
+	fields["force_schema"] = json.RawMessage("true")
+	return json.Marshal(fields)
+}
+
 // schemaGate checks, before op is planned (proposal, approval, resume), that Synapse's
 // database is at a schema version op was tested on. Outside the range it refuses, unless the
 // job's arguments force it; then it returns the risk the plan must show. It is read afresh

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -243,6 +244,57 @@ func TestSchemaGateAtResume(t *testing.T) {
 	}
 	if f.state(t, job.ID) != store.JobFailed || len(f.ran) != 2 {
 		t.Fatalf("after the refused resume: %s, ran %v", f.state(t, job.ID), f.ran)
+	}
+}
+
+// !resume <job> --force-schema: the job resumes on the untested schema, and its stored
+// arguments stay as they were proposed.
+func TestSchemaGateResumeForced(t *testing.T) {
+	f := newSchemaFixture(t)
+	job, err := f.propose(false, "a", "fail", "c")
+	if err != nil || job == nil {
+		t.Fatalf("propose: %v, %v", job, err)
+	}
+	f.approve(t, f.alice, job.ID)
+	if j, _ := f.n.lastReport(t); j.State != store.JobFailed {
+		t.Fatalf("state %s, want failed", j.State)
+	}
+	f.set(95, nil)
+	f.op.Step = func(_ context.Context, s *Step[schemaArgs, struct{}]) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.ran = append(f.ran, s.Name)
+		return nil
+	}
+	if _, err = f.m.ResumeWith(context.Background(), f.alice, job.ID, true); err != nil {
+		t.Fatalf("forced resume: %v", err)
+	}
+	if j, _ := f.n.lastReport(t); j.State != store.JobDone || strings.Join(f.ran, ",") != "a,fail,fail,c" {
+		t.Fatalf("forced resume: %s, ran %v", j.State, f.ran)
+	}
+	trail, _ := f.st.AuditTrail(context.Background(), job.ID)
+	found := false
+	for _, e := range trail {
+		found = found || strings.Contains(e.What, "resumed with --force-schema")
+	}
+	if !found {
+		t.Errorf("the audit trail does not say the resume was forced")
+	}
+	if j, _ := f.st.GetJob(context.Background(), job.ID); strings.Contains(j.Args, "force_schema") {
+		t.Errorf("the stored arguments changed: %s", j.Args)
+	}
+	// A job whose operation has no range cannot be forced.
+	other := f.fixture.propose(t, f.seq, "x")
+	if _, err = f.m.ResumeWith(context.Background(), f.alice, other.ID, true); err == nil || !strings.Contains(err.Error(), "does not write Synapse's tables") {
+		t.Errorf("forcing the schema of a job without range: %v", err)
+	}
+}
+
+func TestWithSchemaForced(t *testing.T) {
+	raw, err := withSchemaForced([]byte(`{"steps":["a"]}`))
+	var args schemaArgs
+	if err != nil || json.Unmarshal(raw, &args) != nil || !args.SchemaForced() || len(args.Steps) != 1 {
+		t.Fatalf("withSchemaForced: %s, %v", raw, err)
 	}
 }
 
