@@ -15,6 +15,7 @@ import (
 
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/diagnose"
+	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/synapselog"
 )
 
@@ -66,7 +67,36 @@ func checkSynapse(ctx context.Context, rn *Runner, _ *Report, res *Result) error
 	res.add("version", false, "version", v)
 	res.add("latency", false, "answered in", took.Round(time.Millisecond).String())
 	res.Metrics["latency_ms"] = float64(took.Milliseconds())
+	checkSchema(ctx, rn, res)
 	return nil
+}
+
+// checkSchema adds Synapse's database schema to the synapse check, and warns when medic's
+// repairs were not tested on it. A database that does not answer is left to the checks that
+// read it: this check is about Synapse's version.
+func checkSchema(ctx context.Context, rn *Runner, res *Result) {
+	if rn.DB == nil {
+		return
+	}
+	s, err := rn.DB.Schema(ctx)
+	if err != nil {
+		res.add("schema", false, "database schema", "unknown: "+err.Error())
+		return
+	}
+	if rn.TestedSchema.IsZero() {
+		res.add("schema", false, "database schema", s.String())
+		return
+	}
+	st := jobs.SchemaState{Version: s.Version, Deltas: s.DeltasAt(s.Version)}
+	tested := rn.TestedSchema.Covers(st)
+	res.add("schema", !tested, "database schema", s.String()+", "+rn.TestedSchema.Verdict(st))
+	res.Metrics["schema_version"] = float64(s.Version)
+	if !tested {
+		res.worst(Warn)
+		res.Summary += fmt.Sprintf("; its database (schema %d) is not one medic's repairs were tested on (%s)", s.Version, rn.TestedSchema)
+		res.Hint = fmt.Sprintf("repairs that write Synapse's tables (un-reject, import, undo) refuse without `%s`; "+
+			"check medic's releases for one tested on this Synapse", jobs.ForceSchemaFlag)
+	}
 }
 
 func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result) error {
