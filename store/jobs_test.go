@@ -72,3 +72,35 @@ func TestStepsUpsert(t *testing.T) {
 		t.Fatalf("steps %+v %v", steps, err)
 	}
 }
+
+// TestCounts: jobs counted by kind and state, and the login-as-user tokens not logged out.
+func TestCounts(t *testing.T) {
+	st := openStore(t)
+	ctx := context.Background()
+	insertJob(t, st, "a1")
+	insertJob(t, st, "a2")
+	failed := insertJob(t, st, "a3")
+	failed.State = store.JobFailed
+	if err := st.UpdateJob(ctx, failed); err != nil {
+		t.Fatal(err)
+	}
+	counts, err := st.JobCounts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.JobCount{{Kind: "test", State: store.JobAwaiting, Count: 2}, {Kind: "test", State: store.JobFailed, Count: 1}}
+	if len(counts) != 2 || counts[0] != want[0] || counts[1] != want[1] {
+		t.Fatalf("counts %+v, want %+v", counts, want)
+	}
+	for _, tok := range []string{"t1", "t2"} {
+		if err = st.AddMinted(ctx, tok, "@u:x", "a1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err = st.DeleteMinted(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.CountMinted(ctx); n != 1 || err != nil {
+		t.Fatalf("minted tokens outstanding: %d, %v", n, err)
+	}
+}

@@ -12,6 +12,7 @@ const (
 	addMintedQuery    = `INSERT INTO minted_token (token, user_id, job_id, minted_at) VALUES ($1, $2, $3, $4)`
 	deleteMintedQuery = `DELETE FROM minted_token WHERE token = $1`
 	allMintedQuery    = `SELECT token, user_id FROM minted_token`
+	countMintedQuery  = `SELECT count(*) FROM minted_token`
 )
 
 // MintedToken is an access token medic created for a user and has not logged out yet.
@@ -43,4 +44,13 @@ func (s *Store) AllMinted(ctx context.Context) ([]MintedToken, error) {
 		var m MintedToken
 		return m, r.Scan(&m.Token, &m.UserID)
 	}, err).AsList()
+}
+
+// CountMinted counts the tokens not logged out yet.
+func (s *Store) CountMinted(ctx context.Context) (int, error) {
+	var n int
+	if err := s.DB.QueryRow(ctx, countMintedQuery).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count minted tokens: %w", err)
+	}
+	return n, nil
 }
