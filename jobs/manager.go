@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +62,11 @@ func (m *Manager) Register(ops ...operation) {
 	for _, op := range ops {
 		m.ops[op.kind()] = op
 	}
+}
+
+// Kinds lists the registered operations' kinds, sorted.
+func (m *Manager) Kinds() []string {
+	return slices.Sorted(maps.Keys(m.ops))
 }
 
 // Wait waits for running jobs (used on shutdown, by the terminal, and in tests).
