@@ -209,11 +209,16 @@ func (s *Server) lastReport() *health.Report {
 	return s.report
 }
 
-// figure is a check's key figure (Result.Metrics[key]) as a gauge.
+// figure is a check's key figure (Result.Metrics[key]) as a gauge, in the metric's unit.
 type figure struct {
 	check, key string
 	scale      float64
+	name       string
 	desc       *prometheus.Desc
+}
+
+func newFigure(check, key string, scale float64, name, help string) figure {
+	return figure{check: check, key: key, scale: scale, name: name, desc: gauge(name, help)}
 }
 
 // itemFigure is a check's figure per finding (Result.PerItem) as a gauge with the finding's
@@ -222,7 +227,12 @@ type itemFigure struct {
 	check  string
 	scale  float64
 	lowest bool
+	name   string
 	desc   *prometheus.Desc
+}
+
+func newItemFigure(check string, scale float64, lowest bool, name, label, help string) itemFigure {
+	return itemFigure{check: check, scale: scale, lowest: lowest, name: name, desc: gauge(name, help, label)}
 }
 
 const maxItems = 20
@@ -244,20 +254,20 @@ var (
 	checkIntervDesc = gauge("medic_health_checks_interval_seconds", "metrics.check_interval: how often the health checks run for the metrics.")
 
 	figures = []figure{
-		{"synapse", "latency_ms", 1e-3, gauge("medic_synapse_latency_seconds", "How long Synapse's admin API took to answer the synapse check.")},
-		{"destinations", "failing", 1, gauge("medic_failing_destinations", "Remote servers Synapse is backing off from (failing destinations).")},
-		{"forgotten", "forgotten", 1, gauge("medic_forgotten_rooms", "Rooms whose federation traffic Synapse dropped since the last report because it forgot them, not rejoined yet (synapse.logs).")},
-		{"rejections", "rejected", 1, gauge("medic_rejected_events", "Rejected events since the last report (at least the last 24 hours), all rooms.")},
-		{"partial-joins", "partial", 1, gauge("medic_partial_join_rooms", "Rooms in a partial (faster) join.")},
-		{"extremities", "max", 1, gauge("medic_forward_extremities_max", "The most forward extremities any room has.")},
-		{"extremities", "rooms", 1, gauge("medic_forward_extremities_rooms", "Rooms with at least health.thresholds.extremities_warn forward extremities.")},
-		{"size", "database_bytes", 1, gauge("medic_database_size_bytes", "The size of Synapse's database.")},
-		{"background-updates", "pending", 1, gauge("medic_background_updates_pending", "Synapse background updates still pending.")},
+		newFigure("synapse", "latency_ms", 1e-3, "medic_synapse_latency_seconds", "How long Synapse's admin API took to answer the synapse check."),
+		newFigure("destinations", "failing", 1, "medic_failing_destinations", "Remote servers Synapse is backing off from (failing destinations)."),
+		newFigure("forgotten", "forgotten", 1, "medic_forgotten_rooms", "Rooms whose federation traffic Synapse dropped since the last report because it forgot them, not rejoined yet (synapse.logs)."),
+		newFigure("rejections", "rejected", 1, "medic_rejected_events", "Rejected events since the last report (at least the last 24 hours), all rooms."),
+		newFigure("partial-joins", "partial", 1, "medic_partial_join_rooms", "Rooms in a partial (faster) join."),
+		newFigure("extremities", "max", 1, "medic_forward_extremities_max", "The most forward extremities any room has."),
+		newFigure("extremities", "rooms", 1, "medic_forward_extremities_rooms", "Rooms with at least health.thresholds.extremities_warn forward extremities."),
+		newFigure("size", "database_bytes", 1, "medic_database_size_bytes", "The size of Synapse's database."),
+		newFigure("background-updates", "pending", 1, "medic_background_updates_pending", "Synapse background updates still pending."),
 	}
 	itemFigures = []itemFigure{
-		{"rejections", 1, false, gauge("medic_room_rejected_events", fmt.Sprintf("Rejected events per room since the last report (the %d rooms with the most).", maxItems), "room_id")},
-		{"extremities", 1, false, gauge("medic_room_forward_extremities", fmt.Sprintf("Forward extremities of the rooms over health.thresholds.extremities_warn (the %d with the most).", maxItems), "room_id")},
-		{"disk", 0.01, true, gauge("medic_disk_free_ratio", "Free space (0 to 1) on each checked file system (health.disks, and PostgreSQL's data directory when readable).", "disk")},
+		newItemFigure("rejections", 1, false, "medic_room_rejected_events", "room_id", fmt.Sprintf("Rejected events per room since the last report (the %d rooms with the most).", maxItems)),
+		newItemFigure("extremities", 1, false, "medic_room_forward_extremities", "room_id", fmt.Sprintf("Forward extremities of the rooms over health.thresholds.extremities_warn (the %d with the most).", maxItems)),
+		newItemFigure("disk", 0.01, true, "medic_disk_free_ratio", "disk", "Free space (0 to 1) on each checked file system (health.disks, and PostgreSQL's data directory when readable)."),
 	}
 	jobStates = []string{store.JobAwaiting, store.JobRunning, store.JobDone, store.JobFailed, store.JobCancelled,
 		store.JobExpired, store.JobSuperseded, store.JobInterrupted}

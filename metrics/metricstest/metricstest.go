@@ -125,28 +125,17 @@ func ContribDir() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "contrib")
 }
 
-// medicName matches medic's metric names in PromQL.
-var medicName = regexp.MustCompile(`\bmedic_[a-z0-9_]+\b`)
+// names matches the metrics PromQL names that medic exports (its own, Go's and the process's).
+var names = regexp.MustCompile(`\b(?:medic|go|process)_[a-z0-9_]+\b`)
 
-// ContribMetrics lists the medic_ metrics named by every expression of contrib/'s alert rules
-// (prometheus-rules.yml) and Grafana dashboard (grafana-dashboard.json), each with where it
-// is named.
-func ContribMetrics(t testing.TB) map[string]string {
+// AlertRules returns the expression of each alert in contrib/prometheus-rules.yml, by name.
+func AlertRules(t testing.TB) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	add := func(where, expr string) {
-		for _, name := range medicName.FindAllString(expr, -1) {
-			if _, ok := out[name]; !ok {
-				out[name] = where
-			}
-		}
-	}
 	var rules struct {
 		Groups []struct {
 			Rules []struct {
-				Alert  string `yaml:"alert"`
-				Record string `yaml:"record"`
-				Expr   string `yaml:"expr"`
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
 			} `yaml:"rules"`
 		} `yaml:"groups"`
 	}
@@ -157,12 +146,32 @@ func ContribMetrics(t testing.TB) map[string]string {
 	if err = yaml.Unmarshal(raw, &rules); err != nil {
 		t.Fatalf("prometheus-rules.yml: %v", err)
 	}
+	out := map[string]string{}
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {
-			add("alert "+r.Alert+r.Record, r.Expr)
+			out[r.Alert] = r.Expr
 		}
 	}
-	raw, err = os.ReadFile(filepath.Join(ContribDir(), "grafana-dashboard.json"))
+	return out
+}
+
+// ContribMetrics lists the metrics medic exports that contrib/'s alert rules
+// (prometheus-rules.yml) and Grafana dashboard (grafana-dashboard.json) name in their
+// expressions, each with where it is named.
+func ContribMetrics(t testing.TB) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	add := func(where, expr string) {
+		for _, name := range names.FindAllString(expr, -1) {
+			if _, ok := out[name]; !ok {
+				out[name] = where
+			}
+		}
+	}
+	for alert, expr := range AlertRules(t) {
+		add("alert "+alert, expr)
+	}
+	raw, err := os.ReadFile(filepath.Join(ContribDir(), "grafana-dashboard.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
