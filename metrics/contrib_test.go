@@ -1,9 +1,11 @@
 package metrics
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +169,40 @@ func TestContribMetricsExported(t *testing.T) {
 		if _, ok := named[fig.name]; !ok && fig.name != "medic_room_forward_extremities" {
 			t.Errorf("%s is exported but neither the rules nor the dashboard use it", fig.name)
 		}
+	}
+}
+
+// TestDashboardQueriesParse: every PromQL expression of the Grafana dashboard parses (promtool
+// checks them as recording rules, with Grafana's variables filled in).
+func TestDashboardQueriesParse(t *testing.T) {
+	bin := promtool(t)
+	fill := strings.NewReplacer(`$server_name`, `.*`, `$__rate_interval`, `5m`, `$__interval`, `1m`)
+	labelValues := regexp.MustCompile(`^label_values\((.+),\s*\w+\)$`)
+	type rule struct {
+		Record string `yaml:"record"`
+		Expr   string `yaml:"expr"`
+	}
+	var rules []rule
+	queries := metricstest.DashboardQueries(t)
+	for i, q := range queries {
+		expr := fill.Replace(q.Expr)
+		if m := labelValues.FindStringSubmatch(expr); m != nil {
+			expr = m[1]
+		}
+		rules = append(rules, rule{Record: fmt.Sprintf("dashboard:query%d", i), Expr: expr})
+	}
+	if len(rules) < 20 {
+		t.Fatalf("only %d queries found in the dashboard", len(rules))
+	}
+	raw, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "dashboard.yml")
+	if err = os.WriteFile(file, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "check", "rules", file).CombinedOutput(); err != nil {
+		t.Fatalf("a dashboard query does not parse: %v\n%s\n%s", err, out, raw)
 	}
 }

@@ -171,6 +171,22 @@ func ContribMetrics(t testing.TB) map[string]string {
 	for alert, expr := range AlertRules(t) {
 		add("alert "+alert, expr)
 	}
+	for _, q := range DashboardQueries(t) {
+		add(q.Where, q.Expr)
+	}
+	return out
+}
+
+// Query is one PromQL expression of the dashboard.
+type Query struct {
+	Where string // "dashboard panel <title>", or the template variable
+	Expr  string
+}
+
+// DashboardQueries lists every PromQL expression of contrib/grafana-dashboard.json: the
+// panels' targets ("expr") and the template variables' queries.
+func DashboardQueries(t testing.TB) []Query {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(ContribDir(), "grafana-dashboard.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +195,7 @@ func ContribMetrics(t testing.TB) map[string]string {
 	if err = json.Unmarshal(raw, &dash); err != nil {
 		t.Fatalf("grafana-dashboard.json: %v", err)
 	}
-	// Every "expr" (panel targets) and "query" (template variables), wherever it is nested.
+	var out []Query
 	var walk func(v any, where string)
 	walk = func(v any, where string) {
 		switch v := v.(type) {
@@ -187,15 +203,18 @@ func ContribMetrics(t testing.TB) map[string]string {
 			if title, ok := v["title"].(string); ok {
 				where = "dashboard panel " + title
 			}
+			if name, ok := v["name"].(string); ok && v["type"] == "query" {
+				where = "dashboard variable " + name
+			}
 			for k, x := range v {
-				if s, ok := x.(string); ok && (k == "expr" || k == "query" || k == "definition") {
-					add(where, s)
-				} else if q, ok := x.(map[string]any); ok && k == "query" {
-					if s, ok := q["query"].(string); ok {
-						add(where, s)
+				switch x := x.(type) {
+				case string:
+					if k == "expr" || k == "query" && strings.HasPrefix(where, "dashboard variable") {
+						out = append(out, Query{where, x})
 					}
+				default:
+					walk(x, where)
 				}
-				walk(x, where)
 			}
 		case []any:
 			for _, x := range v {
@@ -204,5 +223,6 @@ func ContribMetrics(t testing.TB) map[string]string {
 		}
 	}
 	walk(dash, "dashboard")
+	slices.SortFunc(out, func(a, b Query) int { return strings.Compare(a.Where+a.Expr, b.Where+b.Expr) })
 	return out
 }
