@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidateNamesEachBadKey(t *testing.T) {
@@ -24,6 +25,7 @@ import:
     gone: {type: sqlite, database: /nonexistent/homeserver.db}
     empty: {type: postgres}
   chunk_size: -1
+metrics: {listen: "9330", check_interval: 1s}
 logging: {level: loud}
 `), t.TempDir())
 	if err != nil {
@@ -38,6 +40,7 @@ logging: {level: loud}
 		"admins[0]", "rooms.admin[0]", "database.type", "synapse.database", "synapse.signing_key_path",
 		"synapse.logs[0].type", "synapse.logs[1].path", "synapse.logs[2].unit", "logging.level",
 		"import.sources.old.type", "import.sources.gone.database", "import.sources.empty.database", "import.chunk_size",
+		"metrics.listen", "metrics.check_interval",
 	} {
 		if !strings.Contains(err.Error(), "\n  "+key+":") {
 			t.Errorf("problem list does not name %s:\n%v", key, err)
@@ -65,7 +68,8 @@ admins: ["@admin:example.org"]
 		t.Fatal(err)
 	}
 	if cfg.DataDir != "/etc/medic/data" || !strings.Contains(cfg.Database.URI, "/etc/medic/data/medic.db") ||
-		cfg.Bot.CommandPrefix != "!" || !cfg.Encryption.On() || !cfg.Rooms.Adopt() {
+		cfg.Bot.CommandPrefix != "!" || !cfg.Encryption.On() || !cfg.Rooms.Adopt() ||
+		cfg.Metrics.Listen != "" || cfg.Metrics.Interval() != 5*time.Minute {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
 }

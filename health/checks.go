@@ -197,6 +197,7 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 			chainRooms++
 		}
 		res.add(room, st > OK, room, fmt.Sprint(c.Count), c.First.UTC().Format(time.DateTime), c.Last.UTC().Format(time.DateTime), chain)
+		res.PerItem[room] = float64(c.Count)
 		if st > OK {
 			res.level(room, st)
 		}
@@ -263,12 +264,17 @@ func checkExtremities(ctx context.Context, rn *Runner, _ *Report, res *Result) e
 		return errNoDB
 	}
 	th := rn.th()
-	warn := min(th.ExtremitiesWarn, diagnose.ExtremitiesWarn)
-	rooms, err := rn.DB.RoomsWithExtremities(ctx, warn, 50)
+	// From 1 up, most first: the first row is the maximum (for /metrics); the rooms over the
+	// thresholds come before the others. The query groups the whole (small) table either way.
+	rooms, err := rn.DB.RoomsWithExtremities(ctx, 1, 50)
 	if err != nil {
 		return err
 	}
 	res.Columns = []string{"room", "forward extremities"}
+	res.Metrics["max"] = 0
+	if len(rooms) > 0 {
+		res.Metrics["max"] = float64(rooms[0].Count)
+	}
 	n := 0
 	for _, r := range rooms {
 		st := OK
@@ -285,6 +291,7 @@ func checkExtremities(ctx context.Context, rn *Runner, _ *Report, res *Result) e
 		res.worst(st)
 		res.add(r.RoomID, true, r.RoomID, fmt.Sprint(r.Count))
 		res.level(r.RoomID, st)
+		res.PerItem[r.RoomID] = float64(r.Count)
 	}
 	res.Metrics["rooms"] = float64(n)
 	if n == 0 {
@@ -415,6 +422,7 @@ func checkDisk(ctx context.Context, rn *Runner, _ *Report, res *Result) error {
 			res.level(d.Name, st)
 		}
 		res.Metrics["free_pct_"+d.Name] = pct
+		res.PerItem[d.Name] = pct
 	}
 	res.Summary = fmt.Sprintf("lowest free space %.1f%% (warn below %g%%, critical below %g%%)", worst, th.DiskWarnPercent, th.DiskCriticalPercent)
 	if res.Status > OK {

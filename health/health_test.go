@@ -104,8 +104,8 @@ func TestDatabaseFaults(t *testing.T) {
 		t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM rejections WHERE event_id = $1`, msgs[3]) })
 		r := check(t, rn, "rejections")
 		flipped(t, r, health.Warn, key)
-		if row := r.Rows[slices.Index(r.Keys, key)]; row[1] != "1" || row[4] != "" {
-			t.Errorf("one rejected message, no chain: %v", row)
+		if row := r.Rows[slices.Index(r.Keys, key)]; row[1] != "1" || row[4] != "" || r.PerItem[key] != 1 {
+			t.Errorf("one rejected message, no chain: %v (figure %v)", row, r.PerItem[key])
 		}
 		// The power levels rejected too: the start of a rejection chain, critical.
 		var pl string
@@ -163,6 +163,9 @@ func TestDatabaseFaults(t *testing.T) {
 		flipped(t, r, health.Warn, key)
 		if !strings.Contains(r.Hint, "!extremities trim") {
 			t.Errorf("hint: %q", r.Hint)
+		}
+		if n := r.PerItem[key]; n < 11 || r.Metrics["max"] < n {
+			t.Errorf("the room's %v forward extremities, the maximum %v", n, r.Metrics["max"])
 		}
 		drop()
 		cleared(t, check(t, rn, "extremities"), key)

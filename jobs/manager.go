@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +36,15 @@ type Manager struct {
 	ProgressInterval time.Duration
 	// Prefix is the command prefix (bot.command_prefix), for the commands texts name.
 	Prefix string
+	// Observer, when set (before jobs run), hears of every run's end, e.g. for metrics.
+	Observer Observer
+}
+
+// Observer hears of job runs ending (each run: a resumed job's second run is another). It is
+// called on the run's goroutine and must not block.
+type Observer interface {
+	// RunEnded tells a run of a job of kind ended in state (done, failed, cancelled) after took.
+	RunEnded(kind, state string, took time.Duration)
 }
 
 // NewManager returns a manager; Register adds the operations it runs.
@@ -48,6 +59,11 @@ func (m *Manager) Register(ops ...operation) {
 	for _, op := range ops {
 		m.ops[op.kind()] = op
 	}
+}
+
+// Kinds lists the registered operations' kinds, sorted.
+func (m *Manager) Kinds() []string {
+	return slices.Sorted(maps.Keys(m.ops))
 }
 
 // Wait waits for running jobs (used on shutdown, by the terminal, and in tests).
