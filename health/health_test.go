@@ -275,17 +275,39 @@ func TestFailingDestination(t *testing.T) {
 	}
 	cleared(t, check(t, rn, "destinations"), tb.HS2.Name)
 	tb.Stop(t, tb.HS2)
+	stopped := time.Now()
+	t.Cleanup(func() { tb.Start(t, tb.HS2) })
 	if _, err = admin.SendText(ctx, room.RoomID, "hello while hs2 is down"); err != nil {
 		t.Fatal(err)
 	}
+	// Synapse records the dead peer in its destinations table only after ~9.5 minutes; its
+	// log shows the failing requests, so the check lists hs2 within about two.
 	var r *health.Result
-	for deadline := time.Now().Add(180 * time.Second); ; time.Sleep(2 * time.Second) {
+	for deadline := time.Now().Add(240 * time.Second); ; time.Sleep(5 * time.Second) {
 		r = check(t, rn, "destinations")
 		if slices.Contains(r.Items, tb.HS2.Name) || time.Now().After(deadline) {
 			break
 		}
 	}
+	found := time.Since(stopped)
 	flipped(t, r, health.Warn, tb.HS2.Name)
+	source := ""
+	for i, key := range r.Keys {
+		if key == tb.HS2.Name {
+			source = r.Rows[i][len(r.Rows[i])-1]
+		}
+	}
+	recorded := tb.HS1.Count(t, `SELECT count(*) FROM destinations WHERE destination = $1 AND failure_ts IS NOT NULL`, tb.HS2.Name) > 0
+	t.Logf("hs2 listed %s after it stopped, source %q; recorded in destinations then: %v", found.Round(time.Second), source, recorded)
+	if !recorded && !strings.HasPrefix(source, "Synapse's log") {
+		t.Errorf("hs2 listed while Synapse has not recorded it, but not from the log: %q", source)
+	}
+	if !strings.Contains(source, "ConnectionRefused") && !strings.Contains(source, "destinations table") {
+		t.Errorf("the row does not say why: %q", source)
+	}
+	if r.Metrics["failing"] < 1 {
+		t.Errorf("failing metric %v", r.Metrics["failing"])
+	}
 	if !strings.Contains(r.Hint, "!federation reset") {
 		t.Errorf("hint: %q", r.Hint)
 	}
@@ -293,7 +315,15 @@ func TestFailingDestination(t *testing.T) {
 	if err = rn.Admin.ResetConnection(ctx, tb.HS2.Name); err != nil {
 		t.Fatal(err)
 	}
-	cleared(t, check(t, rn, "destinations"), tb.HS2.Name)
+	// Back: once a request to hs2 completes (the queued transaction, sent on the reset), the
+	// log no longer shows it failing either.
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(3 * time.Second) {
+		r = check(t, rn, "destinations")
+		if !slices.Contains(r.Items, tb.HS2.Name) || time.Now().After(deadline) {
+			break
+		}
+	}
+	cleared(t, r, tb.HS2.Name)
 }
 
 // nginx runs nginx in front of hs1's federation listener: on normalising, `proxy_pass` with
