@@ -16,9 +16,11 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/health"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
+	"github.com/synapse-medic/medic/synapselog"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -310,6 +312,32 @@ func TestFailingDestination(t *testing.T) {
 	}
 	if !strings.Contains(r.Hint, "!federation reset") {
 		t.Errorf("hint: %q", r.Hint)
+	}
+	// Synapse's own log, read as the check reads it, shows hs2 failing whatever Synapse's
+	// table says (Synapse writes the table when its retries give up, which for transaction
+	// traffic alone takes ~9.5 min; here a failed profile lookup put it there sooner).
+	var peer *synapselog.Peer
+	for deadline := time.Now().Add(150 * time.Second); peer == nil; time.Sleep(5 * time.Second) {
+		peers, err := diagnose.FailingPeersFromLogs(ctx, rn.Config.Synapse.Logs, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range peers {
+			if p.Server == tb.HS2.Name {
+				peer = p
+			}
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	if peer == nil {
+		t.Fatalf("Synapse's log never showed hs2 failing (%s after it stopped)", time.Since(stopped).Round(time.Second))
+	}
+	t.Logf("Synapse's log shows hs2 failing %s after it stopped: %d failed requests since %s, last %q",
+		time.Since(stopped).Round(time.Second), peer.Failures, peer.First.Format(time.TimeOnly), peer.LastError)
+	if !strings.Contains(peer.LastError, "ConnectionRefused") {
+		t.Errorf("last error %q", peer.LastError)
 	}
 	tb.Start(t, tb.HS2)
 	if err = rn.Admin.ResetConnection(ctx, tb.HS2.Name); err != nil {
