@@ -1,6 +1,8 @@
 # Synapse Medic image. Build: docker build -t synapse-medic .
 # Run:   docker run -v $PWD/config.yaml:/config/config.yaml:ro -v medic-data:/data synapse-medic
 # In the config set data_dir: /data (the image's default config path is /config/config.yaml).
+# Monitoring: metrics.listen: 0.0.0.0:9330 in the config and -p 127.0.0.1:9330:9330 (/healthz,
+# /ready, /metrics).
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
@@ -24,5 +26,7 @@ RUN apt-get update \
 COPY --from=build /out/medic /out/medic-authcheck /usr/local/bin/
 USER medic
 VOLUME ["/data", "/config"]
+# metrics.listen, when set to 0.0.0.0:9330
+EXPOSE 9330
 ENTRYPOINT ["/usr/local/bin/medic"]
 CMD ["run", "-c", "/config/config.yaml"]

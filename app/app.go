@@ -16,6 +16,7 @@ import (
 	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/health"
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/metrics"
 	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
@@ -28,10 +29,13 @@ type App struct {
 	Store  *store.Store
 	Admin  *adminapi.Client
 	// DB is Synapse's database; nil when synapse.database is not configured.
-	DB      *synapse.DB
-	Health  *health.Runner
-	Jobs    *jobs.Manager
-	Ops     Ops
+	DB     *synapse.DB
+	Health *health.Runner
+	Jobs   *jobs.Manager
+	Ops    Ops
+	// Metrics is the monitoring listener (metrics.listen); nil when not configured. The bot
+	// starts it; `medic exec` does not.
+	Metrics *metrics.Server
 	Version string
 	Log     zerolog.Logger
 
@@ -88,6 +92,11 @@ func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.
 		Undo:            recovery.Undo(a.DB, a.Jobs, &recovery.Restarter{Admin: a.Admin, Command: cfg.Synapse.RestartCommand}),
 	}
 	a.Jobs.Register(a.Ops.FederationReset, a.Ops.ExtremitiesTrim, a.Ops.Recover, a.Ops.Import, a.Ops.Unreject, a.Ops.Undo)
+	if cfg.Metrics.Listen != "" {
+		synapseUp := func(ctx context.Context) error { _, err := a.Admin.ServerVersion(ctx); return err }
+		a.Metrics = metrics.New(cfg, a.Health, st, synapseUp, a.Jobs.Kinds(), version, log.With().Str("component", "metrics").Logger())
+		a.Jobs.Observer = a.Metrics
+	}
 	return a, nil
 }
 

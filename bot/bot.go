@@ -232,8 +232,24 @@ func (b *Bot) crossSign(ctx context.Context) error {
 	return nil
 }
 
-// Run syncs until ctx is cancelled, then waits for running commands.
+// Run syncs until ctx is cancelled, then waits for running commands. With metrics.listen
+// set it serves /healthz, /ready and /metrics meanwhile (a listen address that cannot be bound
+// fails it at once).
 func (b *Bot) Run(ctx context.Context) error {
+	// The schedule and the listener end with the sync, also when it fails.
+	bg, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	if m := b.app.Metrics; m != nil {
+		if err := m.Listen(); err != nil {
+			b.close()
+			return err
+		}
+		b.running.Add(1)
+		go func() {
+			defer b.running.Done()
+			m.Serve(bg)
+		}()
+	}
 	go func() {
 		for _, roomID := range b.adminRooms.AsList() {
 			b.publishSpecs(ctx, roomID)
@@ -242,18 +258,24 @@ func (b *Bot) Run(ctx context.Context) error {
 	b.running.Add(1)
 	go func() {
 		defer b.running.Done()
-		b.runSchedule(ctx)
+		b.runSchedule(bg)
 	}()
 	err := b.Client.SyncWithContext(ctx)
+	stopBackground()
 	b.running.Wait()
-	b.app.Close()
-	if b.crypto != nil {
-		_ = b.crypto.Close()
-	}
+	b.close()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("sync: %w", err)
 	}
 	return nil
+}
+
+// close waits for running jobs and releases medic's connections.
+func (b *Bot) close() {
+	b.app.Close()
+	if b.crypto != nil {
+		_ = b.crypto.Close()
+	}
 }
 
 func readOrCreateSecret(path string) ([]byte, error) {

@@ -22,6 +22,7 @@ import (
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/synapse"
 )
 
 // Env is the processor's Meta, shared by all commands: the application, and the transport
@@ -124,9 +125,19 @@ func outcome(ctx context.Context) *Outcome {
 	return &Outcome{}
 }
 
-// Fail replies with an error message and marks the command as failed.
+// Fail replies with an error message and marks the command as failed. An error among the
+// arguments that the admin can fix (a database role without rights, a bot that is no server
+// admin …) gets what to do appended.
 func Fail(ce *Event, msg string, args ...any) {
 	outcome(ce.Ctx).Failed = true
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			if r := synapse.Remedy(err); r != "" {
+				msg += "\n\n→ " + strings.ReplaceAll(r, "%", "%%")
+				break
+			}
+		}
+	}
 	reply(ce, msg, args...)
 }
 

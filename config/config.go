@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -37,8 +38,22 @@ type Config struct {
 	Jobs       Jobs          `yaml:"jobs"`
 	Health     Health        `yaml:"health"`
 	Import     Import        `yaml:"import"`
+	Metrics    Metrics       `yaml:"metrics"`
 	Logging    Logging       `yaml:"logging"`
 }
+
+// Metrics configures the HTTP listener for monitoring: /healthz, /ready and Prometheus'
+// /metrics.
+type Metrics struct {
+	// Listen is the address ("127.0.0.1:9330") the listener binds; empty: no listener.
+	Listen string `yaml:"listen"`
+	// CheckInterval is how often the health checks run for /metrics ("5m"), apart from the
+	// scheduled report.
+	CheckInterval string `yaml:"check_interval"`
+}
+
+// Interval returns metrics.check_interval as a duration (validated by Validate).
+func (m Metrics) Interval() time.Duration { return Duration(m.CheckInterval) }
 
 // Import configures !import history.
 type Import struct {
@@ -298,6 +313,7 @@ func (c *Config) fillDefaults(baseDir string) {
 	setDefault(&th.DiskWarnPercent, 15)
 	setDefault(&th.DiskCriticalPercent, 5)
 	setDefault(&c.Import.ChunkSize, 5000)
+	setDefault(&c.Metrics.CheckInterval, "5m")
 	for name, src := range c.Import.Sources {
 		if src.Type == "sqlite" && src.Database != "" && !filepath.IsAbs(src.Database) {
 			src.Database = filepath.Join(baseDir, src.Database)
@@ -446,6 +462,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Import.ChunkSize < 1 || c.Import.ChunkSize > 100000 {
 		bad("import.chunk_size", "must be between 1 and 100000, got %d", c.Import.ChunkSize)
+	}
+	if c.Metrics.Listen != "" {
+		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil || port == "" {
+			bad("metrics.listen", "must be host:port like 127.0.0.1:9330, got %q", c.Metrics.Listen)
+		}
+	}
+	if d, err := time.ParseDuration(c.Metrics.CheckInterval); err != nil || d < 10*time.Second {
+		bad("metrics.check_interval", "must be a duration of at least 10s like 5m, got %q", c.Metrics.CheckInterval)
 	}
 	switch c.Logging.Level {
 	case "trace", "debug", "info", "warn", "error":

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"time"
+
 	"maunium.net/go/mautrix/id"
 )
 
@@ -26,6 +28,7 @@ import:
     gone: {type: sqlite, database: /nonexistent/homeserver.db}
     empty: {type: postgres}
   chunk_size: -1
+metrics: {listen: "9330", check_interval: 1s}
 logging: {level: loud}
 encryption: {enabled: false, require_verified_device: true}
 `), t.TempDir())
@@ -42,6 +45,7 @@ encryption: {enabled: false, require_verified_device: true}
 		"synapse.logs[0].type", "synapse.logs[1].path", "synapse.logs[2].unit", "logging.level",
 		"import.sources.old.type", "import.sources.gone.database", "import.sources.empty.database", "import.chunk_size",
 		"encryption.enabled",
+		"metrics.listen", "metrics.check_interval",
 	} {
 		if !strings.Contains(err.Error(), "\n  "+key+":") {
 			t.Errorf("problem list does not name %s:\n%v", key, err)
@@ -83,7 +87,8 @@ admins: ["@admin:example.org"]
 		t.Fatal(err)
 	}
 	if cfg.DataDir != "/etc/medic/data" || !strings.Contains(cfg.Database.URI, "/etc/medic/data/medic.db") ||
-		cfg.Bot.CommandPrefix != "!" || !cfg.Encryption.On() || !cfg.Rooms.Adopt() {
+		cfg.Bot.CommandPrefix != "!" || !cfg.Encryption.On() || !cfg.Rooms.Adopt() ||
+		cfg.Metrics.Listen != "" || cfg.Metrics.Interval() != 5*time.Minute {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
 }

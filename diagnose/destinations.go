@@ -5,8 +5,36 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/synapse/adminapi"
+	"github.com/synapse-medic/medic/synapselog"
 )
+
+// A peer counts as failing from the log when every request to it failed for at least
+// LogFailingSpan, the last one within LogFailingRecent: Synapse retries a transaction after
+// about 2, 10, 40 and 100 seconds, so a dead peer shows within two minutes, while one refused
+// connection or a peer that came back does not.
+const (
+	LogFailingSpan   = time.Minute
+	LogFailingRecent = 5 * time.Minute
+	logPeersWindow   = 30 * time.Minute
+)
+
+// FailingPeersFromLogs returns the servers Synapse's log shows as unreachable now (see
+// LogFailingSpan), before Synapse itself records them in its destinations table.
+func FailingPeersFromLogs(ctx context.Context, logs []config.LogSource, now time.Time) ([]*synapselog.Peer, error) {
+	pl, err := synapselog.RecentPeers(ctx, Sources(logs), logPeersWindow, now)
+	if err != nil {
+		return nil, fmt.Errorf("read Synapse's log: %w", err)
+	}
+	var failing []*synapselog.Peer
+	for _, p := range pl.Sorted() {
+		if p.Failing(now.Add(-LogFailingRecent), LogFailingSpan) {
+			failing = append(failing, p)
+		}
+	}
+	return failing, nil
+}
 
 // FailingDestinations returns the destinations Synapse is backing off from.
 func FailingDestinations(ctx context.Context, adm *adminapi.Client) ([]*adminapi.Destination, error) {

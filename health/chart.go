@@ -2,18 +2,25 @@ package health
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"image"
 	"image/color"
-	"image/draw"
 	"image/png"
+	"math"
 	"slices"
+	"strconv"
 	"time"
 
-	"golang.org/x/image/font"
-	"golang.org/x/image/font/basicfont"
-	"golang.org/x/image/math/fixed"
+	xfont "golang.org/x/image/font"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/text"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/synapse-medic/medic/store"
 )
@@ -51,12 +58,12 @@ func (rn *Runner) Charts(ctx context.Context, rep *Report) ([]Chart, error) {
 					series[i].Values[k] += float64(d.Count)
 				}
 			}
-			labels := make([]string, 14)
-			for i := range labels {
-				labels[i] = since.AddDate(0, 0, i).Format("01-02")
+			dates := make([]time.Time, 14)
+			for i := range dates {
+				dates[i] = since.AddDate(0, 0, i)
 			}
-			img := StackedBars("Rejected events per day (UTC) by room", labels, series)
-			c, err := encode("rejections-per-day.png", "Rejected events per day", img)
+			c, err := encode("rejections-per-day.png", "Rejected events per day",
+				StackedBars("Rejected events per day (UTC), by room", "rejected events", dates, series))
 			if err != nil {
 				return nil, err
 			}
@@ -76,10 +83,14 @@ func (rn *Runner) Charts(ctx context.Context, rep *Report) ([]Chart, error) {
 		if len(points) >= 2 {
 			xs := make([]time.Time, len(points))
 			ys := make([]float64, len(points))
-			for i, p := range points {
-				xs[i], ys[i] = p.At, p.Value/(1<<20)
+			unit, div := "MiB", float64(1<<20)
+			if slices.MaxFunc(points, func(a, b store.MetricPoint) int { return cmp.Compare(a.Value, b.Value) }).Value >= 10<<30 {
+				unit, div = "GiB", 1<<30
 			}
-			c, err := encode("database-growth.png", "Database size", Line("Database size (MiB)", xs, ys))
+			for i, p := range points {
+				xs[i], ys[i] = p.At, p.Value/div
+			}
+			c, err := encode("database-growth.png", "Database size", Line("Database size", unit, xs, ys))
 			if err != nil {
 				return nil, err
 			}
@@ -98,31 +109,101 @@ func encode(name, title string, img image.Image) (Chart, error) {
 	return Chart{Name: name, Title: title, PNG: buf.Bytes(), W: b.Dx(), H: b.Dy()}, nil
 }
 
-// Series is one named row of values, one per label.
+// Series is one named row of values, one per day.
 type Series struct {
 	Name   string
 	Values []float64
 }
 
-var (
-	palette = []color.RGBA{{0x1e, 0x88, 0xe5, 0xff}, {0xe5, 0x39, 0x35, 0xff}, {0x43, 0xa0, 0x47, 0xff},
-		{0xfb, 0x8c, 0x00, 0xff}, {0x8e, 0x24, 0xaa, 0xff}, {0x75, 0x75, 0x75, 0xff}}
-	ink   = color.RGBA{0x21, 0x21, 0x21, 0xff}
-	grid  = color.RGBA{0xe0, 0xe0, 0xe0, 0xff}
-	paper = color.RGBA{0xff, 0xff, 0xff, 0xff}
-)
-
+// The charts are drawn with gonum.org/v1/plot in its bundled Liberation Sans (TrueType), on a
+// white card: Element shows an image as it is in both its light and dark themes, and dark text
+// on white reads in both.
 const (
-	chartW, chartH = 720, 400
-	left, right    = 60, 20
-	top, bottom    = 40, 60
+	chartW, chartH = 6.4 * vg.Inch, 3.6 * vg.Inch
+	chartDPI       = 150 // 960×540 pixels
 )
 
-// StackedBars draws one stacked bar per label; more than five series fold into "other".
-func StackedBars(title string, labels []string, series []Series) *image.RGBA {
+var (
+	// palette reads on white and stays apart for the common colour-vision deficiencies
+	// (Okabe–Ito), with a neutral grey last for "other".
+	palette = []color.RGBA{{0x00, 0x72, 0xb2, 0xff}, {0xe6, 0x9f, 0x00, 0xff}, {0x00, 0x9e, 0x73, 0xff},
+		{0xd5, 0x5e, 0x00, 0xff}, {0xcc, 0x79, 0xa7, 0xff}, {0x8a, 0x8a, 0x8a, 0xff}}
+	ink      = color.RGBA{0x17, 0x19, 0x1c, 0xff} // Element's light-theme text
+	softInk  = color.RGBA{0x5c, 0x64, 0x70, 0xff}
+	gridInk  = color.RGBA{0xe3, 0xe6, 0xea, 0xff}
+	cardFill = color.White
+)
+
+// newPlot is a plot with medic's style: sans-serif text, a bold title, a horizontal grid.
+func newPlot(title, yLabel string) *plot.Plot {
+	p := plot.New()
+	sans := font.Font{Typeface: "Liberation", Variant: "Sans"}
+	style := func(s *text.Style, size vg.Length, c color.Color) {
+		s.Font = font.From(sans, size)
+		s.Color = c
+	}
+	p.BackgroundColor = cardFill
+	p.Title.Text = title
+	style(&p.Title.TextStyle, 14, ink)
+	p.Title.TextStyle.Font.Weight = xfont.WeightBold
+	p.Title.Padding = vg.Points(10)
+	p.Y.Label.Text = yLabel
+	for _, a := range []*plot.Axis{&p.X, &p.Y} {
+		style(&a.Label.TextStyle, 11, softInk)
+		style(&a.Tick.Label, 10, softInk)
+		a.Color, a.Tick.Color = softInk, softInk
+		a.LineStyle.Width, a.Tick.LineStyle.Width = vg.Points(0.75), vg.Points(0.75)
+	}
+	style(&p.Legend.TextStyle, 10, ink)
+	grid := plotter.NewGrid()
+	grid.Vertical.Width = 0
+	grid.Horizontal.Color = gridInk
+	grid.Horizontal.Width = vg.Points(0.75)
+	p.Add(grid)
+	return p
+}
+
+// render draws the plot on the card, with its legend entries (if any) in two columns below
+// the plot (room IDs are too long to share the plot's area).
+func render(p *plot.Plot, legend []legendEntry) image.Image {
+	c := vgimg.NewWith(vgimg.UseWH(chartW, chartH), vgimg.UseDPI(chartDPI), vgimg.UseBackgroundColor(cardFill))
+	pad := vg.Points(12)
+	dc := draw.Crop(draw.New(c), pad, -pad, pad/2, -pad)
+	if len(legend) > 0 {
+		cols := [2]plot.Legend{plot.NewLegend(), plot.NewLegend()}
+		for i, e := range legend {
+			cols[i%2].Add(truncate(e.name, 44), e.thumb)
+		}
+		var h vg.Length
+		for i := range cols {
+			l := &cols[i]
+			l.TextStyle = p.Legend.TextStyle
+			l.Top, l.Left = true, true
+			l.Padding = vg.Points(3)
+			l.ThumbnailWidth = vg.Points(12)
+			h = max(h, l.Rectangle(dc).Size().Y)
+		}
+		area := draw.Crop(dc, 0, 0, 0, h-(dc.Max.Y-dc.Min.Y))
+		half := (area.Max.X - area.Min.X) / 2
+		cols[0].Draw(draw.Crop(area, 0, -half, 0, 0))
+		cols[1].Draw(draw.Crop(area, half, 0, 0, 0))
+		dc = draw.Crop(dc, 0, 0, h+pad/2, 0)
+	}
+	p.Draw(dc)
+	return c.Image()
+}
+
+type legendEntry struct {
+	name  string
+	thumb plot.Thumbnailer
+}
+
+// StackedBars draws one stacked bar per day; more than five series fold into "other".
+func StackedBars(title, yLabel string, days []time.Time, series []Series) image.Image {
+	series = slices.Clone(series)
 	slices.SortStableFunc(series, func(a, b Series) int { return int(sum(b.Values) - sum(a.Values)) })
 	if len(series) > 5 {
-		other := Series{Name: fmt.Sprintf("%d other rooms", len(series)-5), Values: make([]float64, len(labels))}
+		other := Series{Name: fmt.Sprintf("%d other rooms", len(series)-5), Values: make([]float64, len(days))}
 		for _, s := range series[5:] {
 			for i, v := range s.Values {
 				other.Values[i] += v
@@ -130,97 +211,121 @@ func StackedBars(title string, labels []string, series []Series) *image.RGBA {
 		}
 		series = append(series[:5], other)
 	}
-	maxY := 1.0
-	for i := range labels {
-		t := 0.0
-		for _, s := range series {
-			t += s.Values[i]
+	p := newPlot(title, yLabel)
+	p.Y.Min = 0
+	p.Y.Tick.Marker = integerTicks{}
+	labels := make([]string, len(days))
+	for i, d := range days {
+		labels[i] = d.UTC().Format("Jan 2")
+		if i%2 == 1 && len(days) > 10 {
+			labels[i] = "" // every other day: 14 dates do not fit side by side
 		}
-		maxY = max(maxY, t)
 	}
-	img, plotH := canvas(title, maxY, len(series))
-	slot := (chartW - left - right) / max(len(labels), 1)
-	for i, l := range labels {
-		x0 := left + i*slot + slot/6
-		x1 := left + (i+1)*slot - slot/6
-		y := float64(chartH - bottom)
-		for k, s := range series {
-			h := s.Values[i] / maxY * float64(plotH)
-			fill(img, x0, int(y-h), x1, int(y), palette[k%len(palette)])
-			y -= h
-		}
-		text(img, left+i*slot+2, chartH-bottom+14, l, ink)
-	}
+	slot := (chartW - 1.2*vg.Inch) / vg.Length(max(len(days), 1))
+	var below *plotter.BarChart
+	var legend []legendEntry
 	for k, s := range series {
-		ly := chartH - bottom + 30 + (k/2)*12
-		lx := left + (k%2)*330
-		fill(img, lx, ly-8, lx+8, ly, palette[k%len(palette)])
-		text(img, lx+12, ly, truncate(s.Name, 50), ink)
+		bars, err := plotter.NewBarChart(plotter.Values(s.Values), slot*0.7)
+		if err != nil {
+			continue // only for a non-positive width
+		}
+		bars.Color = palette[k%len(palette)]
+		bars.LineStyle.Width = 0
+		if below != nil {
+			bars.StackOn(below)
+		}
+		p.Add(bars)
+		below = bars
+		legend = append(legend, legendEntry{s.Name, bars})
 	}
-	return img
+	p.NominalX(labels...)
+	p.X.Tick.Length = vg.Points(3)
+	p.X.Min, p.X.Max = -0.6, float64(len(days))-0.4
+	return render(p, legend)
 }
 
-// Line draws values over time.
-func Line(title string, xs []time.Time, ys []float64) *image.RGBA {
-	maxY := 1.0
-	for _, y := range ys {
-		maxY = max(maxY, y)
-	}
-	img, plotH := canvas(title, maxY, 0)
-	t0, t1 := xs[0], xs[len(xs)-1]
-	span := max(t1.Sub(t0).Seconds(), 1)
-	px := func(i int) (int, int) {
-		x := left + int(xs[i].Sub(t0).Seconds()/span*float64(chartW-left-right))
-		y := chartH - bottom - int(ys[i]/maxY*float64(plotH))
-		return x, y
-	}
-	for i := 1; i < len(xs); i++ {
-		x0, y0 := px(i - 1)
-		x1, y1 := px(i)
-		lineSeg(img, x0, y0, x1, y1, palette[0])
-	}
+// Line draws values over time, on a date axis.
+func Line(title, yLabel string, xs []time.Time, ys []float64) image.Image {
+	p := newPlot(title, yLabel)
+	pts := make(plotter.XYs, len(xs))
 	for i := range xs {
-		x, y := px(i)
-		fill(img, x-2, y-2, x+3, y+3, palette[0])
+		pts[i] = plotter.XY{X: unixSeconds(xs[i]), Y: ys[i]}
 	}
-	text(img, left, chartH-bottom+14, t0.UTC().Format("2006-01-02 15:04"), ink)
-	end := t1.UTC().Format("2006-01-02 15:04")
-	text(img, chartW-right-7*len(end), chartH-bottom+14, end, ink)
-	return img
-}
-
-// canvas draws the background, title, axes and y grid; it returns the plot height.
-func canvas(title string, maxY float64, _ int) (*image.RGBA, int) {
-	img := image.NewRGBA(image.Rect(0, 0, chartW, chartH))
-	draw.Draw(img, img.Bounds(), &image.Uniform{paper}, image.Point{}, draw.Src)
-	text(img, left, 24, title, ink)
-	plotH := chartH - top - bottom
-	for k := 0; k <= 4; k++ {
-		y := chartH - bottom - k*plotH/4
-		fill(img, left, y, chartW-right, y+1, grid)
-		text(img, 4, y+4, short(maxY*float64(k)/4), ink)
+	line, dots, err := plotter.NewLinePoints(pts)
+	if err == nil {
+		line.Color, line.Width = palette[0], vg.Points(2)
+		dots.Shape, dots.Color, dots.Radius = draw.CircleGlyph{}, palette[0], vg.Points(2.5)
+		p.Add(line, dots)
 	}
-	fill(img, left, top, left+1, chartH-bottom, ink)
-	fill(img, left, chartH-bottom, chartW-right, chartH-bottom+1, ink)
-	return img, plotH
+	p.X.Tick.Marker = dateTicks{}
+	lo, hi := unixSeconds(xs[0]), unixSeconds(xs[len(xs)-1])
+	margin := max((hi-lo)*0.03, 60)
+	p.X.Min, p.X.Max = lo-margin, hi+margin
+	return render(p, nil)
 }
 
-func fill(img *image.RGBA, x0, y0, x1, y1 int, c color.Color) {
-	draw.Draw(img, image.Rect(x0, y0, x1, y1), &image.Uniform{c}, image.Point{}, draw.Src)
-}
+func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
-func lineSeg(img *image.RGBA, x0, y0, x1, y1 int, c color.RGBA) {
-	steps := max(abs(x1-x0), abs(y1-y0), 1)
-	for i := 0; i <= steps; i++ {
-		x := x0 + (x1-x0)*i/steps
-		y := y0 + (y1-y0)*i/steps
-		fill(img, x-1, y-1, x+1, y+1, c)
+// integerTicks are plot's default ticks on whole numbers only (counts).
+type integerTicks struct{}
+
+func (integerTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	for _, t := range (plot.DefaultTicks{}).Ticks(lo, max(hi, lo+1)) {
+		if t.Value != math.Trunc(t.Value) {
+			continue
+		}
+		if t.Label != "" {
+			t.Label = strconv.FormatFloat(t.Value, 'f', -1, 64) // "1", not "1.0"
+		}
+		ticks = append(ticks, t)
 	}
+	return ticks
 }
 
-func text(img *image.RGBA, x, y int, s string, c color.Color) {
-	d := &font.Drawer{Dst: img, Src: image.NewUniform(c), Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
-	d.DrawString(s)
+// dateTicks label whole calendar steps in UTC (minutes to months), about four to seven of
+// them, with minor ticks between.
+type dateTicks struct{}
+
+func (dateTicks) Ticks(lo, hi float64) []plot.Tick {
+	const day = 24 * time.Hour
+	steps := []struct {
+		d      time.Duration
+		format string
+	}{
+		{time.Minute, "15:04"}, {5 * time.Minute, "15:04"}, {15 * time.Minute, "15:04"}, {30 * time.Minute, "15:04"},
+		{time.Hour, "15:04"}, {3 * time.Hour, "Jan 2 15:04"}, {6 * time.Hour, "Jan 2 15:04"}, {12 * time.Hour, "Jan 2 15:04"},
+		{day, "Jan 2"}, {2 * day, "Jan 2"}, {7 * day, "Jan 2"}, {14 * day, "Jan 2"},
+	}
+	span := time.Duration((hi - lo) * float64(time.Second))
+	from, to := time.Unix(0, int64(lo*1e9)).UTC(), time.Unix(0, int64(hi*1e9)).UTC()
+	var ticks []plot.Tick
+	add := func(t time.Time, label string) {
+		if v := unixSeconds(t); v >= lo && v <= hi {
+			ticks = append(ticks, plot.Tick{Value: v, Label: label})
+		}
+	}
+	for _, s := range steps {
+		if span/s.d > 7 {
+			continue
+		}
+		// Truncate counts from 0001-01-01 UTC, a Monday: days start at midnight, weeks on Monday.
+		for t := from.Truncate(s.d); !t.After(to); t = t.Add(s.d) {
+			add(t, t.Format(s.format))
+			add(t.Add(s.d/2), "")
+		}
+		return ticks
+	}
+	// Months (on the 1st), then years.
+	months := max(1, int(math.Ceil(span.Hours()/24/30/7)))
+	format := "Jan 2006"
+	if months > 6 {
+		months, format = 12, "2006"
+	}
+	for t := time.Date(from.Year(), from.Month(), 1, 0, 0, 0, 0, time.UTC); !t.After(to); t = t.AddDate(0, months, 0) {
+		add(t, t.Format(format))
+	}
+	return ticks
 }
 
 func sum(v []float64) float64 {
@@ -231,28 +336,9 @@ func sum(v []float64) float64 {
 	return t
 }
 
-func abs(x int) int {
-	if x < 0 {
-		return -x
-	}
-	return x
-}
-
-func short(v float64) string {
-	switch {
-	case v >= 1e6:
-		return fmt.Sprintf("%.1fM", v/1e6)
-	case v >= 1e4:
-		return fmt.Sprintf("%.0fk", v/1e3)
-	case v == float64(int64(v)):
-		return fmt.Sprintf("%d", int64(v))
-	}
-	return fmt.Sprintf("%.1f", v)
-}
-
 func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
 	}
-	return s[:n-1] + "…"
+	return s
 }

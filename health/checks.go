@@ -106,38 +106,72 @@ func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result
 	}
 	th := rn.th()
 	warnAfter, critAfter := config.Duration(th.DestinationWarnAfter), config.Duration(th.DestinationCriticalAfter)
-	res.Columns = []string{"server", "failing for", "next retry in"}
-	failing := 0
+	res.Columns = []string{"server", "failing for", "next retry in", "source"}
+	failing, fromLog := 0, 0
+	status := func(dur time.Duration) Status {
+		switch {
+		case dur >= critAfter:
+			return Critical
+		case dur >= warnAfter:
+			return Warn
+		}
+		return OK
+	}
+	known := map[string]bool{}
 	for _, d := range dests {
 		if !d.Failing() {
 			continue
 		}
+		known[d.Destination] = true
 		failing++
 		since := time.UnixMilli(d.RetryLastTS)
 		if d.FailureTS != nil {
 			since = time.UnixMilli(*d.FailureTS)
 		}
 		dur := rep.At.Sub(since)
-		st := OK
-		switch {
-		case dur >= critAfter:
-			st = Critical
-		case dur >= warnAfter:
-			st = Warn
-		}
+		st := status(dur)
 		res.worst(st)
 		retry := time.UnixMilli(d.RetryLastTS + d.RetryInterval).Sub(rep.At)
-		res.add(d.Destination, st > OK, d.Destination, ago(dur), ago(max(retry, 0)))
+		res.add(d.Destination, st > OK, d.Destination, ago(dur), ago(max(retry, 0)), "Synapse's destinations table")
 		if st > OK {
 			res.level(d.Destination, st)
 		}
 	}
+	// Synapse records a dead peer only when its retries of a transaction give up (~9.5 min);
+	// its log shows the failing requests from the first one.
+	var logErr error
+	if len(rn.Config.Synapse.Logs) > 0 {
+		peers, err := diagnose.FailingPeersFromLogs(ctx, rn.Config.Synapse.Logs, rep.At)
+		logErr = err
+		for _, p := range peers {
+			if known[p.Server] {
+				continue
+			}
+			failing++
+			fromLog++
+			dur := rep.At.Sub(p.First)
+			st := status(dur)
+			res.worst(st)
+			res.add(p.Server, st > OK, p.Server, ago(dur), "—",
+				fmt.Sprintf("Synapse's log: %d failed requests since %s, last %s", p.Failures, p.First.UTC().Format("15:04:05"), p.LastError))
+			if st > OK {
+				res.level(p.Server, st)
+			}
+		}
+	}
 	res.Metrics["failing"] = float64(failing)
+	res.Metrics["failing_from_log"] = float64(fromLog)
 	switch {
 	case failing == 0:
 		res.Summary = fmt.Sprintf("all %d known servers reachable", len(dests))
+		if logErr != nil {
+			res.Summary += fmt.Sprintf(" (Synapse's destinations table only: %v)", logErr)
+		}
 	default:
-		res.Summary = fmt.Sprintf("%d of %d servers failing (warn after %s, critical after %s)", failing, len(dests), warnAfter, critAfter)
+		res.Summary = fmt.Sprintf("%d of %d servers failing (warn after %s, critical after %s)", failing, max(len(dests), failing), warnAfter, critAfter)
+		if fromLog > 0 {
+			res.Summary += fmt.Sprintf("; %d of them seen in Synapse's log only (Synapse has not given up on them yet)", fromLog)
+		}
 		res.Hint = fmt.Sprintf("once a server is back: `%sfederation reset <server>` (or `all`) clears Synapse's backoff", rn.pfx())
 	}
 	return nil
@@ -227,6 +261,7 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 			chainRooms++
 		}
 		res.add(room, st > OK, room, fmt.Sprint(c.Count), c.First.UTC().Format(time.DateTime), c.Last.UTC().Format(time.DateTime), chain)
+		res.PerItem[room] = float64(c.Count)
 		if st > OK {
 			res.level(room, st)
 		}
@@ -293,12 +328,17 @@ func checkExtremities(ctx context.Context, rn *Runner, _ *Report, res *Result) e
 		return errNoDB
 	}
 	th := rn.th()
-	warn := min(th.ExtremitiesWarn, diagnose.ExtremitiesWarn)
-	rooms, err := rn.DB.RoomsWithExtremities(ctx, warn, 50)
+	// From 1 up, most first: the first row is the maximum (for /metrics); the rooms over the
+	// thresholds come before the others. The query groups the whole (small) table either way.
+	rooms, err := rn.DB.RoomsWithExtremities(ctx, 1, 50)
 	if err != nil {
 		return err
 	}
 	res.Columns = []string{"room", "forward extremities"}
+	res.Metrics["max"] = 0
+	if len(rooms) > 0 {
+		res.Metrics["max"] = float64(rooms[0].Count)
+	}
 	n := 0
 	for _, r := range rooms {
 		st := OK
@@ -315,6 +355,7 @@ func checkExtremities(ctx context.Context, rn *Runner, _ *Report, res *Result) e
 		res.worst(st)
 		res.add(r.RoomID, true, r.RoomID, fmt.Sprint(r.Count))
 		res.level(r.RoomID, st)
+		res.PerItem[r.RoomID] = float64(r.Count)
 	}
 	res.Metrics["rooms"] = float64(n)
 	if n == 0 {
@@ -445,6 +486,7 @@ func checkDisk(ctx context.Context, rn *Runner, _ *Report, res *Result) error {
 			res.level(d.Name, st)
 		}
 		res.Metrics["free_pct_"+d.Name] = pct
+		res.PerItem[d.Name] = pct
 	}
 	res.Summary = fmt.Sprintf("lowest free space %.1f%% (warn below %g%%, critical below %g%%)", worst, th.DiskWarnPercent, th.DiskCriticalPercent)
 	if res.Status > OK {

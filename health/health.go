@@ -78,6 +78,10 @@ type Result struct {
 	// of anything else it found).
 	Levels  map[string]Status
 	Metrics map[string]float64
+	// PerItem is the check's figure for each finding, by key, where it has one (rejections:
+	// new rejected events per room; extremities: forward extremities per room; disk: free
+	// percent per file system). For /metrics; not stored.
+	PerItem map[string]float64
 	// New are Items that the previous report did not have (filled in by Run).
 	New []string
 	// Changed says how the status moved since the previous report ("" when the same or no
@@ -219,7 +223,7 @@ func (rn *Runner) Run(ctx context.Context, only ...string) (*Report, error) {
 	rep.Results = make([]*Result, len(checks))
 	var wg sync.WaitGroup
 	for i, c := range checks {
-		res := &Result{Check: c.ID, Title: c.Title, Metrics: map[string]float64{}}
+		res := &Result{Check: c.ID, Title: c.Title, Metrics: map[string]float64{}, PerItem: map[string]float64{}}
 		rep.Results[i] = res
 		wg.Add(1)
 		go func() {

@@ -16,9 +16,11 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/health"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
+	"github.com/synapse-medic/medic/synapselog"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -104,8 +106,8 @@ func TestDatabaseFaults(t *testing.T) {
 		t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM rejections WHERE event_id = $1`, msgs[3]) })
 		r := check(t, rn, "rejections")
 		flipped(t, r, health.Warn, key)
-		if row := r.Rows[slices.Index(r.Keys, key)]; row[1] != "1" || row[4] != "" {
-			t.Errorf("one rejected message, no chain: %v", row)
+		if row := r.Rows[slices.Index(r.Keys, key)]; row[1] != "1" || row[4] != "" || r.PerItem[key] != 1 {
+			t.Errorf("one rejected message, no chain: %v (figure %v)", row, r.PerItem[key])
 		}
 		// The power levels rejected too: the start of a rejection chain, critical.
 		var pl string
@@ -163,6 +165,9 @@ func TestDatabaseFaults(t *testing.T) {
 		flipped(t, r, health.Warn, key)
 		if !strings.Contains(r.Hint, "!extremities trim") {
 			t.Errorf("hint: %q", r.Hint)
+		}
+		if n := r.PerItem[key]; n < 11 || r.Metrics["max"] < n {
+			t.Errorf("the room's %v forward extremities, the maximum %v", n, r.Metrics["max"])
 		}
 		drop()
 		cleared(t, check(t, rn, "extremities"), key)
@@ -272,25 +277,81 @@ func TestFailingDestination(t *testing.T) {
 	}
 	cleared(t, check(t, rn, "destinations"), tb.HS2.Name)
 	tb.Stop(t, tb.HS2)
+	stopped := time.Now()
+	t.Cleanup(func() { tb.Start(t, tb.HS2) })
 	if _, err = admin.SendText(ctx, room.RoomID, "hello while hs2 is down"); err != nil {
 		t.Fatal(err)
 	}
+	// Synapse records the dead peer in its destinations table only after ~9.5 minutes; its
+	// log shows the failing requests, so the check lists hs2 within about two.
 	var r *health.Result
-	for deadline := time.Now().Add(180 * time.Second); ; time.Sleep(2 * time.Second) {
+	for deadline := time.Now().Add(240 * time.Second); ; time.Sleep(5 * time.Second) {
 		r = check(t, rn, "destinations")
 		if slices.Contains(r.Items, tb.HS2.Name) || time.Now().After(deadline) {
 			break
 		}
 	}
+	found := time.Since(stopped)
 	flipped(t, r, health.Warn, tb.HS2.Name)
+	source := ""
+	for i, key := range r.Keys {
+		if key == tb.HS2.Name {
+			source = r.Rows[i][len(r.Rows[i])-1]
+		}
+	}
+	recorded := tb.HS1.Count(t, `SELECT count(*) FROM destinations WHERE destination = $1 AND failure_ts IS NOT NULL`, tb.HS2.Name) > 0
+	t.Logf("hs2 listed %s after it stopped, source %q; recorded in destinations then: %v", found.Round(time.Second), source, recorded)
+	if !recorded && !strings.HasPrefix(source, "Synapse's log") {
+		t.Errorf("hs2 listed while Synapse has not recorded it, but not from the log: %q", source)
+	}
+	if !strings.Contains(source, "ConnectionRefused") && !strings.Contains(source, "destinations table") {
+		t.Errorf("the row does not say why: %q", source)
+	}
+	if r.Metrics["failing"] < 1 {
+		t.Errorf("failing metric %v", r.Metrics["failing"])
+	}
 	if !strings.Contains(r.Hint, "!federation reset") {
 		t.Errorf("hint: %q", r.Hint)
+	}
+	// Synapse's own log, read as the check reads it, shows hs2 failing whatever Synapse's
+	// table says (Synapse writes the table when its retries give up, which for transaction
+	// traffic alone takes ~9.5 min; here a failed profile lookup put it there sooner).
+	var peer *synapselog.Peer
+	for deadline := time.Now().Add(150 * time.Second); peer == nil; time.Sleep(5 * time.Second) {
+		peers, err := diagnose.FailingPeersFromLogs(ctx, rn.Config.Synapse.Logs, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range peers {
+			if p.Server == tb.HS2.Name {
+				peer = p
+			}
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	if peer == nil {
+		t.Fatalf("Synapse's log never showed hs2 failing (%s after it stopped)", time.Since(stopped).Round(time.Second))
+	}
+	t.Logf("Synapse's log shows hs2 failing %s after it stopped: %d failed requests since %s, last %q",
+		time.Since(stopped).Round(time.Second), peer.Failures, peer.First.Format(time.TimeOnly), peer.LastError)
+	if !strings.Contains(peer.LastError, "ConnectionRefused") {
+		t.Errorf("last error %q", peer.LastError)
 	}
 	tb.Start(t, tb.HS2)
 	if err = rn.Admin.ResetConnection(ctx, tb.HS2.Name); err != nil {
 		t.Fatal(err)
 	}
-	cleared(t, check(t, rn, "destinations"), tb.HS2.Name)
+	// Back: once a request to hs2 completes (the queued transaction, sent on the reset), the
+	// log no longer shows it failing either.
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(3 * time.Second) {
+		r = check(t, rn, "destinations")
+		if !slices.Contains(r.Items, tb.HS2.Name) || time.Now().After(deadline) {
+			break
+		}
+	}
+	cleared(t, r, tb.HS2.Name)
 }
 
 // nginx runs nginx in front of hs1's federation listener: on normalising, `proxy_pass` with

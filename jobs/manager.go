@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +40,15 @@ type Manager struct {
 	// which operations with a Schema range are checked before they are planned or resumed.
 	// nil when medic has no Synapse database: those operations then refuse on their own.
 	Schema func(ctx context.Context) (SchemaState, error)
+	// Observer, when set (before jobs run), hears of every run's end, e.g. for metrics.
+	Observer Observer
+}
+
+// Observer hears of job runs ending (each run: a resumed job's second run is another). It is
+// called on the run's goroutine and must not block.
+type Observer interface {
+	// RunEnded tells a run of a job of kind ended in state (done, failed, cancelled) after took.
+	RunEnded(kind, state string, took time.Duration)
 }
 
 // NewManager returns a manager; Register adds the operations it runs.
@@ -53,6 +64,11 @@ func (m *Manager) Register(ops ...operation) {
 		op.checkSchema()
 		m.ops[op.kind()] = op
 	}
+}
+
+// Kinds lists the registered operations' kinds, sorted.
+func (m *Manager) Kinds() []string {
+	return slices.Sorted(maps.Keys(m.ops))
 }
 
 // Wait waits for running jobs (used on shutdown, by the terminal, and in tests).

@@ -505,3 +505,37 @@ func TestUnknownJob(t *testing.T) {
 		}
 	}
 }
+
+// runLog is an Observer that records every run's end.
+type runLog struct {
+	mu   sync.Mutex
+	runs []string
+}
+
+func (l *runLog) RunEnded(kind, state string, took time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.runs = append(l.runs, fmt.Sprintf("%s %s %v", kind, state, took >= 0))
+}
+
+// TestObserverHearsEachRun: the observer hears of every run's end with its kind and state,
+// before the report (a failed run, then its resumed run).
+func TestObserverHearsEachRun(t *testing.T) {
+	f := newFixture(t, 1, "15m")
+	obs := &runLog{}
+	f.m.Observer = obs
+	f.w.fail["b"] = errors.New("boom")
+	job := f.propose(t, f.seq, "a", "b")
+	f.approve(t, f.alice, job.ID)
+	f.n.lastReport(t)
+	f.w.set(func() { delete(f.w.fail, "b") })
+	if _, err := f.m.Resume(context.Background(), f.alice, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.n.lastReport(t)
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if !same(obs.runs, []string{"test.seq failed true", "test.seq done true"}) {
+		t.Fatalf("observed runs: %q", obs.runs)
+	}
+}

@@ -186,6 +186,9 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op ope
 		log.Err(err).Msg("Failed to save job state")
 	}
 	m.audit(ctx, job.ID, medicActor, "%s: %s", state, job.Result)
+	if m.Observer != nil {
+		m.Observer.RunEnded(job.Kind, state, time.Since(rs.started))
+	}
 	notify.Progress(ctx, job, rs.status(job.ID, true), true)
 	notify.Report(ctx, job, m.report(job, plan, rs, stopped, notRun, rep.notes))
 }

@@ -10,6 +10,21 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
 command -v curl >/dev/null || { apt-get update -qq; apt-get install -y -qq curl >/dev/null; }
+# promtool (contrib/'s alert rules) comes with Debian's prometheus package. Only the tool is
+# wanted: policy-rc.d keeps the package's service from starting while it installs (unless the
+# host already has a policy), and on a systemd host the unit it enables is disabled again.
+if ! command -v promtool >/dev/null; then
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+fi
+export MEDIC_REQUIRE_PROMTOOL=1
+promtool check rules contrib/*.yml
 
 # One user of the testbed at a time on this machine (see testbed/lock.go).
 exec 9>/tmp/medic-testbed.lock
@@ -40,4 +55,5 @@ GOEXPERIMENT=jsonv2 GOFLAGS= go test -run '^$' -fuzz '^FuzzCheck$' -fuzztime "${
 go test -run '^$' -fuzz '^FuzzRun$' -fuzztime "${MEDIC_FUZZTIME:-12000x}" ./terminal
 go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "${MEDIC_FUZZTIME:-40000x}" ./config
 go test -run '^$' -fuzz '^FuzzParseLine$' -fuzztime "${MEDIC_FUZZTIME:-50000x}" ./synapselog
+go test -run '^$' -fuzz '^FuzzPeerLogFeed$' -fuzztime "${MEDIC_FUZZTIME:-50000x}" ./synapselog
 go test -run '^$' -fuzz '^FuzzParseSince$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./commands

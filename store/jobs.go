@@ -60,6 +60,7 @@ const (
 	getStepsQuery     = `SELECT idx, state, error FROM job_step WHERE job_id = $1 ORDER BY idx`
 	addJobEventQuery  = `INSERT INTO job_event (job_id, at, actor, what) VALUES ($1, $2, $3, $4)`
 	getJobEventsQuery = `SELECT at, actor, what FROM job_event WHERE job_id = $1 ORDER BY at`
+	jobCountsQuery    = `SELECT kind, state, count(*) FROM job GROUP BY kind, state ORDER BY kind, state`
 )
 
 func scanJob(row dbutil.Scannable) (*Job, error) {
@@ -108,6 +109,21 @@ func (s *Store) RecentJobs(ctx context.Context, limit int) ([]*Job, error) {
 // JobsInState lists jobs in one state, oldest first.
 func (s *Store) JobsInState(ctx context.Context, state string) ([]*Job, error) {
 	return s.queryJobs(ctx, jobsInStateQuery, state)
+}
+
+// JobCount is how many jobs of a kind are in a state.
+type JobCount struct {
+	Kind, State string
+	Count       int
+}
+
+// JobCounts counts the jobs by kind and state.
+func (s *Store) JobCounts(ctx context.Context) ([]JobCount, error) {
+	rows, err := s.DB.Query(ctx, jobCountsQuery)
+	return dbutil.NewRowIterWithError(rows, func(r dbutil.Scannable) (JobCount, error) {
+		var c JobCount
+		return c, r.Scan(&c.Kind, &c.State, &c.Count)
+	}, err).AsList()
 }
 
 // UpdateJob saves a job's mutable fields.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/synapse-medic/medic/proc"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/store/storetest"
 )
@@ -92,5 +93,40 @@ func TestAdoptedRooms(t *testing.T) {
 	}
 	if ids, err := st.AdminRooms(ctx); err != nil || len(ids) != 0 {
 		t.Fatalf("after remove: %v (%v)", ids, err)
+	}
+}
+
+// TestCounts: jobs counted by kind and state, and the login-as-user tokens not logged out.
+func TestCounts(t *testing.T) {
+	st := openStore(t)
+	ctx := context.Background()
+	insertJob(t, st, "a1")
+	insertJob(t, st, "a2")
+	failed := insertJob(t, st, "a3")
+	failed.State = store.JobFailed
+	if err := st.UpdateJob(ctx, failed); err != nil {
+		t.Fatal(err)
+	}
+	counts, err := st.JobCounts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.JobCount{{Kind: "test", State: store.JobAwaiting, Count: 2}, {Kind: "test", State: store.JobFailed, Count: 1}}
+	if len(counts) != 2 || counts[0] != want[0] || counts[1] != want[1] {
+		t.Fatalf("counts %+v, want %+v", counts, want)
+	}
+	var recs []string
+	for range 2 {
+		rec, err := st.BeginMint(ctx, "@u:x", "a1", proc.Self())
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec)
+	}
+	if err = st.DeleteMinted(ctx, recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.CountMinted(ctx); n != 1 || err != nil {
+		t.Fatalf("minted tokens outstanding: %d, %v", n, err)
 	}
 }

@@ -13,10 +13,11 @@ import (
 )
 
 const (
-	beginMintQuery  = `INSERT INTO minted_token (id, user_id, job_id, minted_by, minted_at) VALUES ($1, $2, $3, $4, $5)`
-	setMintedQuery  = `UPDATE minted_token SET token = $2 WHERE id = $1`
-	deleteMintQuery = `DELETE FROM minted_token WHERE id = $1`
-	allMintedQuery  = `SELECT id, token, user_id, job_id, minted_by, minted_at FROM minted_token`
+	beginMintQuery   = `INSERT INTO minted_token (id, user_id, job_id, minted_by, minted_at) VALUES ($1, $2, $3, $4, $5)`
+	setMintedQuery   = `UPDATE minted_token SET token = $2 WHERE id = $1`
+	deleteMintQuery  = `DELETE FROM minted_token WHERE id = $1`
+	allMintedQuery   = `SELECT id, token, user_id, job_id, minted_by, minted_at FROM minted_token`
+	countMintedQuery = `SELECT count(*) FROM minted_token`
 )
 
 // MintedToken is a login-as-user token a medic process is minting, or minted and has not
@@ -74,4 +75,13 @@ func (s *Store) AllMinted(ctx context.Context) ([]MintedToken, error) {
 		m.By, _ = proc.Parse(by)
 		return m, nil
 	}, err).AsList()
+}
+
+// CountMinted counts the tokens not logged out yet.
+func (s *Store) CountMinted(ctx context.Context) (int, error) {
+	var n int
+	if err := s.DB.QueryRow(ctx, countMintedQuery).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count minted tokens: %w", err)
+	}
+	return n, nil
 }

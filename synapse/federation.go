@@ -6,7 +6,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -24,7 +26,12 @@ import (
 // itself because federation.ParseSynapseKey panics on a seed of the wrong length.
 func LoadSigningKey(path string) (*federation.SigningKey, error) {
 	raw, err := os.ReadFile(path)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("read signing key: %w (set synapse.signing_key_path to the signing_key_path of Synapse's homeserver.yaml)", err)
+	case errors.Is(err, fs.ErrPermission):
+		return nil, fmt.Errorf("read signing key: %w (medic's user must be able to read it: e.g. chmod 640 and add medic's user to the file's group, never a copy)", err)
+	case err != nil:
 		return nil, fmt.Errorf("read signing key: %w", err)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(raw))

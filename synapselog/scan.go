@@ -5,8 +5,10 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -360,7 +362,7 @@ func (sc *Scanner) scanFiles(pattern string) error {
 		return fmt.Errorf("log path %q: %w", pattern, err)
 	}
 	if len(matches) == 0 {
-		return fmt.Errorf("no log file matches %q", pattern)
+		return fmt.Errorf("no log file matches %q (set synapse.logs to the file of the handler in Synapse's log config, or use type journald)", pattern)
 	}
 	type file struct {
 		path string
@@ -385,7 +387,9 @@ func (sc *Scanner) scanFiles(pattern string) error {
 
 func (sc *Scanner) scanFile(path string) error {
 	f, err := os.Open(path)
-	if err != nil {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("%w (medic's user must be able to read Synapse's logs: add it to the logs' group, e.g. adm or matrix-synapse)", err)
+	} else if err != nil {
 		return err
 	}
 	defer f.Close()

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -64,6 +65,22 @@ func ClearRestartCommand(t testing.TB, path string) {
 		t.Fatal("the test config has no restart_command line to clear")
 	}
 	if err = os.WriteFile(path, cleared, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ReplaceInConfig replaces text in a config file (e.g. the database DSN); it fails the test
+// when the text is not there.
+func ReplaceInConfig(t testing.TB, path, old, new string) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), old) {
+		t.Fatalf("the config has no %q to replace", old)
+	}
+	if err = os.WriteFile(path, []byte(strings.ReplaceAll(string(raw), old, new)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
