@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+
+	"github.com/synapse-medic/medic/testbed"
+)
+
+// Start-up and outages (issue 13): medic keeps running while Synapse or Synapse's database
+// is down, says so once, and says when Synapse is back.
+
+// retryLine is how medic logs one attempt to reach Synapse that failed.
+var retryLine = regexp.MustCompile(`(?i)Synapse is unreachable.*retry`)
+
+// attemptsWithin is the most attempts medic's backoff (1 s, doubling, capped at 60 s) makes
+// in d: a log that has more lines than this per attempt floods.
+func attemptsWithin(d time.Duration) int {
+	n, spent, wait := 1, time.Duration(0), time.Second
+	for spent+wait <= d {
+		spent += wait
+		n++
+		wait = min(2*wait, time.Minute)
+	}
+	return n
+}
+
+// logLines are the non-empty lines of a log.
+func logLines(log string) []string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// execBinary runs `medic exec` as its own process (as an admin on the host would, next to
+// the running bot), bounded by a minute.
+func execBinary(t *testing.T, bin, cfg string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"exec", "-c", cfg}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("medic exec %v did not answer within a minute (blocked by the running bot?):\n%s", args, out)
+	}
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
+// TestRunWhileSynapseDown: `medic run` started while Synapse is down keeps running, retries
+// with backoff and logs each attempt once (no flood), `medic exec` answers meanwhile, and once
+// Synapse is back medic says so in its admin room and answers commands there.
+func TestRunWhileSynapseDown(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	// A fresh bot account (server admin, as medic's is), already in an encrypted admin room.
+	acct := tb.Register(t, tb.HS1, testbed.UniqueName("medicdown"), true)
+	admin := testbed.Syncing(t, tb.Admin(t, tb.HS1))
+	roomID := admin.CreateRoom(true, acct.UserID)
+	if _, err := acct.JoinRoomByID(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = acct.Logout(ctx)
+	cfg := tb.MedicConfig(t, t.TempDir(), acct.UserID, tb.UserPassword)
+	appendConfig(t, cfg, fmt.Sprintf("rooms: {admin: [%q]}\n", roomID))
+	bin := testbed.MedicBinary(t)
+
+	tb.Stop(t, tb.HS1)
+	var log testbed.Buffer
+	cmd := exec.Command(bin, "run", "-c", cfg)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			lines := logLines(log.String())
+			t.Logf("medic run's log (last lines):\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
+	})
+	// waitLog waits (bounded) for cond on the log, failing if medic exits first.
+	waitLog := func(what string, timeout time.Duration, cond func(string) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(timeout); !cond(log.String()); {
+			select {
+			case err := <-exited:
+				exited <- err
+				t.Fatalf("medic run exited (%v) while Synapse was down, before %s", err, what)
+			case <-time.After(100 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within %s", what, timeout)
+			}
+		}
+	}
+	retries := func(log string) int { return len(retryLine.FindAllString(log, -1)) }
+	waitLog("3 logged attempts to reach Synapse", 90*time.Second, func(l string) bool { return retries(l) >= 3 })
+
+	// The terminal answers while the bot waits for Synapse: the bot holds no lock on the store.
+	out, code := execBinary(t, bin, cfg, "!jobs")
+	if code != 0 || !strings.Contains(out, "No jobs yet.") {
+		t.Errorf("medic exec '!jobs' while the bot waits for Synapse: exit %d\n%s", code, out)
+	}
+
+	// No flood: each attempt is one line, and the attempts back off.
+	snapshot, elapsed := log.String(), time.Since(started)
+	const startLines = 10 // what medic logs once at start (the testing switch's warning, …)
+	if n, limit := len(logLines(snapshot)), attemptsWithin(elapsed)+startLines; n > limit {
+		t.Errorf("medic logged %d lines in %s of Synapse being down; with backoff (1 s doubling to 60 s), one line an attempt, at most %d",
+			n, elapsed.Round(time.Second), limit)
+	}
+	if n, most := retries(snapshot), attemptsWithin(elapsed); n > most {
+		t.Errorf("medic logged %d attempts in %s; backing off from 1 s it makes at most %d", n, elapsed.Round(time.Second), most)
+	}
+
+	tb.Start(t, tb.HS1)
+	fromBot := func(text string) func(*event.Event) bool {
+		return func(evt *event.Event) bool {
+			msg := testbed.Message(evt)
+			return evt.Sender == acct.UserID && evt.RoomID == roomID && msg != nil && strings.Contains(msg.Body, text)
+		}
+	}
+	back := admin.WaitFor(3*time.Minute, "medic's note in the admin room that Synapse is back", fromBot("Synapse is reachable again after"))
+	t.Logf("medic posted: %s", testbed.Message(back).Body)
+	ping := admin.SendText(roomID, "!ping")
+	admin.WaitFor(time.Minute, "the bot's reply to !ping after the outage", testbed.ReplyTo(acct.UserID, ping))
+	select {
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("medic run exited (%v)", err)
+	default:
+	}
+}
+
+// closedPort returns a loopback port nothing listens on (it was just released).
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	return port
+}
+
+// dbUnreachableConfig is the testbed's medic config with synapse.database pointing at a port
+// nothing listens on: Synapse's database down, without stopping the shared PostgreSQL.
+func dbUnreachableConfig(t *testing.T, tb *testbed.Testbed) (cfg, addr string) {
+	t.Helper()
+	cfg = tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
+	u, err := url.Parse(tb.HS1.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = fmt.Sprintf("127.0.0.1:%d", closedPort(t))
+	down := *u
+	down.Host = addr
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Replace(string(raw), fmt.Sprintf("%q", tb.HS1.DSN), fmt.Sprintf("%q", down.String()), 1)
+	if changed == string(raw) {
+		t.Fatal("the test config names no synapse.database to change")
+	}
+	if err = os.WriteFile(cfg, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, addr
+}
+
+// dbChecks are the health checks that read Synapse's database.
+var dbChecks = map[string]string{
+	"rejections": "Rejected events", "partial-joins": "Partial joins", "extremities": "Forward extremities",
+	"size": "Database size", "restore": "After-restore hazards", "background-updates": "Background updates",
+}
+
+// TestSynapseDatabaseDown: with Synapse's database unreachable, the health report has one
+// critical check of its own for it and skips the checks that read it (no warning from each),
+// and a command that needs it says so in one line.
+func TestSynapseDatabaseDown(t *testing.T) {
+	tb := testbed.Get(t)
+	cfg, addr := dbUnreachableConfig(t, tb)
+	unreachable := fmt.Sprintf("Synapse's database is unreachable (connection refused at %s)", addr)
+
+	var stdout, stderr testbed.Buffer
+	code := run([]string{"exec", "-c", cfg, "!health"}, nil, &stdout, &stderr)
+	report := stdout.String()
+	t.Logf("!health with Synapse's database down (exit %d):\n%s", code, report)
+	if code == 0 {
+		t.Errorf("!health exited 0 with Synapse's database down")
+	}
+	var critical []string
+	for _, line := range strings.Split(report, "\n") {
+		if strings.Contains(line, "CRITICAL") {
+			critical = append(critical, line)
+		}
+		if strings.Contains(line, "WARN ") {
+			t.Errorf("a check warns instead of being skipped or folded into the database check: %s", line)
+		}
+	}
+	if len(critical) != 1 || !strings.Contains(critical[0], "Synapse's database") || !strings.Contains(critical[0], "unreachable") {
+		t.Errorf("want exactly one critical line, Synapse's database unreachable; got %d:\n%s", len(critical), strings.Join(critical, "\n"))
+	} else if !strings.Contains(critical[0], "connection refused at "+addr) {
+		t.Errorf("the database check does not say why and where: %s", critical[0])
+	}
+	for id, title := range dbChecks {
+		if !regexp.MustCompile(regexp.QuoteMeta(title) + `\s+SKIPPED\s+.*database unreachable`).MatchString(report) {
+			t.Errorf("check %s is not skipped as 'database unreachable'", id)
+		}
+	}
+	// Besides the testing switch's warning, one line at most says the database is down.
+	var extra []string
+	for _, l := range logLines(stderr.String()) {
+		if !strings.Contains(l, "dangerously_allow_loopback") {
+			extra = append(extra, l)
+		}
+	}
+	if len(extra) > 1 {
+		t.Errorf("the terminal printed %d lines besides the report (one warning at most):\n%s", len(extra), strings.Join(extra, "\n"))
+	}
+
+	// One check that reads the database, asked alone: skipped with the same reason.
+	stdout.Reset()
+	stderr.Reset()
+	run([]string{"exec", "-c", cfg, "!health extremities"}, nil, &stdout, &stderr)
+	if out := stdout.String(); !strings.Contains(out, "database unreachable") {
+		t.Errorf("!health extremities with the database down does not say it is unreachable:\n%s", out)
+	}
+
+	// A command that needs the database: one line, saying what is wrong and where.
+	for _, cmd := range []string{"!rejected", "!extremities"} {
+		stdout.Reset()
+		stderr.Reset()
+		code = run([]string{"exec", "-c", cfg, cmd}, nil, &stdout, &stderr)
+		t.Logf("%s with Synapse's database down (exit %d):\nstdout:\n%s\nstderr:\n%s", cmd, code, stdout.String(), stderr.String())
+		if code == 0 {
+			t.Errorf("%s exited 0 with Synapse's database down", cmd)
+		}
+		if lines := logLines(stdout.String()); len(lines) != 1 || !strings.HasPrefix(lines[0], unreachable) {
+			t.Errorf("%s: want one line starting %q, got %d:\n%s", cmd, unreachable, len(lines), stdout.String())
+		}
+		if all := stdout.String() + stderr.String(); strings.Contains(all, "failed to connect to") || strings.Contains(all, "dial error") {
+			t.Errorf("%s: the driver's error stack reaches the admin:\n%s", cmd, all)
+		}
+	}
+}
