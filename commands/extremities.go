@@ -33,7 +33,7 @@ func extremitiesCommand() *Handler {
 			}
 			rooms, err := ce.Meta.DB.RoomsWithExtremities(ce.Ctx, diagnose.ExtremitiesWarn, 20)
 			if err != nil {
-				Fail(ce, "Could not count forward extremities: %v", err)
+				FailErr(ce, "Could not count forward extremities", err)
 				return
 			}
 			if len(rooms) == 0 {
@@ -67,7 +67,9 @@ func extremitiesCommand() *Handler {
 func extremitiesOfRoom(ce *Event, room string) {
 	list, err := ce.Meta.Admin.ForwardExtremities(ce.Ctx, room)
 	if err != nil {
-		Fail(ce, "Could not get the forward extremities of %s: %s", mdtext.Code(room), mdtext.Text(err.Error()))
+		if !dbUnreachable(ce, "Could not get the forward extremities of "+mdtext.Code(room), err) {
+			Fail(ce, "Could not get the forward extremities of %s: %s", mdtext.Code(room), mdtext.Text(err.Error()))
+		}
 		return
 	}
 	var b strings.Builder

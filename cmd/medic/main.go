@@ -26,6 +26,7 @@ import (
 	"github.com/synapse-medic/medic/bot"
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/terminal"
 )
 
@@ -178,7 +179,12 @@ func execCommand(cfg *config.Config, line string, yes bool, stdin io.Reader, std
 	}
 	defer a.Close()
 	if err = a.Start(ctx); err != nil {
-		fmt.Fprintln(stderr, "warning:", err)
+		if ue, ok := synapse.Unreachable(err); ok {
+			// One line: the command itself says so again if it needs the database.
+			fmt.Fprintf(stderr, "warning: %s: could not look for login tokens an interrupted recovery left\n", ue)
+		} else {
+			fmt.Fprintln(stderr, "warning:", err)
+		}
 	}
 	if err = terminal.NewRunner(a, stdin, stdout, yes).Run(ctx, line); err != nil {
 		if !errors.Is(err, terminal.ErrFailed) {
