@@ -141,12 +141,18 @@ func runBot(cfg *config.Config, stderr io.Writer) int {
 		return 1
 	}
 	b := bot.New(a, cli)
-	err = b.Start(ctx)
-	if err == nil {
-		log.Info().Str("version", version()).Msg("Synapse Medic running")
-		err = b.Run(ctx)
+	// Start waits (retrying) while Synapse does not answer; a signal meanwhile is a clean stop.
+	if err = b.Start(ctx); err != nil {
+		a.Close()
+		if errors.Is(err, context.Canceled) {
+			log.Info().Msg("Stopped before Synapse answered")
+			return 0
+		}
+		log.Error().Err(err).Msg("Bot stopped with an error")
+		return 1
 	}
-	if err != nil {
+	log.Info().Str("version", version()).Msg("Synapse Medic running")
+	if err = b.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("Bot stopped with an error")
 		return 1
 	}
