@@ -81,9 +81,13 @@ func (o *outage) over() (outageEnd, bool) {
 
 // message is what medic posts in its admin rooms when Synapse answers again.
 func (e outageEnd) message(pfx string) string {
-	lasted := fmt.Sprintf("%d s", int(e.lasted.Seconds()))
-	if e.lasted >= time.Minute {
+	secs := int(e.lasted.Seconds())
+	lasted := fmt.Sprintf("%d s", secs)
+	switch {
+	case e.lasted >= 10*time.Minute:
 		lasted = fmt.Sprintf("%d min", int(e.lasted.Round(time.Minute).Minutes()))
+	case e.lasted >= time.Minute:
+		lasted = fmt.Sprintf("%d min %d s", secs/60, secs%60)
 	}
 	at := e.since.UTC().Format("15:04:05") + " UTC"
 	how := fmt.Sprintf("it stopped answering at %s (%d failed attempt(s) to sync)", at, e.attempts)

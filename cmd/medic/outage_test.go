@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/testbed"
 )
@@ -66,96 +67,164 @@ func execBinary(t *testing.T, bin, cfg string, args ...string) (string, int) {
 	return string(out), code
 }
 
+// medicRun is `medic run` as its own process, its log in a buffer.
+type medicRun struct {
+	t      *testing.T
+	log    testbed.Buffer
+	exited chan error
+}
+
+func startMedicRun(t *testing.T, bin, cfg string) *medicRun {
+	t.Helper()
+	m := &medicRun{t: t, exited: make(chan error, 1)}
+	cmd := exec.Command(bin, "run", "-c", cfg)
+	cmd.Stdout, cmd.Stderr = &m.log, &m.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { m.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-m.exited
+		if t.Failed() {
+			lines := logLines(m.log.String())
+			t.Logf("medic run's log (last lines):\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
+	})
+	return m
+}
+
+// alive fails the test if medic has exited.
+func (m *medicRun) alive(when string) {
+	m.t.Helper()
+	select {
+	case err := <-m.exited:
+		m.exited <- err
+		m.t.Fatalf("medic run exited (%v) %s", err, when)
+	default:
+	}
+}
+
+// waitLog waits (bounded) for cond on the log, failing if medic exits first.
+func (m *medicRun) waitLog(what string, timeout time.Duration, cond func(string) bool) {
+	m.t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(m.log.String()); {
+		m.alive("before " + what)
+		if time.Now().After(deadline) {
+			m.t.Fatalf("no %s within %s", what, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func retries(log string) int { return len(retryLine.FindAllString(log, -1)) }
+
+// checkNoFlood checks the log medic wrote while Synapse was down, from its first failed
+// attempt on, over elapsed: one line an attempt (and a spare), and attempts backing off.
+func checkNoFlood(t *testing.T, log string, elapsed time.Duration) {
+	t.Helper()
+	first := retryLine.FindStringIndex(log)
+	if first == nil {
+		t.Fatal("no failed attempt in the log")
+	}
+	waiting := logLines(log[strings.LastIndex(log[:first[0]], "\n")+1:])
+	if n, limit := len(waiting), attemptsWithin(elapsed)+1; n > limit {
+		t.Errorf("medic logged %d lines in %s of Synapse being down; with backoff (1 s doubling to 60 s), one line an attempt, at most %d:\n%s",
+			n, elapsed.Round(time.Second), limit, strings.Join(waiting, "\n"))
+	}
+	if n, most := retries(log), attemptsWithin(elapsed); n > most {
+		t.Errorf("medic logged %d attempts in %s; backing off from 1 s it makes at most %d", n, elapsed.Round(time.Second), most)
+	}
+}
+
+// outageSetup is a fresh bot account (server admin, as medic's is) already in an encrypted
+// admin room, hs1's admin syncing in it, and medic's config for them.
+func outageSetup(t *testing.T, tb *testbed.Testbed) (cfg string, acct id.UserID, admin *testbed.Client, roomID id.RoomID) {
+	t.Helper()
+	ctx := context.Background()
+	bot := tb.Register(t, tb.HS1, testbed.UniqueName("medicdown"), true)
+	admin = testbed.Syncing(t, tb.Admin(t, tb.HS1))
+	roomID = admin.CreateRoom(true, bot.UserID)
+	if _, err := bot.JoinRoomByID(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = bot.Logout(ctx)
+	cfg = tb.MedicConfig(t, t.TempDir(), bot.UserID, tb.UserPassword)
+	appendConfig(t, cfg, fmt.Sprintf("rooms: {admin: [%q]}\n", roomID))
+	return cfg, bot.UserID, admin, roomID
+}
+
+// fromBot matches a message of the bot in the room that contains text.
+func fromBot(bot id.UserID, roomID id.RoomID, text string) func(*event.Event) bool {
+	return func(evt *event.Event) bool {
+		msg := testbed.Message(evt)
+		return evt.Sender == bot && evt.RoomID == roomID && msg != nil && strings.Contains(msg.Body, text)
+	}
+}
+
 // TestRunWhileSynapseDown: `medic run` started while Synapse is down keeps running, retries
 // with backoff and logs each attempt once (no flood), `medic exec` answers meanwhile, and once
 // Synapse is back medic says so in its admin room and answers commands there.
 func TestRunWhileSynapseDown(t *testing.T) {
 	tb := testbed.Get(t)
-	ctx := context.Background()
-	// A fresh bot account (server admin, as medic's is), already in an encrypted admin room.
-	acct := tb.Register(t, tb.HS1, testbed.UniqueName("medicdown"), true)
-	admin := testbed.Syncing(t, tb.Admin(t, tb.HS1))
-	roomID := admin.CreateRoom(true, acct.UserID)
-	if _, err := acct.JoinRoomByID(ctx, roomID); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = acct.Logout(ctx)
-	cfg := tb.MedicConfig(t, t.TempDir(), acct.UserID, tb.UserPassword)
-	appendConfig(t, cfg, fmt.Sprintf("rooms: {admin: [%q]}\n", roomID))
+	cfg, bot, admin, roomID := outageSetup(t, tb)
 	bin := testbed.MedicBinary(t)
 
 	tb.Stop(t, tb.HS1)
-	var log testbed.Buffer
-	cmd := exec.Command(bin, "run", "-c", cfg)
-	cmd.Stdout, cmd.Stderr = &log, &log
 	started := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			lines := logLines(log.String())
-			t.Logf("medic run's log (last lines):\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
-		}
-	})
-	// waitLog waits (bounded) for cond on the log, failing if medic exits first.
-	waitLog := func(what string, timeout time.Duration, cond func(string) bool) {
-		t.Helper()
-		for deadline := time.Now().Add(timeout); !cond(log.String()); {
-			select {
-			case err := <-exited:
-				exited <- err
-				t.Fatalf("medic run exited (%v) while Synapse was down, before %s", err, what)
-			case <-time.After(100 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no %s within %s", what, timeout)
-			}
-		}
-	}
-	retries := func(log string) int { return len(retryLine.FindAllString(log, -1)) }
-	waitLog("3 logged attempts to reach Synapse", 90*time.Second, func(l string) bool { return retries(l) >= 3 })
+	m := startMedicRun(t, bin, cfg)
+	m.waitLog("3 logged attempts to reach Synapse", 90*time.Second, func(l string) bool { return retries(l) >= 3 })
 
 	// The terminal answers while the bot waits for Synapse: the bot holds no lock on the store.
 	out, code := execBinary(t, bin, cfg, "!jobs")
 	if code != 0 || !strings.Contains(out, "No jobs yet.") {
 		t.Errorf("medic exec '!jobs' while the bot waits for Synapse: exit %d\n%s", code, out)
 	}
-
-	// No flood: from the first failed attempt on, one line an attempt (and a spare), and the
-	// attempts back off.
-	snapshot, elapsed := log.String(), time.Since(started)
-	first := retryLine.FindStringIndex(snapshot)[0]
-	waiting := logLines(snapshot[strings.LastIndex(snapshot[:first], "\n")+1:])
-	if n, limit := len(waiting), attemptsWithin(elapsed)+1; n > limit {
-		t.Errorf("medic logged %d lines in %s of Synapse being down; with backoff (1 s doubling to 60 s), one line an attempt, at most %d:\n%s",
-			n, elapsed.Round(time.Second), limit, strings.Join(waiting, "\n"))
-	}
-	if n, most := retries(snapshot), attemptsWithin(elapsed); n > most {
-		t.Errorf("medic logged %d attempts in %s; backing off from 1 s it makes at most %d", n, elapsed.Round(time.Second), most)
-	}
+	checkNoFlood(t, m.log.String(), time.Since(started))
 
 	tb.Start(t, tb.HS1)
-	fromBot := func(text string) func(*event.Event) bool {
-		return func(evt *event.Event) bool {
-			msg := testbed.Message(evt)
-			return evt.Sender == acct.UserID && evt.RoomID == roomID && msg != nil && strings.Contains(msg.Body, text)
-		}
-	}
-	back := admin.WaitFor(3*time.Minute, "medic's note in the admin room that Synapse is back", fromBot("Synapse is reachable again after"))
+	back := admin.WaitFor(3*time.Minute, "medic's note in the admin room that Synapse is back", fromBot(bot, roomID, "Synapse is reachable again after"))
 	t.Logf("medic posted: %s", testbed.Message(back).Body)
 	ping := admin.SendText(roomID, "!ping")
-	admin.WaitFor(time.Minute, "the bot's reply to !ping after the outage", testbed.ReplyTo(acct.UserID, ping))
-	select {
-	case err := <-exited:
-		exited <- err
-		t.Fatalf("medic run exited (%v)", err)
-	default:
+	admin.WaitFor(time.Minute, "the bot's reply to !ping after the outage", testbed.ReplyTo(bot, ping))
+	m.alive("after the outage")
+}
+
+// TestSynapseDownWhileRunning: Synapse stops while medic runs; medic retries the sync with
+// backoff, one line an attempt, and once Synapse is back after a real outage (longer than a
+// restart) it says so in the admin room.
+func TestSynapseDownWhileRunning(t *testing.T) {
+	tb := testbed.Get(t)
+	cfg, bot, admin, roomID := outageSetup(t, tb)
+	m := startMedicRun(t, testbed.MedicBinary(t), cfg)
+	m.waitLog("medic running", 2*time.Minute, func(l string) bool { return strings.Contains(l, "Synapse Medic running") })
+	// The admin's client may encrypt the first !ping before it has seen medic's new device:
+	// ask again until medic answers.
+	answered := false
+	for i := 0; i < 6 && !answered; i++ {
+		ping := admin.SendText(roomID, "!ping")
+		answered = admin.TryWaitFor(20*time.Second, testbed.ReplyTo(bot, ping)) != nil
 	}
+	if !answered {
+		t.Fatal("medic never answered !ping before the outage")
+	}
+
+	before := len(m.log.String())
+	tb.Stop(t, tb.HS1)
+	stopped := time.Now()
+	since := func(l string) string { return l[min(before, len(l)):] }
+	m.waitLog("2 logged attempts to sync", 90*time.Second, func(l string) bool { return retries(since(l)) >= 2 })
+	// Down for longer than a restart (medic announces only outages of 30 s or more that
+	// begin while it runs; a repair's restart is reported by the repair).
+	time.Sleep(time.Until(stopped.Add(35 * time.Second)))
+	m.alive("while Synapse was down")
+	checkNoFlood(t, since(m.log.String()), time.Since(stopped))
+
+	tb.Start(t, tb.HS1)
+	back := admin.WaitFor(3*time.Minute, "medic's note in the admin room that Synapse is back", fromBot(bot, roomID, "Synapse is reachable again after"))
+	t.Logf("medic posted: %s", testbed.Message(back).Body)
+	ping := admin.SendText(roomID, "!ping")
+	admin.WaitFor(time.Minute, "the bot's reply to !ping after the outage", testbed.ReplyTo(bot, ping))
 }
 
 // closedPort returns a loopback port nothing listens on (it was just released).
