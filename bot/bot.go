@@ -25,6 +25,7 @@ import (
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/synapse"
 )
 
 // Bot is one running medic.
@@ -172,6 +173,9 @@ func (b *Bot) connect(ctx context.Context) (err error) {
 		}
 	}
 	if err = b.app.Start(ctx); err != nil {
+		if ue, ok := synapse.Unreachable(err); ok {
+			err = ue // one line: why and where, not the driver's error per host tried
+		}
 		b.log.Warn().Err(err).Msg("Could not log out tokens left by an interrupted recovery")
 	}
 	if err = b.loadRooms(ctx); err != nil {
