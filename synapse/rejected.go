@@ -94,25 +94,40 @@ type RejectedEvent struct {
 
 // RoomRejected calls fn for each rejected event of a room, in depth order.
 func (db *DB) RoomRejected(ctx context.Context, room string, fn func(RejectedEvent) error) error {
-	rows, err := db.Pool.Query(ctx, roomRejectedQuery, room)
-	if err != nil {
-		return fmt.Errorf("read rejected events of %s: %w", room, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+	return db.walkRejected(ctx, roomRejectedQuery, room, func(rows pgx.Rows) error {
 		var ev RejectedEvent
 		var received int64
 		var auth []byte
-		if err = rows.Scan(&ev.EventID, &ev.Type, &ev.StateKey, &ev.Sender, &ev.Depth, &ev.Reason, &received, &auth); err != nil {
+		if err := rows.Scan(&ev.EventID, &ev.Type, &ev.StateKey, &ev.Sender, &ev.Depth, &ev.Reason, &received, &auth); err != nil {
 			return err
 		}
 		ev.Received = time.UnixMilli(received)
 		ev.AuthEvents = authEventIDs(auth)
-		if err = fn(ev); err != nil {
+		return fn(ev)
+	})
+}
+
+// walkRejected runs one of the room walks (roomRejectedFrom) and calls each for every row.
+// Where the room is most of the table, PostgreSQL sorts the rows instead of walking the index:
+// in memory (the default 4 MB work_mem would spill 100k events' JSON to disk), in a read-only
+// transaction so the setting ends with it.
+func (db *DB) walkRejected(ctx context.Context, query, room string, each func(pgx.Rows) error) error {
+	return pgx.BeginTxFunc(ctx, db.Pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '128MB'`); err != nil {
 			return err
 		}
-	}
-	return rows.Err()
+		rows, err := tx.Query(ctx, query, room)
+		if err != nil {
+			return fmt.Errorf("read rejected events of %s: %w", room, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err = each(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
 }
 
 // authEventIDs reads auth_events in either form: ["$id", …] (room v3+) or [["$id", {hashes}], …].
@@ -138,22 +153,14 @@ func authEventIDs(raw []byte) []string {
 
 // RoomRejectedJSON calls fn for each rejected event of a room with its JSON, in depth order.
 func (db *DB) RoomRejectedJSON(ctx context.Context, room string, fn func(eventID, evType string, js []byte) error) error {
-	rows, err := db.Pool.Query(ctx, roomRejectedJSONQuery, room)
-	if err != nil {
-		return fmt.Errorf("read rejected events of %s: %w", room, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+	return db.walkRejected(ctx, roomRejectedJSONQuery, room, func(rows pgx.Rows) error {
 		var eventID, evType string
 		var js []byte
-		if err = rows.Scan(&eventID, &evType, &js); err != nil {
+		if err := rows.Scan(&eventID, &evType, &js); err != nil {
 			return err
 		}
-		if err = fn(eventID, evType, js); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+		return fn(eventID, evType, js)
+	})
 }
 
 // StoredEvent is an event as Synapse stored it.

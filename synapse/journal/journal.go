@@ -74,6 +74,45 @@ type RowChange struct {
 	Set string
 }
 
+// setColumns returns the columns an assignment list assigns ("a = 1, b = coalesce(c, 2)" →
+// a, b): commas inside parentheses or quotes do not separate assignments.
+func setColumns(set string) ([]string, error) {
+	var cols []string
+	depth, start, quote := 0, 0, rune(0)
+	part := func(p string) error {
+		col, _, ok := strings.Cut(p, "=")
+		col = strings.Trim(strings.TrimSpace(col), `"`)
+		if !ok || col == "" || strings.ContainsAny(col, " (),.") {
+			return fmt.Errorf("cannot read the column of assignment %q", strings.TrimSpace(p))
+		}
+		cols = append(cols, col)
+		return nil
+	}
+	for i, r := range set {
+		switch {
+		case quote != 0:
+			if r == quote {
+				quote = 0
+			}
+		case r == '\'' || r == '"':
+			quote = r
+		case r == '(':
+			depth++
+		case r == ')':
+			depth--
+		case r == ',' && depth == 0:
+			if err := part(set[start:i]); err != nil {
+				return nil, err
+			}
+			start = i + 1
+		}
+	}
+	if err := part(set[start:]); err != nil {
+		return nil, err
+	}
+	return cols, nil
+}
+
 // CrashPoint lets tests interrupt a journaled change between its steps (by returning an
 // error, or by killing the transaction's connection); production passes nil.
 type CrashPoint func(ctx context.Context, tx pgx.Tx, point string) error
@@ -246,13 +285,14 @@ func keyJSON(row map[string]any, key []string) ([]byte, error) {
 // the same snapshot, so the subquery's rows are the rows as they were.
 func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange, crash CrashPoint) (int, error) {
 	tbl := ident(ch.Table)
-	keyObj := func(alias string) string {
-		parts := make([]string, len(ch.Key))
-		for i, col := range ch.Key {
+	object := func(alias string, cols []string) string {
+		parts := make([]string, len(cols))
+		for i, col := range cols {
 			parts[i] = fmt.Sprintf("'%s', %s.%s", strings.ReplaceAll(col, "'", "''"), alias, pgx.Identifier{col}.Sanitize())
 		}
 		return "jsonb_build_object(" + strings.Join(parts, ", ") + ")"
 	}
+	keyObj := func(alias string) string { return object(alias, ch.Key) }
 	var change string
 	op := OpDelete
 	if ch.Set == "" {
@@ -260,6 +300,14 @@ func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange,
 			tbl, ch.Where, keyObj("t"))
 	} else {
 		op = OpUpdate
+		// An update journals the key and the columns it assigns, before and after: undo puts
+		// exactly those back, and refuses if any of them changed since. Whole-row images of
+		// 100k events rows (two each) would spill the statement to disk for nothing.
+		set, err := setColumns(ch.Set)
+		if err != nil {
+			return 0, err
+		}
+		imageCols := slices.Concat(ch.Key, set)
 		join := make([]string, len(ch.Key))
 		for i, col := range ch.Key {
 			c := pgx.Identifier{col}.Sanitize()
@@ -268,8 +316,8 @@ func applyOne(ctx context.Context, tx pgx.Tx, jobID, actor string, ch RowChange,
 		change = fmt.Sprintf(`UPDATE %[1]s AS u SET %[2]s
 			FROM (SELECT t.* FROM %[1]s AS t WHERE %[3]s FOR UPDATE) AS old
 			WHERE %[4]s
-			RETURNING %[5]s AS k, to_jsonb(old) AS b, to_jsonb(u) AS a`,
-			tbl, ch.Set, ch.Where, strings.Join(join, " AND "), keyObj("u"))
+			RETURNING %[5]s AS k, %[6]s AS b, %[7]s AS a`,
+			tbl, ch.Set, ch.Where, strings.Join(join, " AND "), keyObj("u"), object("old", imageCols), object("u", imageCols))
 	}
 	n := len(ch.Args)
 	query := fmt.Sprintf(`

@@ -184,6 +184,10 @@ func danglingRefs(ctx context.Context, tx pgx.Tx, tbl string, key []byte, refs [
 	return "", nil
 }
 
+// sameAsAfterQuery tells whether a row ($1, whole) still holds the after-image ($2) an update
+// entry journaled, in every column the image names.
+const sameAsAfterQuery = `SELECT $2::jsonb = (SELECT coalesce(jsonb_object_agg(k, $1::jsonb -> k), '{}'::jsonb) FROM jsonb_object_keys($2::jsonb) AS k)`
+
 // ErrDrifted means rows changed since the job changed them, so undo would overwrite someone
 // else's change; nothing was restored.
 var ErrDrifted = errors.New("rows changed since the job")
@@ -261,7 +265,9 @@ func Undo(ctx context.Context, db *synapse.DB, jobID string, crash CrashPoint) (
 			case OpUpdate:
 				same := false
 				if current != nil {
-					if err = tx.QueryRow(ctx, `SELECT $1::jsonb = $2::jsonb`, current, e.after).Scan(&same); err != nil {
+					// The columns the job set, as they are now, against what it set them to
+					// (entries from before partial images hold whole rows: the same test).
+					if err = tx.QueryRow(ctx, sameAsAfterQuery, current, e.after).Scan(&same); err != nil {
 						return err
 					}
 				}
