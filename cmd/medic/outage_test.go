@@ -162,6 +162,19 @@ func fromBot(bot id.UserID, roomID id.RoomID, text string) func(*event.Event) bo
 	}
 }
 
+// pingUntilAnswered sends !ping until medic answers (bounded). The admin's client may encrypt
+// a message before it has seen medic's new device (created when medic could first log in).
+func pingUntilAnswered(t *testing.T, admin *testbed.Client, roomID id.RoomID, bot id.UserID, when string) {
+	t.Helper()
+	for i := 0; i < 6; i++ {
+		ping := admin.SendText(roomID, "!ping")
+		if admin.TryWaitFor(20*time.Second, testbed.ReplyTo(bot, ping)) != nil {
+			return
+		}
+	}
+	t.Fatalf("medic never answered !ping %s", when)
+}
+
 // TestRunWhileSynapseDown: `medic run` started while Synapse is down keeps running, retries
 // with backoff and logs each attempt once (no flood), `medic exec` answers meanwhile, and once
 // Synapse is back medic says so in its admin room and answers commands there.
@@ -185,8 +198,7 @@ func TestRunWhileSynapseDown(t *testing.T) {
 	tb.Start(t, tb.HS1)
 	back := admin.WaitFor(3*time.Minute, "medic's note in the admin room that Synapse is back", fromBot(bot, roomID, "Synapse is reachable again after"))
 	t.Logf("medic posted: %s", testbed.Message(back).Body)
-	ping := admin.SendText(roomID, "!ping")
-	admin.WaitFor(time.Minute, "the bot's reply to !ping after the outage", testbed.ReplyTo(bot, ping))
+	pingUntilAnswered(t, admin, roomID, bot, "after the outage")
 	m.alive("after the outage")
 }
 
@@ -198,20 +210,13 @@ func TestSynapseDownWhileRunning(t *testing.T) {
 	cfg, bot, admin, roomID := outageSetup(t, tb)
 	m := startMedicRun(t, testbed.MedicBinary(t), cfg)
 	m.waitLog("medic running", 2*time.Minute, func(l string) bool { return strings.Contains(l, "Synapse Medic running") })
-	// The admin's client may encrypt the first !ping before it has seen medic's new device:
-	// ask again until medic answers.
-	answered := false
-	for i := 0; i < 6 && !answered; i++ {
-		ping := admin.SendText(roomID, "!ping")
-		answered = admin.TryWaitFor(20*time.Second, testbed.ReplyTo(bot, ping)) != nil
-	}
-	if !answered {
-		t.Fatal("medic never answered !ping before the outage")
-	}
+	pingUntilAnswered(t, admin, roomID, bot, "before the outage")
 
 	before := len(m.log.String())
-	tb.Stop(t, tb.HS1)
+	// Taken before the stop: the time medic has been failing is at most this long ago, so
+	// the flood bound below errs on the lenient side.
 	stopped := time.Now()
+	tb.Stop(t, tb.HS1)
 	since := func(l string) string { return l[min(before, len(l)):] }
 	m.waitLog("2 logged attempts to sync", 90*time.Second, func(l string) bool { return retries(since(l)) >= 2 })
 	// Down for longer than a restart (medic announces only outages of 30 s or more that
@@ -223,8 +228,7 @@ func TestSynapseDownWhileRunning(t *testing.T) {
 	tb.Start(t, tb.HS1)
 	back := admin.WaitFor(3*time.Minute, "medic's note in the admin room that Synapse is back", fromBot(bot, roomID, "Synapse is reachable again after"))
 	t.Logf("medic posted: %s", testbed.Message(back).Body)
-	ping := admin.SendText(roomID, "!ping")
-	admin.WaitFor(time.Minute, "the bot's reply to !ping after the outage", testbed.ReplyTo(bot, ping))
+	pingUntilAnswered(t, admin, roomID, bot, "after the outage")
 }
 
 // closedPort returns a loopback port nothing listens on (it was just released).
