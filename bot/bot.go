@@ -174,9 +174,12 @@ func (b *Bot) connect(ctx context.Context) (err error) {
 	}
 	if err = b.app.Start(ctx); err != nil {
 		if ue, ok := synapse.Unreachable(err); ok {
-			err = ue // one line: why and where, not the driver's error per host tried
+			// One line (why and where), not the driver's error per host tried.
+			b.log.Warn().Err(ue).Msg("Commands that need Synapse's database fail until it answers; " +
+				"login tokens an interrupted recovery left are logged out at the next start")
+		} else {
+			b.log.Warn().Err(err).Msg("Could not log out tokens left by an interrupted recovery")
 		}
-		b.log.Warn().Err(err).Msg("Could not log out tokens left by an interrupted recovery")
 	}
 	if err = b.loadRooms(ctx); err != nil {
 		return err

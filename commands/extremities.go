@@ -28,7 +28,7 @@ func extremitiesCommand() *Handler {
 				extremitiesOfRoom(ce, ce.Args[0])
 				return
 			}
-			if !needDB(ce) {
+			if !readDB(ce) {
 				return
 			}
 			rooms, err := ce.Meta.DB.RoomsWithExtremities(ce.Ctx, diagnose.ExtremitiesWarn, 20)

@@ -98,6 +98,7 @@ func recoverScan(ce *Event) {
 		Fail(ce, "%v", err)
 		return
 	}
+	noteUntestedSchema(ce)
 	rooms, rep, err := diagnose.ScanForgotten(ce.Ctx, diagnose.Sources(logs), time.Now().Add(-since), ce.Meta.DB, fc)
 	if err != nil {
 		FailErr(ce, "Could not scan the logs", err)

@@ -47,7 +47,7 @@ func rejectedCommand() *Handler {
 }
 
 func rejected(ce *Event) {
-	if !needDB(ce) {
+	if !readDB(ce) {
 		return
 	}
 	args := ce.Args
@@ -175,19 +175,20 @@ func unrejectCommand() *Handler {
 		Name:        "unreject",
 		Description: text("Verify a room's rejected events with the auth rules and un-reject those that pass (asks for approval)"),
 		Parameters: []*cmdschema.Parameter{
-			{Key: "room", Schema: cmdschema.PrimitiveTypeString.Schema(), Description: text("Room ID or alias, then optionally --root <event id> and --force")},
+			{Key: "room", Schema: cmdschema.PrimitiveTypeString.Schema(), Description: text("Room ID or alias, then optionally --root <event id>, --force and --force-schema")},
 		},
 		TailParam: "room",
 		Func:      unreject,
 	}
 }
 
-const unrejectUsage = "Usage: `%sunreject <room> [--root <event id>] [--force]`"
+const unrejectUsage = "Usage: `%sunreject <room> [--root <event id>] [--force] [--force-schema]`"
 
 func unreject(ce *Event) {
 	if !needDB(ce) {
 		return
 	}
+	forceSchema := takeForceSchema(ce)
 	if len(ce.Args) == 0 {
 		Fail(ce, unrejectUsage, prefix(ce))
 		return
@@ -197,6 +198,7 @@ func unreject(ce *Event) {
 		return
 	}
 	args := recovery.UnrejectArgs{Room: room}
+	args.ForceSchema = forceSchema
 	rest := ce.Args[1:]
 	for i := 0; i < len(rest); i++ {
 		switch a := rest[i]; {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/diagnose"
+	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapselog"
 )
@@ -57,7 +58,7 @@ func (rn *Runner) pfx() string { return rn.Config.Bot.CommandPrefix }
 
 func (rn *Runner) th() config.HealthThresholds { return rn.Config.Health.Thresholds }
 
-func checkSynapse(ctx context.Context, rn *Runner, _ *Report, res *Result) error {
+func checkSynapse(ctx context.Context, rn *Runner, rep *Report, res *Result) error {
 	start := time.Now()
 	v, err := rn.Admin.ServerVersion(ctx)
 	took := time.Since(start)
@@ -72,6 +73,7 @@ func checkSynapse(ctx context.Context, rn *Runner, _ *Report, res *Result) error
 	res.add("version", false, "version", v)
 	res.add("latency", false, "answered in", took.Round(time.Millisecond).String())
 	res.Metrics["latency_ms"] = float64(took.Milliseconds())
+	checkSchema(ctx, rn, rep, res)
 	return nil
 }
 
@@ -99,6 +101,41 @@ func checkDatabase(_ context.Context, rn *Runner, rep *Report, res *Result) erro
 	res.add("latency", false, "answered in", took.String())
 	res.Metrics["latency_ms"] = float64(rep.DBLatency.Milliseconds())
 	return nil
+}
+
+// checkSchema adds Synapse's database schema to the synapse check, and warns when medic's
+// repairs were not tested on it. A database that does not answer is left to the checks that
+// read it: this check is about Synapse's version.
+func checkSchema(ctx context.Context, rn *Runner, rep *Report, res *Result) {
+	if rn.DB == nil {
+		return
+	}
+	if rep.DBDown() {
+		res.add("schema", false, "database schema", "unknown: database unreachable")
+		return
+	}
+	s, err := rn.DB.Schema(ctx)
+	if ue, ok := synapse.Unreachable(err); ok {
+		err = ue // one line, not the driver's error per host tried
+	}
+	if err != nil {
+		res.add("schema", false, "database schema", "unknown: "+err.Error())
+		return
+	}
+	if rn.TestedSchema.IsZero() {
+		res.add("schema", false, "database schema", s.String())
+		return
+	}
+	st := jobs.SchemaState{Version: s.Version, Deltas: s.DeltasAt(s.Version)}
+	tested := rn.TestedSchema.Covers(st)
+	res.add("schema", !tested, "database schema", s.String()+", "+rn.TestedSchema.Verdict(st))
+	res.Metrics["schema_version"] = float64(s.Version)
+	if !tested {
+		res.worst(Warn)
+		res.Summary += fmt.Sprintf("; its database (schema %d) is not one medic's repairs were tested on (%s)", s.Version, rn.TestedSchema)
+		res.Hint = fmt.Sprintf("repairs that write Synapse's tables (un-reject, import, undo) refuse without `%s`; "+
+			"check medic's releases for one tested on this Synapse", jobs.ForceSchemaFlag)
+	}
 }
 
 func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result) error {

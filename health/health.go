@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix/federation"
 
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
@@ -141,6 +142,9 @@ type Runner struct {
 	// dropped events in the logs (may return nil).
 	Federation func() (*federation.Client, error)
 	Now        func() time.Time
+	// TestedSchema is the Synapse schema range medic's repairs were tested on: the synapse
+	// check warns when Synapse's database is outside it (zero: not judged).
+	TestedSchema jobs.SchemaRange
 }
 
 func (rn *Runner) now() time.Time {

@@ -187,7 +187,7 @@ func execCommand(cfg *config.Config, line string, yes bool, stdin io.Reader, std
 	if err = a.Start(ctx); err != nil {
 		if ue, ok := synapse.Unreachable(err); ok {
 			// One line: the command itself says so again if it needs the database.
-			fmt.Fprintf(stderr, "warning: %s: could not look for login tokens an interrupted recovery left\n", ue)
+			fmt.Fprintf(stderr, "warning: %s: commands that need it fail\n", ue)
 		} else {
 			fmt.Fprintln(stderr, "warning:", err)
 		}
