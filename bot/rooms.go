@@ -169,8 +169,19 @@ func (b *Bot) afterSync(ctx context.Context, res *mautrix.RespSync) {
 	var changes []memberChange
 	note := func(room id.RoomID, evts []*event.Event) {
 		for _, evt := range evts {
-			if evt.Type == event.StateMember && evt.StateKey != nil && b.cfg.Outsider(id.UserID(*evt.StateKey)) {
-				changes = append(changes, memberChange{room, id.UserID(*evt.StateKey), evt.Content.AsMember().Membership})
+			if evt.Type != event.StateMember || evt.StateKey == nil || !b.cfg.Outsider(id.UserID(*evt.StateKey)) {
+				continue
+			}
+			// The syncer parses the events it dispatches, not every state_after event: an
+			// unparsed member event reads as membership "", which would drop the member and
+			// announce them again on their next event.
+			if evt.Content.Parsed == nil {
+				if err := evt.Content.ParseRaw(evt.Type); err != nil {
+					continue
+				}
+			}
+			if m := evt.Content.AsMember().Membership; m != "" {
+				changes = append(changes, memberChange{room, id.UserID(*evt.StateKey), m})
 			}
 		}
 	}
