@@ -8,11 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rs/zerolog"
 	"github.com/synapse-medic/medic/commands"
 )
 

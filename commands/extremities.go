@@ -67,9 +67,7 @@ func extremitiesCommand() *Handler {
 func extremitiesOfRoom(ce *Event, room string) {
 	list, err := ce.Meta.Admin.ForwardExtremities(ce.Ctx, room)
 	if err != nil {
-		if !dbUnreachable(ce, "Could not get the forward extremities of "+mdtext.Code(room), err) {
-			Fail(ce, "Could not get the forward extremities of %s: %s", mdtext.Code(room), mdtext.Text(err.Error()))
-		}
+		Fail(ce, "Could not get the forward extremities of %s: %s", mdtext.Code(room), mdtext.Text(err.Error()))
 		return
 	}
 	var b strings.Builder
