@@ -6,7 +6,9 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -128,12 +130,23 @@ type memberChange struct {
 // viewSyncer is mautrix's default syncer followed by the room view's update from the same
 // response, after every handler has seen it: by then the crypto state store knows the new
 // members, so a notice medic posts is encrypted for them.
+//
+// It also replaces the default's fixed 10 s between failed syncs with the outage's backoff
+// (failed), and hands the handlers a context with medic's own logger: the sync loop's
+// leaves out mautrix-go's failed-request lines (quiet), which a command's requests must keep.
 type viewSyncer struct {
 	*mautrix.DefaultSyncer
-	after func(ctx context.Context, res *mautrix.RespSync)
+	after  func(ctx context.Context, res *mautrix.RespSync)
+	failed func(err error) (time.Duration, error)
+	log    zerolog.Logger
+}
+
+func (s *viewSyncer) OnFailedSync(_ *mautrix.RespSync, err error) (time.Duration, error) {
+	return s.failed(err)
 }
 
 func (s *viewSyncer) ProcessResponse(ctx context.Context, res *mautrix.RespSync, since string) error {
+	ctx = s.log.WithContext(ctx)
 	err := s.DefaultSyncer.ProcessResponse(ctx, res, since)
 	if err == nil {
 		s.after(ctx, res)
