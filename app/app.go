@@ -119,6 +119,11 @@ func (a *App) Start(ctx context.Context) error {
 		// A database that is down now is read when it first answers (DB.Schema logs then):
 		// every repair that writes Synapse's tables reads the version before it is planned.
 		if _, err := a.DB.Schema(ctx); err != nil {
+			if ue, ok := synapse.Unreachable(err); ok {
+				// Nothing else here can run without it either (leftover tokens are looked up
+				// in Synapse's database): the caller says so, once.
+				return ue
+			}
 			a.Log.Warn().Err(err).Msg("Could not read Synapse's schema version at start; it is read again when a command needs it")
 		}
 	}

@@ -62,6 +62,37 @@ func needDB(ce *Event) bool {
 	return true
 }
 
+// dbHint is what the admin can do about Synapse's database being unreachable.
+const dbHint = "Check that PostgreSQL runs and that `synapse.database` points at it."
+
+// dbUnreachable answers, in one line, that what could not be done because Synapse's database
+// is unreachable (why and where), and reports true, when err is such a failure; the driver's
+// error, one line per host tried, goes to the log at debug level only.
+func dbUnreachable(ce *Event, what string, err error) bool {
+	ue, ok := synapse.Unreachable(err)
+	if !ok {
+		return false
+	}
+	zerolog.Ctx(ce.Ctx).Debug().Err(err).Msg("Synapse's database is unreachable")
+	Fail(ce, "%s: %s. %s", ue.Error(), lowerFirst(what), dbHint)
+	return true
+}
+
+// FailErr answers that what could not be done because of err (one line when Synapse's
+// database is unreachable: see dbUnreachable).
+func FailErr(ce *Event, what string, err error) {
+	if !dbUnreachable(ce, what, err) {
+		Fail(ce, "%s: %v", what, err)
+	}
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
+}
+
 // readDB is needDB for the read-only commands that read Synapse's tables: they run on any
 // Synapse schema, and first say so when medic was not tested on this one.
 func readDB(ce *Event) bool {

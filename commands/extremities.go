@@ -33,7 +33,7 @@ func extremitiesCommand() *Handler {
 			}
 			rooms, err := ce.Meta.DB.RoomsWithExtremities(ce.Ctx, diagnose.ExtremitiesWarn, 20)
 			if err != nil {
-				Fail(ce, "Could not count forward extremities: %v", err)
+				FailErr(ce, "Could not count forward extremities", err)
 				return
 			}
 			if len(rooms) == 0 {

@@ -18,7 +18,9 @@ func requester(ce *Event) jobs.Requester { return ce.Meta.Transport.Requester(ce
 // propose plans an operation (ce.Meta.Ops.X.With(args)) and asks for approval.
 func propose(ce *Event, r jobs.Request) {
 	if _, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), r); err != nil {
-		Fail(ce, "Could not plan this: %s", mdtext.Text(err.Error()))
+		if !dbUnreachable(ce, "Could not plan this", err) {
+			Fail(ce, "Could not plan this: %s", mdtext.Text(err.Error()))
+		}
 	}
 }
 

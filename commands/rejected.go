@@ -12,6 +12,7 @@ import (
 	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapselog"
 )
 
@@ -68,7 +69,7 @@ func rejected(ce *Event) {
 	}
 	groups, err := ce.Meta.DB.RejectedGroups(ce.Ctx, time.Now().Add(-since), room)
 	if err != nil {
-		Fail(ce, "Could not count rejected events: %v", err)
+		FailErr(ce, "Could not count rejected events", err)
 		return
 	}
 	var b strings.Builder
@@ -105,6 +106,9 @@ func rejected(ce *Event) {
 			break
 		}
 		rr, err := diagnose.RoomChains(ce.Ctx, ce.Meta.DB, r)
+		if ue, ok := synapse.Unreachable(err); ok {
+			err = ue // one line, not the driver's error per host tried
+		}
 		if err != nil {
 			fmt.Fprintf(&b, "\n%s: could not read its chains: %s\n", mdtext.Code(r), mdtext.Text(err.Error()))
 			continue

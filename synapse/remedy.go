@@ -27,10 +27,7 @@ func Remedy(err error) string {
 			return "the database named in `synapse.database` does not exist: use the `database` of Synapse's homeserver.yaml"
 		}
 	}
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		return "Synapse's database does not answer: is PostgreSQL running, and do host and port in `synapse.database` point at it?"
-	}
+	// A database that does not answer is UnreachableError's: one line that says what to do.
 	var he mautrix.HTTPError
 	var hp *mautrix.HTTPError
 	if errors.As(err, &hp) && hp != nil {
