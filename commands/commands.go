@@ -163,13 +163,21 @@ func Fail(ce *Event, msg string, args ...any) {
 	outcome(ce.Ctx).Failed = true
 	for _, a := range args {
 		if err, ok := a.(error); ok {
-			if r := synapse.Remedy(err); r != "" {
-				msg += "\n\n→ " + strings.ReplaceAll(r, "%", "%%")
+			if r := remedy(err); r != "" {
+				msg += strings.ReplaceAll(r, "%", "%%")
 				break
 			}
 		}
 	}
 	reply(ce, msg, args...)
+}
+
+// remedy is what to do about err, as a paragraph to append to a reply ("" if nothing).
+func remedy(err error) string {
+	if r := synapse.Remedy(err); r != "" {
+		return "\n\n→ " + r
+	}
+	return ""
 }
 
 // reply answers a command as a notice; in a room where details are withheld, with the

@@ -67,7 +67,7 @@ func extremitiesCommand() *Handler {
 func extremitiesOfRoom(ce *Event, room string) {
 	list, err := ce.Meta.Admin.ForwardExtremities(ce.Ctx, room)
 	if err != nil {
-		Fail(ce, "Could not get the forward extremities of %s: %s", mdtext.Code(room), mdtext.Text(err.Error()))
+		Fail(ce, "Could not get the forward extremities of %s: %s%s", mdtext.Code(room), mdtext.Text(err.Error()), remedy(err))
 		return
 	}
 	var b strings.Builder

@@ -19,7 +19,7 @@ func requester(ce *Event) jobs.Requester { return ce.Meta.Transport.Requester(ce
 func propose(ce *Event, r jobs.Request) {
 	if _, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), r); err != nil {
 		if !dbUnreachable(ce, "Could not plan this", err) {
-			Fail(ce, "Could not plan this: %s", mdtext.Text(err.Error()))
+			Fail(ce, "Could not plan this: %s%s", mdtext.Text(err.Error()), remedy(err))
 		}
 	}
 }

@@ -25,7 +25,7 @@ func resolveRoom(ce *Event, room string) (string, []string, bool) {
 	case strings.HasPrefix(room, "#"):
 		resp, err := ce.Meta.Admin.Client.Client.ResolveAlias(ce.Ctx, id.RoomAlias(room))
 		if err != nil {
-			Fail(ce, "Could not resolve %s: %s", mdtext.Code(room), mdtext.Text(err.Error()))
+			Fail(ce, "Could not resolve %s: %s%s", mdtext.Code(room), mdtext.Text(err.Error()), remedy(err))
 			return "", nil, false
 		}
 		return resp.RoomID.String(), resp.Servers, true

@@ -155,6 +155,8 @@ func newFixture(t *testing.T, approvals int, expire string) *fixture {
 	f := &fixture{st: st, w: w, seq: w.op("test.seq", Sequential), par: w.op("test.par", Parallel(2)), n: newNotifier()}
 	f.m = NewManager(st, config.Jobs{Approvals: approvals, ExpireAfter: expire}, zerolog.Nop())
 	f.m.ProgressInterval = 0
+	// Runs end after their report (the final state, heartbeat): the store must outlive them.
+	t.Cleanup(f.m.Wait)
 	f.m.Register(f.seq, f.par)
 	f.alice = Requester{User: "@alice:test", Room: "!admin:test", Notifier: f.n}
 	f.bob = Requester{User: "@bob:test", Room: "!admin:test", Notifier: f.n}
