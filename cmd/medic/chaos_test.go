@@ -84,6 +84,7 @@ var chaosRepairs = []chaosRepair{
 // chaosOutcome is one run, for the tally.
 type chaosOutcome struct {
 	repair, landed, action string
+	tokensAtKill           int // login-as-user tokens valid right after the kill (to be revoked)
 	passed                 bool
 }
 
@@ -185,7 +186,8 @@ func chaosRun(t *testing.T, tb *testbed.Testbed, bin string, repair chaosRepair,
 	t.Logf("medic %s after %s: job %q %s (%s), landed %s", exited, ran.Round(time.Millisecond), job, state, steps, o.landed)
 
 	afterKill := fx.judge(t)
-	t.Logf("after the kill the tables are %s", afterKill)
+	o.tokensAtKill = liveMintedTokens(t, tb)
+	t.Logf("after the kill the tables are %s; %d minted token(s) valid", afterKill, o.tokensAtKill)
 	if afterKill != "untouched" && afterKill != "result" && !fx.partial {
 		t.Errorf("after the kill: %s (neither untouched nor the repair's result)", afterKill)
 	}
@@ -409,8 +411,8 @@ func liveMintedTokens(t *testing.T, tb *testbed.Testbed) int {
 func chaosTally(outcomes []chaosOutcome, seed uint64) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "chaos tally (MEDIC_CHAOS_SEED=%d, %d runs):\n", seed, len(outcomes))
-	fmt.Fprintf(&b, "%-17s %5s | %15s %7s %15s | %8s %7s %9s | %s\n", "repair", "runs", "before approval", "during", "after finishing",
-		"resumed", "undone", "no job", "passed")
+	fmt.Fprintf(&b, "%-17s %5s | %15s %7s %15s | %8s %11s %9s | %13s | %s\n", "repair", "runs", "before approval", "during", "after finishing",
+		"resumed", "cancel+undo", "no job", "tokens left*", "passed")
 	total := map[string]int{}
 	for _, r := range chaosRepairs {
 		c := map[string]int{}
@@ -431,15 +433,17 @@ func chaosTally(outcomes []chaosOutcome, seed uint64) string {
 			if o.passed {
 				c["passed"]++
 			}
+			c["tokens"] += o.tokensAtKill
 		}
 		for k, v := range c {
 			total[k] += v
 		}
-		fmt.Fprintf(&b, "%-17s %5d | %15d %7d %15d | %8d %7d %9d | %d/%d\n", r.name, c["runs"], c["before approval"], c["during"],
-			c["after finishing"], c["resumed"], c["undone"], c["no job"], c["passed"], c["runs"])
+		fmt.Fprintf(&b, "%-17s %5d | %15d %7d %15d | %8d %11d %9d | %13d | %d/%d\n", r.name, c["runs"], c["before approval"], c["during"],
+			c["after finishing"], c["resumed"], c["undone"], c["no job"], c["tokens"], c["passed"], c["runs"])
 	}
-	fmt.Fprintf(&b, "%-17s %5d | %15d %7d %15d | %8d %7d %9d | %d/%d\n", "all", total["runs"], total["before approval"], total["during"],
-		total["after finishing"], total["resumed"], total["undone"], total["no job"], total["passed"], total["runs"])
+	fmt.Fprintf(&b, "%-17s %5d | %15d %7d %15d | %8d %11d %9d | %13d | %d/%d\n", "all", total["runs"], total["before approval"], total["during"],
+		total["after finishing"], total["resumed"], total["undone"], total["no job"], total["tokens"], total["passed"], total["runs"])
+	b.WriteString("* login-as-user tokens the killed medic left valid, all logged out when medic started again (or the run failed)\n")
 	return b.String()
 }
 
