@@ -39,17 +39,16 @@ import (
 
 // Typical durations of `medic exec --yes '<repair>'` from the process start to its exit, on
 // the shared 2-core machine with this test's fixtures, measured with MEDIC_CHAOS_MEASURE=1 and
-// in unkilled runs (2026-12-02, two other engineers' tests beside it, so they swing):
-// unreject 12.9 s and 14.3 s (most of it Synapse's restart), import 19.7 s and 10.3 s (29
-// events in chunks, then the restart; the chunks take about 3.5 s), recover 3.0 s and 1.5 s,
-// federation reset 0.9 s and 0.5 s. The constants are about the mean. A kill lands uniformly
-// in [0, typical], so some land before the approval, some mid-run, some after the job
-// finished.
+// in unkilled runs (2026-12-02, other engineers' tests beside it, so they swing 2×):
+// unreject 6.9–14.3 s (most of it Synapse's restart), import 6.5–19.7 s (29 events in chunks
+// of 5, about 3.5 s, then the restart), recover 1.2–3.0 s, federation reset 0.5–0.9 s. The
+// constants are in the middle. A kill lands uniformly in [0, typical], so some land before
+// the approval, some mid-run, some after the job finished.
 const (
-	chaosTypicalUnreject   = 13 * time.Second        // verify, transaction, restart of Synapse, post-check
-	chaosTypicalImport     = 15 * time.Second        // plan, chunks, restart of Synapse
-	chaosTypicalRecover    = 2500 * time.Millisecond // state from hs2, 3 joins with minted tokens
-	chaosTypicalFederation = 800 * time.Millisecond  // one reset through the admin API
+	chaosTypicalUnreject   = 10 * time.Second        // verify, transaction, restart of Synapse, post-check
+	chaosTypicalImport     = 12 * time.Second        // plan, chunks, restart of Synapse
+	chaosTypicalRecover    = 2000 * time.Millisecond // state from hs2, 3 joins with minted tokens
+	chaosTypicalFederation = 700 * time.Millisecond  // one reset through the admin API
 )
 
 // chaosImportChunk keeps the import's chunks small, so a kill can land between them.
@@ -354,12 +353,12 @@ func chaosJob(t *testing.T, path string) (job, state, steps string) {
 	if err := db.QueryRow(`SELECT id, state FROM job ORDER BY requested_at LIMIT 1`).Scan(&job, &state); err != nil {
 		return "", "", "no job"
 	}
-	var done, total int
+	var done, started int
 	var plan string
-	_ = db.QueryRow(`SELECT count(*) FROM job_step WHERE job_id = $1 AND state = 'done'`, job).Scan(&done)
+	_ = db.QueryRow(`SELECT count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'started')
+		FROM job_step WHERE job_id = $1`, job).Scan(&done, &started)
 	_ = db.QueryRow(`SELECT plan FROM job WHERE id = $1`, job).Scan(&plan)
-	total = len(jobsParsePlanSteps(plan))
-	return job, state, fmt.Sprintf("%d of %d steps done", done, total)
+	return job, state, fmt.Sprintf("%d of %d steps done, %d started", done, len(jobsParsePlanSteps(plan)), started)
 }
 
 // chaosFinalJob follows supersessions from job: a re-plan that found the world changed (by
