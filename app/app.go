@@ -65,10 +65,20 @@ func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.
 			return nil, fmt.Errorf("open Synapse's database: %w", err)
 		}
 		a.DB = db
+		db.OnSchema(a.logSchema)
 	}
-	a.Health = &health.Runner{Config: cfg, Admin: a.Admin, DB: a.DB, Store: st, Federation: a.Federation}
+	a.Health = &health.Runner{Config: cfg, Admin: a.Admin, DB: a.DB, Store: st, Federation: a.Federation, TestedSchema: recovery.TestedSchema}
 	a.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger())
 	a.Jobs.Prefix = cfg.Bot.CommandPrefix
+	if a.DB != nil {
+		a.Jobs.Schema = func(ctx context.Context) (jobs.SchemaState, error) {
+			s, err := a.DB.Schema(ctx)
+			if err != nil {
+				return jobs.SchemaState{}, err
+			}
+			return recovery.SchemaState(s), nil
+		}
+	}
 	a.Ops = Ops{
 		FederationReset: recovery.FederationReset(a.Admin),
 		ExtremitiesTrim: recovery.ExtremitiesTrim(a.Admin),
@@ -92,10 +102,37 @@ func (a *App) TestingSwitchWarning() string {
 		"turn it off in production"
 }
 
-// Start does what every medic process does before it takes commands: log out the
-// login-as-user tokens an interrupted recovery left behind.
+// Start does what every medic process does before it takes commands: read (and log)
+// Synapse's schema version, and log out the login-as-user tokens an interrupted recovery
+// left behind.
 func (a *App) Start(ctx context.Context) error {
+	if a.DB != nil {
+		// A database that is down now is read when it first answers (DB.Schema logs then):
+		// every repair that writes Synapse's tables reads the version before it is planned.
+		if _, err := a.DB.Schema(ctx); err != nil {
+			if ue, ok := synapse.Unreachable(err); ok {
+				// Nothing else here can run without it either (leftover tokens are looked up
+				// in Synapse's database): the caller says so, once.
+				return ue
+			}
+			a.Log.Warn().Err(err).Msg("Could not read Synapse's schema version at start; it is read again when a command needs it")
+		}
+	}
 	return recovery.RevokeMinted(ctx, a.Store, a.DB, a.Config.Bot.UserID, a.Config.Homeserver.URL)
+}
+
+// logSchema logs Synapse's schema when medic first reads it and whenever it changed (an
+// upgrade while medic runs); a warning when the repairs were not tested on it.
+func (a *App) logSchema(s *synapse.Schema) {
+	ev := a.Log.Info()
+	msg := "Synapse's database schema"
+	if !recovery.TestedSchema.Covers(recovery.SchemaState(s)) {
+		ev = a.Log.Warn()
+		msg = "Synapse's database schema is outside the range medic's repairs were tested on: they refuse without " + jobs.ForceSchemaFlag
+	}
+	ev.Int("schema_version", s.Version).Int("schema_compat_version", s.Compat).Bool("upgraded", s.Upgraded).
+		Int("deltas_at_version", len(s.DeltasAt(s.Version))).Strs("untested_deltas", recovery.TestedSchema.NewDeltas(recovery.SchemaState(s))).
+		Stringer("tested", recovery.TestedSchema).Msg(msg)
 }
 
 // Rejoiner is !recover's planner and runner, configured.

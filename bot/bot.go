@@ -25,6 +25,7 @@ import (
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/synapse"
 )
 
 // Bot is one running medic.
@@ -53,6 +54,9 @@ type Bot struct {
 	running sync.WaitGroup
 	// syncState is the last sync's outcome, for the health report.
 	syncState syncHealth
+	// outage paces and logs the attempts to reach Synapse while it does not answer, at start
+	// and while syncing, and tells when it is back.
+	outage outage
 }
 
 // NewClient makes the bot's Matrix client (not logged in yet unless an access token is
@@ -91,7 +95,9 @@ func New(a *app.App, cli *mautrix.Client) *Bot {
 	return b
 }
 
-// Start logs in, sets up encryption and cross-signing, and registers event handlers.
+// Start logs in, sets up encryption and cross-signing, and registers event handlers. While
+// Synapse does not answer it keeps trying, with backoff (outage), until ctx ends; an error
+// that is not Synapse being unreachable (a wrong password, a broken store) ends it.
 func (b *Bot) Start(ctx context.Context) error {
 	for _, r := range b.cfg.Rooms.Admin {
 		b.adminRooms.Add(r)
@@ -103,6 +109,49 @@ func (b *Bot) Start(ctx context.Context) error {
 	for _, r := range adopted {
 		b.adminRooms.Add(r)
 	}
+	// Nothing here holds a transaction on medic's store across a request to Synapse, so
+	// `medic exec` (another process on the same store) works while this waits.
+	for {
+		// Ask whether Synapse answers at all before logging in: an attempt that fails there
+		// has nothing to undo (connect sets up the crypto store, logs in, …).
+		if _, err = b.Client.Versions(quiet(ctx)); err == nil {
+			err = b.connect(quiet(ctx))
+		}
+		if err == nil {
+			break
+		} else if ctx.Err() != nil {
+			return ctx.Err()
+		} else if !unreachable(err) {
+			return err
+		}
+		if err = wait(ctx, b.outage.failed(b.log, "start", err)); err != nil {
+			return err
+		}
+	}
+	syncer := &viewSyncer{DefaultSyncer: b.Client.Syncer.(*mautrix.DefaultSyncer), after: b.afterSync,
+		failed: b.syncFailed, log: b.log}
+	b.Client.Syncer = syncer
+	syncer.OnSync(func(ctx context.Context, _ *mautrix.RespSync, _ string) bool {
+		b.syncState.ok()
+		b.announceBack(ctx)
+		return true
+	})
+	syncer.OnEventType(event.StateMember, b.handleMember)
+	syncer.OnEventType(event.EventMessage, b.handleCommandEvent)
+	syncer.OnEventType(event.EventReaction, b.handleCommandEvent)
+	b.log.Info().
+		Stringer("user_id", b.Client.UserID).
+		Stringer("device_id", b.Client.DeviceID).
+		Int("admin_rooms", b.adminRooms.Size()).
+		Bool("encryption", b.cfg.Encryption.On()).
+		Msg("Logged in")
+	return nil
+}
+
+// connect is what Start does with Synapse: log in, encryption and cross-signing, the
+// display name, leftover tokens, the rooms' members, interrupted jobs. Start repeats it
+// while Synapse does not answer, so each step can run again after a partial attempt.
+func (b *Bot) connect(ctx context.Context) (err error) {
 	if b.cfg.Encryption.On() {
 		if err = b.initCrypto(ctx); err != nil {
 			return err
@@ -124,7 +173,13 @@ func (b *Bot) Start(ctx context.Context) error {
 		}
 	}
 	if err = b.app.Start(ctx); err != nil {
-		b.log.Warn().Err(err).Msg("Could not log out tokens left by an interrupted recovery")
+		if ue, ok := synapse.Unreachable(err); ok {
+			// One line (why and where), not the driver's error per host tried.
+			b.log.Warn().Err(ue).Msg("Commands that need Synapse's database fail until it answers; " +
+				"login tokens an interrupted recovery left are logged out at the next start")
+		} else {
+			b.log.Warn().Err(err).Msg("Could not log out tokens left by an interrupted recovery")
+		}
 	}
 	if err = b.loadRooms(ctx); err != nil {
 		return err
@@ -133,19 +188,17 @@ func (b *Bot) Start(ctx context.Context) error {
 	if err = b.app.Jobs.ReportInterrupted(ctx, notifier); err != nil {
 		return fmt.Errorf("check interrupted jobs: %w", err)
 	}
-	syncer := &viewSyncer{DefaultSyncer: b.Client.Syncer.(*mautrix.DefaultSyncer), after: b.afterSync}
-	b.Client.Syncer = syncer
-	syncer.OnSync(func(context.Context, *mautrix.RespSync, string) bool { b.syncState.ok(); return true })
-	syncer.OnEventType(event.StateMember, b.handleMember)
-	syncer.OnEventType(event.EventMessage, b.handleCommandEvent)
-	syncer.OnEventType(event.EventReaction, b.handleCommandEvent)
-	b.log.Info().
-		Stringer("user_id", b.Client.UserID).
-		Stringer("device_id", b.Client.DeviceID).
-		Int("admin_rooms", b.adminRooms.Size()).
-		Bool("encryption", b.cfg.Encryption.On()).
-		Msg("Logged in")
 	return nil
+}
+
+// syncFailed is the sync loop's answer to a failed sync: an unknown token ends it (as
+// mautrix-go's default does); anything else is retried with the outage's backoff.
+func (b *Bot) syncFailed(err error) (time.Duration, error) {
+	if errors.Is(err, mautrix.MUnknownToken) {
+		return 0, err
+	}
+	b.syncState.failed(err)
+	return b.outage.failed(b.log, "sync", err), nil
 }
 
 func (b *Bot) loginRequest() *mautrix.ReqLogin {
@@ -160,6 +213,11 @@ func (b *Bot) loginRequest() *mautrix.ReqLogin {
 }
 
 func (b *Bot) initCrypto(ctx context.Context) error {
+	if b.crypto != nil {
+		// A previous attempt got this far before Synapse stopped answering: the crypto
+		// helper is set up (and its sync handlers registered); only cross-signing is left.
+		return b.crossSign(ctx)
+	}
 	pickleKey, err := readOrCreateSecret(b.cfg.Encryption.PickleKeyFile)
 	if err != nil {
 		return fmt.Errorf("pickle key: %w", err)
@@ -244,7 +302,7 @@ func (b *Bot) Run(ctx context.Context) error {
 		defer b.running.Done()
 		b.runSchedule(ctx)
 	}()
-	err := b.Client.SyncWithContext(ctx)
+	err := b.sync(ctx)
 	b.running.Wait()
 	b.app.Close()
 	if b.crypto != nil {
@@ -254,6 +312,21 @@ func (b *Bot) Run(ctx context.Context) error {
 		return fmt.Errorf("sync: %w", err)
 	}
 	return nil
+}
+
+// sync runs mautrix-go's sync loop until ctx ends. Failed syncs are retried inside it
+// (syncFailed); the loop itself returns when its set-up fails (creating the filter), which
+// is retried here while Synapse does not answer.
+func (b *Bot) sync(ctx context.Context) error {
+	for {
+		err := b.Client.SyncWithContext(quiet(ctx))
+		if err == nil || ctx.Err() != nil || !unreachable(err) {
+			return err
+		}
+		if err = wait(ctx, b.outage.failed(b.log, "sync", err)); err != nil {
+			return err
+		}
+	}
 }
 
 func readOrCreateSecret(path string) ([]byte, error) {

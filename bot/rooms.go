@@ -6,7 +6,9 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -25,10 +27,15 @@ type roomView struct {
 	outsiders map[id.RoomID]map[id.UserID]event.Membership
 	// told are the outsiders medic has announced in each room it posts to.
 	told map[id.RoomID]map[id.UserID]bool
+	// applied is the newest member event applied per room and user (by origin_server_ts): a
+	// member event seen again (a sync delivering an older event after a newer one) changes
+	// nothing.
+	applied map[id.RoomID]map[id.UserID]int64
 }
 
 func newRoomView() *roomView {
-	return &roomView{outsiders: map[id.RoomID]map[id.UserID]event.Membership{}, told: map[id.RoomID]map[id.UserID]bool{}}
+	return &roomView{outsiders: map[id.RoomID]map[id.UserID]event.Membership{}, told: map[id.RoomID]map[id.UserID]bool{},
+		applied: map[id.RoomID]map[id.UserID]int64{}}
 }
 
 // get returns a room's outsiders; ok is false when medic is not in the room (or could not
@@ -60,18 +67,26 @@ func (v *roomView) update(changes []memberChange, left []id.RoomID) {
 	v.lock.Lock()
 	defer v.lock.Unlock()
 	for _, c := range changes {
-		out, known := v.outsiders[c.room]
+		out, known := v.outsiders[c.Room]
+		if v.applied[c.Room] == nil {
+			v.applied[c.Room] = map[id.UserID]int64{}
+		}
+		if c.TS != 0 && c.TS < v.applied[c.Room][c.User] {
+			continue
+		}
+		v.applied[c.Room][c.User] = c.TS
 		switch {
 		case !known:
-		case c.membership == event.MembershipJoin || c.membership == event.MembershipInvite:
-			out[c.user] = c.membership
+		case c.Membership == event.MembershipJoin || c.Membership == event.MembershipInvite:
+			out[c.User] = c.Membership
 		default:
-			delete(out, c.user)
+			delete(out, c.User)
 		}
 	}
 	for _, room := range left {
 		delete(v.outsiders, room)
 		delete(v.told, room)
+		delete(v.applied, room)
 	}
 }
 
@@ -105,20 +120,33 @@ func (v *roomView) news(room id.RoomID) (arrived, gone []id.UserID) {
 
 // memberChange is one m.room.member event of an outsider.
 type memberChange struct {
-	room       id.RoomID
-	user       id.UserID
-	membership event.Membership
+	Room       id.RoomID
+	User       id.UserID
+	Membership event.Membership
+	EventID    id.EventID
+	TS         int64 // origin_server_ts
 }
 
 // viewSyncer is mautrix's default syncer followed by the room view's update from the same
 // response, after every handler has seen it: by then the crypto state store knows the new
 // members, so a notice medic posts is encrypted for them.
+//
+// It also replaces the default's fixed 10 s between failed syncs with the outage's backoff
+// (failed), and hands the handlers a context with medic's own logger: the sync loop's
+// leaves out mautrix-go's failed-request lines (quiet), which a command's requests must keep.
 type viewSyncer struct {
 	*mautrix.DefaultSyncer
-	after func(ctx context.Context, res *mautrix.RespSync)
+	after  func(ctx context.Context, res *mautrix.RespSync)
+	failed func(err error) (time.Duration, error)
+	log    zerolog.Logger
+}
+
+func (s *viewSyncer) OnFailedSync(_ *mautrix.RespSync, err error) (time.Duration, error) {
+	return s.failed(err)
 }
 
 func (s *viewSyncer) ProcessResponse(ctx context.Context, res *mautrix.RespSync, since string) error {
+	ctx = s.log.WithContext(ctx)
 	err := s.DefaultSyncer.ProcessResponse(ctx, res, since)
 	if err == nil {
 		s.after(ctx, res)
@@ -156,8 +184,19 @@ func (b *Bot) afterSync(ctx context.Context, res *mautrix.RespSync) {
 	var changes []memberChange
 	note := func(room id.RoomID, evts []*event.Event) {
 		for _, evt := range evts {
-			if evt.Type == event.StateMember && evt.StateKey != nil && b.cfg.Outsider(id.UserID(*evt.StateKey)) {
-				changes = append(changes, memberChange{room, id.UserID(*evt.StateKey), evt.Content.AsMember().Membership})
+			if evt.Type != event.StateMember || evt.StateKey == nil || !b.cfg.Outsider(id.UserID(*evt.StateKey)) {
+				continue
+			}
+			// The syncer parses the events it dispatches, not every state_after event: an
+			// unparsed member event reads as membership "", which would drop the member and
+			// announce them again on their next event.
+			if evt.Content.Parsed == nil {
+				if err := evt.Content.ParseRaw(evt.Type); err != nil {
+					continue
+				}
+			}
+			if m := evt.Content.AsMember().Membership; m != "" {
+				changes = append(changes, memberChange{Room: room, User: id.UserID(*evt.StateKey), Membership: m, EventID: evt.ID, TS: evt.Timestamp})
 			}
 		}
 	}
@@ -171,6 +210,9 @@ func (b *Bot) afterSync(ctx context.Context, res *mautrix.RespSync) {
 		}
 	}
 	left := slices.Collect(maps.Keys(res.Rooms.Leave))
+	if len(changes) > 0 {
+		b.log.Debug().Any("changes", changes).Msg("Member changes of outsiders")
+	}
 	b.rooms.update(changes, left)
 	for _, room := range left {
 		b.forgetAdopted(ctx, room)
@@ -210,6 +252,9 @@ func (b *Bot) postsTo() []id.RoomID {
 func (b *Bot) announce(ctx context.Context) {
 	for _, room := range b.postsTo() {
 		arrived, gone := b.rooms.news(room)
+		if len(arrived) > 0 || len(gone) > 0 {
+			b.log.Debug().Stringer("room_id", room).Any("arrived", arrived).Any("gone", gone).Msg("Outsiders changed")
+		}
 		var msg string
 		switch {
 		case len(arrived) == 1:

@@ -2,6 +2,7 @@ package bot_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -78,14 +79,14 @@ func TestNonAdminInAdminRoom(t *testing.T) {
 	if body := testbed.Message(planEvt).Body; !strings.Contains(body, "retry now") || strings.Contains(body, "withheld") {
 		t.Errorf("plan in a clean room is not whole: %q", body)
 	}
-	notices := 0
+	notices := map[id.EventID]string{}
 	for _, evt := range admin.Events() {
 		if announced(evt) {
-			notices++
+			notices[evt.ID] = fmt.Sprintf("%s at %d: %q", evt.ID, evt.Timestamp, testbed.Message(evt).Body)
 		}
 	}
-	if notices != 1 {
-		t.Errorf("the non-admin was announced %d times, want once", notices)
+	if len(notices) != 1 {
+		t.Errorf("the non-admin was announced %d times, want once: %v", len(notices), notices)
 	}
 
 	// !rooms leave: a configured room is refused, an adopted one is left and forgotten.

@@ -21,6 +21,13 @@ type syncHealth struct {
 	err  error
 }
 
+// failed records why the last sync failed (the last success stays).
+func (s *syncHealth) failed(err error) {
+	s.lock.Lock()
+	s.err = err
+	s.lock.Unlock()
+}
+
 func (s *syncHealth) ok() {
 	s.lock.Lock()
 	s.last, s.err = time.Now(), nil

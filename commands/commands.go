@@ -20,6 +20,9 @@ import (
 
 	"github.com/synapse-medic/medic/app"
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/mdtext"
+	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/synapse"
 )
 
 // Env is the processor's Meta, shared by all commands: the application, and the transport
@@ -57,6 +60,78 @@ func needDB(ce *Event) bool {
 		return false
 	}
 	return true
+}
+
+// dbHint is what the admin can do about Synapse's database being unreachable.
+const dbHint = "Check that PostgreSQL runs and that `synapse.database` points at it."
+
+// dbUnreachable answers, in one line, that what could not be done because Synapse's database
+// is unreachable (why and where), and reports true, when err is such a failure; the driver's
+// error, one line per host tried, goes to the log at debug level only.
+func dbUnreachable(ce *Event, what string, err error) bool {
+	ue, ok := synapse.Unreachable(err)
+	if !ok {
+		return false
+	}
+	zerolog.Ctx(ce.Ctx).Debug().Err(err).Msg("Synapse's database is unreachable")
+	Fail(ce, "%s: %s. %s", ue.Error(), lowerFirst(what), dbHint)
+	return true
+}
+
+// FailErr answers that what could not be done because of err (one line when Synapse's
+// database is unreachable: see dbUnreachable).
+func FailErr(ce *Event, what string, err error) {
+	if !dbUnreachable(ce, what, err) {
+		Fail(ce, "%s: %v", what, err)
+	}
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
+}
+
+// readDB is needDB for the read-only commands that read Synapse's tables: they run on any
+// Synapse schema, and first say so when medic was not tested on this one.
+func readDB(ce *Event) bool {
+	if !needDB(ce) {
+		return false
+	}
+	noteUntestedSchema(ce)
+	return true
+}
+
+// noteUntestedSchema says, before a read-only answer, that Synapse's database is at a schema
+// medic's repairs were not tested on (a changed table may make the answer incomplete). An
+// unreadable version says nothing here: the command's own query reports the database.
+func noteUntestedSchema(ce *Event) {
+	if ce.Meta.DB == nil {
+		return
+	}
+	s, err := ce.Meta.DB.Schema(ce.Ctx)
+	if err != nil || recovery.TestedSchema.Covers(recovery.SchemaState(s)) {
+		return
+	}
+	reply(ce, "⚠️ Synapse's database is at schema %d, %s.", s.Version, mdtext.Text(recovery.TestedSchema.Verdict(recovery.SchemaState(s))))
+}
+
+// takeForceSchema removes --force-schema from the command's arguments, wherever it stands,
+// and tells whether it was there. The repairs that write Synapse's tables take it
+// (jobs.SchemaForce in their arguments).
+func takeForceSchema(ce *Event) bool {
+	found := false
+	args := ce.Args[:0:0]
+	for _, a := range ce.Args {
+		if a == jobs.ForceSchemaFlag {
+			found = true
+			continue
+		}
+		args = append(args, a)
+	}
+	ce.Args = args
+	return found
 }
 
 // Outcome records what happened to one command, for callers (the terminal) that need to

@@ -28,12 +28,12 @@ func extremitiesCommand() *Handler {
 				extremitiesOfRoom(ce, ce.Args[0])
 				return
 			}
-			if !needDB(ce) {
+			if !readDB(ce) {
 				return
 			}
 			rooms, err := ce.Meta.DB.RoomsWithExtremities(ce.Ctx, diagnose.ExtremitiesWarn, 20)
 			if err != nil {
-				Fail(ce, "Could not count forward extremities: %v", err)
+				FailErr(ce, "Could not count forward extremities", err)
 				return
 			}
 			if len(rooms) == 0 {

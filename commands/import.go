@@ -20,7 +20,7 @@ func importCommand() *Handler {
 				"Synapse's database (a source named in `import.sources`, PostgreSQL or SQLite), stored as Synapse stores " +
 				"backfilled events (asks for approval; restarts Synapse at the end; `!undo` removes it)"),
 			Parameters: []*cmdschema.Parameter{{Key: "room", Schema: cmdschema.PrimitiveTypeRoomID.Schema(),
-				Description: text("The room ID, followed by: from <source>")}},
+				Description: text("The room ID, followed by: from <source>, and optionally --force-schema")}},
 			TailParam: "room",
 			Func:      importHistory,
 		}},
@@ -28,13 +28,16 @@ func importCommand() *Handler {
 }
 
 func importHistory(ce *Event) {
+	forceSchema := takeForceSchema(ce)
 	args := ce.Args
 	if len(args) != 3 || args[1] != "from" || len(args[0]) < 2 || args[0][0] != '!' {
-		Fail(ce, "Usage: `%simport history <room ID> from <source>` (sources are named in `import.sources` of medic's config)", prefix(ce))
+		Fail(ce, "Usage: `%simport history <room ID> from <source> [--force-schema]` (sources are named in `import.sources` of medic's config)", prefix(ce))
 		return
 	}
 	if !needDB(ce) {
 		return
 	}
-	propose(ce, ce.Meta.Ops.Import.With(recovery.ImportArgs{Room: args[0], Source: args[2]}))
+	im := recovery.ImportArgs{Room: args[0], Source: args[2]}
+	im.ForceSchema = forceSchema
+	propose(ce, ce.Meta.Ops.Import.With(im))
 }

@@ -18,7 +18,9 @@ func requester(ce *Event) jobs.Requester { return ce.Meta.Transport.Requester(ce
 // propose plans an operation (ce.Meta.Ops.X.With(args)) and asks for approval.
 func propose(ce *Event, r jobs.Request) {
 	if _, err := ce.Meta.Jobs.Propose(ce.Ctx, requester(ce), r); err != nil {
-		Fail(ce, "Could not plan this: %s", mdtext.Text(err.Error()))
+		if !dbUnreachable(ce, "Could not plan this", err) {
+			Fail(ce, "Could not plan this: %s", mdtext.Text(err.Error()))
+		}
 	}
 }
 
@@ -37,16 +39,21 @@ func jobCommand(name, desc string, fn func(m *jobs.Manager, ce *Event, id string
 				return
 			}
 			answer, err := fn(ce.Meta.Jobs, ce, ce.Args[0])
-			if err != nil {
-				msg := err.Error()
-				if !strings.HasSuffix(msg, ".") {
-					msg += "."
-				}
-				Fail(ce, "%s", strings.ToUpper(msg[:1])+msg[1:])
-			} else if answer != "" {
-				reply(ce, answer)
-			}
+			answerJob(ce, answer, err)
 		},
+	}
+}
+
+// answerJob replies with what the job manager answered to !approve, !cancel or !resume.
+func answerJob(ce *Event, answer string, err error) {
+	if err != nil {
+		msg := err.Error()
+		if !strings.HasSuffix(msg, ".") {
+			msg += "."
+		}
+		Fail(ce, "%s", strings.ToUpper(msg[:1])+msg[1:])
+	} else if answer != "" {
+		reply(ce, answer)
 	}
 }
 
@@ -65,10 +72,22 @@ func cancelCommand() *Handler {
 }
 
 func resumeCommand() *Handler {
-	return jobCommand("resume", "Run a failed or interrupted job again: it is re-planned, and only failed and unfinished steps run",
-		func(m *jobs.Manager, ce *Event, id string) (string, error) {
-			return m.Resume(ce.Ctx, requester(ce), id)
-		})
+	return &Handler{
+		Name: "resume", Description: text("Run a failed or interrupted job again: it is re-planned, and only failed and unfinished " +
+			"steps run (--force-schema: on a Synapse schema its repair was not tested on)"),
+		Parameters: jobIDParam("The job ID from the plan, and optionally --force-schema"), TailParam: "job",
+		Func: func(ce *Event) {
+			// Synapse may have been upgraded since the job was approved: --force-schema is
+			// taken off before the job ID is counted.
+			force := takeForceSchema(ce)
+			if len(ce.Args) != 1 {
+				Fail(ce, "Usage: `%sresume <job> [%s]`", prefix(ce), jobs.ForceSchemaFlag)
+				return
+			}
+			answer, err := ce.Meta.Jobs.ResumeWith(ce.Ctx, requester(ce), ce.Args[0], force)
+			answerJob(ce, answer, err)
+		},
+	}
 }
 
 func jobsCommand() *Handler {
@@ -174,13 +193,29 @@ func federationCommand() *Handler {
 func undoCommand() *Handler {
 	return &Handler{
 		Name: "undo", Description: text("Restore the rows a job changed in Synapse's database (asks for approval)"),
-		Parameters: jobIDParam("The job whose changes to undo"), TailParam: "job",
-		Func: parsed("undo <job>", func(ce *Event, args recovery.UndoArgs) {
+		Parameters: jobIDParam("The job whose changes to undo, and optionally --force-schema"), TailParam: "job",
+		Func: func(ce *Event) {
+			forceSchema := takeForceSchema(ce)
+			var args recovery.UndoArgs
+			switch {
+			case len(ce.Args) == 1:
+				args.Job = ce.Args[0]
+			case len(ce.Args) == 0 && ce.StructuredArgs != nil:
+				// A structured (MSC4391) command: the job is a parameter, not in the text.
+				if err := ce.ParseArgs(&args); err != nil {
+					args.Job = ""
+				}
+			}
+			if args.Job == "" || strings.ContainsAny(args.Job, " \t") {
+				Fail(ce, "Usage: `%sundo <job> [%s]`", prefix(ce), jobs.ForceSchemaFlag)
+				return
+			}
 			if !needDB(ce) {
 				return
 			}
 			args.Job = strings.ToLower(args.Job)
+			args.ForceSchema = args.ForceSchema || forceSchema
 			propose(ce, ce.Meta.Ops.Undo.With(args))
-		}),
+		},
 	}
 }

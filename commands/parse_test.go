@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -37,4 +38,28 @@ func FuzzParseSince(f *testing.F) {
 			t.Fatalf("parseSince(%q, %q) = %s without error", a, b, d)
 		}
 	})
+}
+
+func TestTakeForceSchema(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		rest string
+		want bool
+	}{
+		{[]string{"!r:x"}, "!r:x", false},
+		{[]string{"!r:x", "--force-schema"}, "!r:x", true},
+		{[]string{"--force-schema", "!r:x", "--root", "$e"}, "!r:x --root $e", true},
+		{[]string{"!r:x", "--force-schemas"}, "!r:x --force-schemas", false},
+		{nil, "", false},
+	} {
+		ce := &Event{Args: tc.args}
+		orig := strings.Join(tc.args, " ")
+		got := takeForceSchema(ce)
+		if got != tc.want || strings.Join(ce.Args, " ") != tc.rest {
+			t.Errorf("takeForceSchema(%q) = %v, args %q; want %v, %q", tc.args, got, ce.Args, tc.want, tc.rest)
+		}
+		if strings.Join(tc.args, " ") != orig {
+			t.Errorf("takeForceSchema changed the caller's slice: %q", tc.args)
+		}
+	}
 }

@@ -98,9 +98,10 @@ func recoverScan(ce *Event) {
 		Fail(ce, "%v", err)
 		return
 	}
+	noteUntestedSchema(ce)
 	rooms, rep, err := diagnose.ScanForgotten(ce.Ctx, diagnose.Sources(logs), time.Now().Add(-since), ce.Meta.DB, fc)
 	if err != nil {
-		Fail(ce, "Could not scan the logs: %v", err)
+		FailErr(ce, "Could not scan the logs", err)
 		return
 	}
 	var b strings.Builder

@@ -12,6 +12,7 @@ import (
 	"github.com/synapse-medic/medic/diagnose"
 	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapselog"
 )
 
@@ -46,7 +47,7 @@ func rejectedCommand() *Handler {
 }
 
 func rejected(ce *Event) {
-	if !needDB(ce) {
+	if !readDB(ce) {
 		return
 	}
 	args := ce.Args
@@ -68,7 +69,7 @@ func rejected(ce *Event) {
 	}
 	groups, err := ce.Meta.DB.RejectedGroups(ce.Ctx, time.Now().Add(-since), room)
 	if err != nil {
-		Fail(ce, "Could not count rejected events: %v", err)
+		FailErr(ce, "Could not count rejected events", err)
 		return
 	}
 	var b strings.Builder
@@ -105,6 +106,9 @@ func rejected(ce *Event) {
 			break
 		}
 		rr, err := diagnose.RoomChains(ce.Ctx, ce.Meta.DB, r)
+		if ue, ok := synapse.Unreachable(err); ok {
+			err = ue // one line, not the driver's error per host tried
+		}
 		if err != nil {
 			fmt.Fprintf(&b, "\n%s: could not read its chains: %s\n", mdtext.Code(r), mdtext.Text(err.Error()))
 			continue
@@ -171,19 +175,20 @@ func unrejectCommand() *Handler {
 		Name:        "unreject",
 		Description: text("Verify a room's rejected events with the auth rules and un-reject those that pass (asks for approval)"),
 		Parameters: []*cmdschema.Parameter{
-			{Key: "room", Schema: cmdschema.PrimitiveTypeString.Schema(), Description: text("Room ID or alias, then optionally --root <event id> and --force")},
+			{Key: "room", Schema: cmdschema.PrimitiveTypeString.Schema(), Description: text("Room ID or alias, then optionally --root <event id>, --force and --force-schema")},
 		},
 		TailParam: "room",
 		Func:      unreject,
 	}
 }
 
-const unrejectUsage = "Usage: `%sunreject <room> [--root <event id>] [--force]`"
+const unrejectUsage = "Usage: `%sunreject <room> [--root <event id>] [--force] [--force-schema]`"
 
 func unreject(ce *Event) {
 	if !needDB(ce) {
 		return
 	}
+	forceSchema := takeForceSchema(ce)
 	if len(ce.Args) == 0 {
 		Fail(ce, unrejectUsage, prefix(ce))
 		return
@@ -193,6 +198,7 @@ func unreject(ce *Event) {
 		return
 	}
 	args := recovery.UnrejectArgs{Room: room}
+	args.ForceSchema = forceSchema
 	rest := ce.Args[1:]
 	for i := 0; i < len(rest); i++ {
 		switch a := rest[i]; {

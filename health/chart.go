@@ -31,7 +31,9 @@ type Chart struct {
 // A chart with nothing to show is left out.
 func (rn *Runner) Charts(ctx context.Context, rep *Report) ([]Chart, error) {
 	var out []Chart
-	if rn.DB != nil {
+	// While the database is down the report says so once (the database check): no chart of
+	// it, and no second error.
+	if rn.DB != nil && !rep.DBDown() {
 		since := rep.At.UTC().Truncate(24*time.Hour).AddDate(0, 0, -13)
 		days, err := rn.DB.RejectionsPerDay(ctx, since)
 		if err != nil {

@@ -15,24 +15,31 @@ import (
 
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/diagnose"
+	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapselog"
 )
 
 var errNoDB = errors.New("needs Synapse's database: set synapse.database")
 
+// skippedDBDown is the summary of a check that reads Synapse's database while it is
+// unreachable (the database check says why).
+const skippedDBDown = "skipped: database unreachable (see Synapse's database)"
+
 // Checks returns every check in report order.
 func Checks() []*Check {
 	return []*Check{
 		{ID: "synapse", Title: "Synapse", Description: "Synapse answers; its version", Run: checkSynapse},
+		{ID: "database", Title: "Synapse's database", Description: "Synapse's PostgreSQL database answers medic (the checks that read it are skipped while it does not)", Run: checkDatabase},
 		{ID: "federation", Title: "Federation self-test", Description: "how the world reaches the server: name resolution, TLS, key server, a signed request with an escaped room ID", Run: checkFederation},
 		{ID: "destinations", Title: "Failing destinations", Description: "remote servers Synapse is backing off from, and for how long", Run: checkDestinations},
-		{ID: "forgotten", Title: "Forgotten rooms", Description: "rooms whose federation traffic Synapse dropped since the last report (from its logs)", Run: checkForgotten},
-		{ID: "rejections", Title: "Rejected events", Description: "new rejected events per room since the last report; rooms where they form a rejection chain", Run: checkRejections},
-		{ID: "partial-joins", Title: "Partial joins", Description: "rooms stuck in a partial (faster) join", Run: checkPartialJoins},
-		{ID: "extremities", Title: "Forward extremities", Description: "rooms with too many forward extremities", Run: checkExtremities},
-		{ID: "size", Title: "Database size", Description: "database size, largest tables, biggest rooms by state (estimated)", Run: checkSize},
-		{ID: "restore", Title: "After-restore hazards", Description: "collation/ctype, owners of tables and sequences, sequences behind their tables", Run: checkRestore},
-		{ID: "background-updates", Title: "Background updates", Description: "Synapse background updates still pending", Run: checkBackgroundUpdates},
+		{ID: "forgotten", Title: "Forgotten rooms", Description: "rooms whose federation traffic Synapse dropped since the last report (from its logs)", NeedsDB: true, Run: checkForgotten},
+		{ID: "rejections", Title: "Rejected events", Description: "new rejected events per room since the last report; rooms where they form a rejection chain", NeedsDB: true, Run: checkRejections},
+		{ID: "partial-joins", Title: "Partial joins", Description: "rooms stuck in a partial (faster) join", NeedsDB: true, Run: checkPartialJoins},
+		{ID: "extremities", Title: "Forward extremities", Description: "rooms with too many forward extremities", NeedsDB: true, Run: checkExtremities},
+		{ID: "size", Title: "Database size", Description: "database size, largest tables, biggest rooms by state (estimated)", NeedsDB: true, Run: checkSize},
+		{ID: "restore", Title: "After-restore hazards", Description: "collation/ctype, owners of tables and sequences, sequences behind their tables", NeedsDB: true, Run: checkRestore},
+		{ID: "background-updates", Title: "Background updates", Description: "Synapse background updates still pending", NeedsDB: true, Run: checkBackgroundUpdates},
 		{ID: "disk", Title: "Free disk", Description: "free space where the media store and the database live", Run: checkDisk},
 		{ID: "medic", Title: "Medic", Description: "medic's own sync, end-to-end encryption and last report", Run: checkMedic},
 	}
@@ -51,7 +58,7 @@ func (rn *Runner) pfx() string { return rn.Config.Bot.CommandPrefix }
 
 func (rn *Runner) th() config.HealthThresholds { return rn.Config.Health.Thresholds }
 
-func checkSynapse(ctx context.Context, rn *Runner, _ *Report, res *Result) error {
+func checkSynapse(ctx context.Context, rn *Runner, rep *Report, res *Result) error {
 	start := time.Now()
 	v, err := rn.Admin.ServerVersion(ctx)
 	took := time.Since(start)
@@ -66,7 +73,69 @@ func checkSynapse(ctx context.Context, rn *Runner, _ *Report, res *Result) error
 	res.add("version", false, "version", v)
 	res.add("latency", false, "answered in", took.Round(time.Millisecond).String())
 	res.Metrics["latency_ms"] = float64(took.Milliseconds())
+	checkSchema(ctx, rn, rep, res)
 	return nil
+}
+
+func checkDatabase(_ context.Context, rn *Runner, rep *Report, res *Result) error {
+	if rn.DB == nil {
+		res.Status, res.Summary = Skipped, "no synapse.database configured"
+		return nil
+	}
+	res.Columns = []string{"what", "value"}
+	if rep.DBErr != nil {
+		res.Status, res.Summary = Critical, "unreachable: "+rep.DBErr.Error()
+		if ue, ok := synapse.Unreachable(rep.DBErr); ok {
+			res.Summary = "unreachable: " + ue.Reason
+			if ue.Addr != "" {
+				res.Summary += " at " + ue.Addr
+			}
+		}
+		res.Hint = "check that PostgreSQL runs and that synapse.database points at it; the checks that read Synapse's database are skipped until it answers"
+		res.add("reachable", true, "reachable", "no")
+		res.level("reachable", Critical)
+		return nil
+	}
+	took := rep.DBLatency.Round(time.Millisecond)
+	res.Summary = fmt.Sprintf("answered in %s", took)
+	res.add("latency", false, "answered in", took.String())
+	res.Metrics["latency_ms"] = float64(rep.DBLatency.Milliseconds())
+	return nil
+}
+
+// checkSchema adds Synapse's database schema to the synapse check, and warns when medic's
+// repairs were not tested on it. A database that does not answer is left to the checks that
+// read it: this check is about Synapse's version.
+func checkSchema(ctx context.Context, rn *Runner, rep *Report, res *Result) {
+	if rn.DB == nil {
+		return
+	}
+	if rep.DBDown() {
+		res.add("schema", false, "database schema", "unknown: database unreachable")
+		return
+	}
+	s, err := rn.DB.Schema(ctx)
+	if ue, ok := synapse.Unreachable(err); ok {
+		err = ue // one line, not the driver's error per host tried
+	}
+	if err != nil {
+		res.add("schema", false, "database schema", "unknown: "+err.Error())
+		return
+	}
+	if rn.TestedSchema.IsZero() {
+		res.add("schema", false, "database schema", s.String())
+		return
+	}
+	st := jobs.SchemaState{Version: s.Version, Deltas: s.DeltasAt(s.Version)}
+	tested := rn.TestedSchema.Covers(st)
+	res.add("schema", !tested, "database schema", s.String()+", "+rn.TestedSchema.Verdict(st))
+	res.Metrics["schema_version"] = float64(s.Version)
+	if !tested {
+		res.worst(Warn)
+		res.Summary += fmt.Sprintf("; its database (schema %d) is not one medic's repairs were tested on (%s)", s.Version, rn.TestedSchema)
+		res.Hint = fmt.Sprintf("repairs that write Synapse's tables (un-reject, import, undo) refuse without `%s`; "+
+			"check medic's releases for one tested on this Synapse", jobs.ForceSchemaFlag)
+	}
 }
 
 func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result) error {
@@ -375,10 +444,10 @@ func checkBackgroundUpdates(ctx context.Context, rn *Runner, _ *Report, res *Res
 	return nil
 }
 
-func checkDisk(ctx context.Context, rn *Runner, _ *Report, res *Result) error {
+func checkDisk(ctx context.Context, rn *Runner, rep *Report, res *Result) error {
 	disks := slices.Clone(rn.Config.Health.Disks)
 	// PostgreSQL's data directory, when the role may read the setting and it is on this host.
-	if rn.DB != nil {
+	if rn.DB != nil && !rep.DBDown() {
 		if dir, err := rn.DB.DataDirectory(ctx); err == nil {
 			if _, err = os.Stat(dir); err == nil {
 				disks = append(disks, config.HealthDisk{Name: "database", Path: dir})

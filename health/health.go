@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix/federation"
 
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
@@ -114,7 +115,10 @@ type Check struct {
 	ID          string
 	Title       string
 	Description string
-	Run         func(ctx context.Context, rn *Runner, rep *Report, res *Result) error
+	// NeedsDB: the check reads Synapse's database (when one is configured). While it is
+	// unreachable the check is skipped: the database check alone reports the outage.
+	NeedsDB bool
+	Run     func(ctx context.Context, rn *Runner, rep *Report, res *Result) error
 }
 
 // SelfStatus is medic's own state, given by the bot.
@@ -138,6 +142,9 @@ type Runner struct {
 	// dropped events in the logs (may return nil).
 	Federation func() (*federation.Client, error)
 	Now        func() time.Time
+	// TestedSchema is the Synapse schema range medic's repairs were tested on: the synapse
+	// check warns when Synapse's database is outside it (zero: not judged).
+	TestedSchema jobs.SchemaRange
 }
 
 func (rn *Runner) now() time.Time {
@@ -159,7 +166,15 @@ type Report struct {
 	Since     time.Time
 	// Charts are PNG images worth attaching, by file name.
 	Charts []Chart
+	// DBErr is why Synapse's database did not answer before the checks ran (nil when it did,
+	// or when none is configured).
+	DBErr error
+	// DBLatency is how long the database took to answer that probe.
+	DBLatency time.Duration
 }
+
+// DBDown tells whether Synapse's database is configured but did not answer.
+func (rep *Report) DBDown() bool { return rep.DBErr != nil }
 
 // Counts returns how many checks have each status.
 func (rep *Report) Counts() map[Status]int {
@@ -212,6 +227,12 @@ func (rn *Runner) Run(ctx context.Context, only ...string) (*Report, error) {
 			checks = append(checks, c)
 		}
 	}
+	// One probe of Synapse's database before the checks: when it is down, the database check
+	// says so once and the checks that read it are skipped, rather than each of them timing
+	// out on its own and warning with the driver's error.
+	if rn.DB != nil && slices.ContainsFunc(checks, func(c *Check) bool { return c.NeedsDB || c.ID == "database" }) {
+		rep.DBLatency, rep.DBErr = rn.DB.Ping(ctx)
+	}
 	rep.Results = make([]*Result, len(checks))
 	var wg sync.WaitGroup
 	for i, c := range checks {
@@ -228,9 +249,19 @@ func (rn *Runner) Run(ctx context.Context, only ...string) (*Report, error) {
 					res.Status, res.Summary = Warn, "the check failed internally; details are in medic's log"
 				}
 			}()
+			if c.NeedsDB && rep.DBDown() {
+				res.Status, res.Summary = Skipped, skippedDBDown
+				return
+			}
 			cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			defer cancel()
-			if err := c.Run(cctx, rn, rep, res); errors.Is(err, errNoDB) {
+			err := c.Run(cctx, rn, rep, res)
+			if ue, ok := synapse.Unreachable(err); ok {
+				// The database went away after the probe: still one line, not the driver's
+				// stack of errors.
+				res.worst(Warn)
+				res.Summary = "could not check: " + ue.Error()
+			} else if errors.Is(err, errNoDB) {
 				res.Status, res.Summary = Skipped, err.Error()
 			} else if err != nil {
 				zerolog.Ctx(ctx).Warn().Err(err).Str("check", c.ID).Msg("Health check could not run")

@@ -34,6 +34,10 @@ type Manager struct {
 	ProgressInterval time.Duration
 	// Prefix is the command prefix (bot.command_prefix), for the commands texts name.
 	Prefix string
+	// Schema reads Synapse's schema record (schema_version, applied_schema_deltas), against
+	// which operations with a Schema range are checked before they are planned or resumed.
+	// nil when medic has no Synapse database: those operations then refuse on their own.
+	Schema func(ctx context.Context) (SchemaState, error)
 }
 
 // NewManager returns a manager; Register adds the operations it runs.
@@ -46,6 +50,7 @@ func NewManager(st *store.Store, cfg config.Jobs, log zerolog.Logger) *Manager {
 // proposed, approved and resumed, also by a later process.
 func (m *Manager) Register(ops ...operation) {
 	for _, op := range ops {
+		op.checkSchema()
 		m.ops[op.kind()] = op
 	}
 }
@@ -69,7 +74,7 @@ func (m *Manager) Propose(ctx context.Context, req Requester, r Request) (*store
 	if err != nil {
 		return nil, fmt.Errorf("encode arguments: %w", err)
 	}
-	plan, err := r.op.plan(ctx, rawArgs)
+	plan, err := m.plan(ctx, r.op, rawArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +181,12 @@ func (m *Manager) Approve(ctx context.Context, req Requester, jobID string) (str
 // recheck plans the job again. When the plan changed, the job (in state from) is superseded
 // and the fresh plan proposed instead; drifted says so.
 func (m *Manager) recheck(ctx context.Context, req Requester, job *store.Job, op operation, plan *Plan, from string) (drifted bool, answer string, err error) {
-	fresh, err := op.plan(ctx, json.RawMessage(job.Args))
+	return m.recheckWith(ctx, req, job, op, plan, from, json.RawMessage(job.Args))
+}
+
+// recheckWith is recheck with the job's arguments as given (a resume may force the schema).
+func (m *Manager) recheckWith(ctx context.Context, req Requester, job *store.Job, op operation, plan *Plan, from string, args json.RawMessage) (drifted bool, answer string, err error) {
+	fresh, err := m.plan(ctx, op, args)
 	if err != nil {
 		return false, "", fmt.Errorf("could not re-check the plan of job `%s`, so nothing ran: %w", job.ID, err)
 	}
@@ -194,7 +204,7 @@ func (m *Manager) recheck(ctx context.Context, req Requester, job *store.Job, op
 		job.ID, Diff(plan.Changes, fresh.Changes))
 	requester := req
 	requester.User = id.UserID(job.RequestedBy)
-	if _, err = m.propose(ctx, requester, job.Kind, json.RawMessage(job.Args), fresh, preface); err != nil {
+	if _, err = m.propose(ctx, requester, job.Kind, args, fresh, preface); err != nil {
 		return true, "", fmt.Errorf("could not post the new plan: %w", err)
 	}
 	return true, "", nil
@@ -235,9 +245,25 @@ func (m *Manager) Cancel(ctx context.Context, req Requester, jobID string) (stri
 // Resume runs a failed or interrupted job again: it re-plans first when no step has
 // finished (drift check, as on approval), then runs only the failed and unfinished steps.
 func (m *Manager) Resume(ctx context.Context, req Requester, jobID string) (string, error) {
+	return m.ResumeWith(ctx, req, jobID, false)
+}
+
+// ResumeWith is Resume; forceSchema lets a job whose operation has a schema range resume on
+// a schema outside it (`!resume <job> --force-schema`: Synapse was upgraded since the job
+// was approved), as if it had been proposed with --force-schema.
+func (m *Manager) ResumeWith(ctx context.Context, req Requester, jobID string, forceSchema bool) (string, error) {
 	job, op, plan, err := m.load(ctx, jobID)
 	if err != nil {
 		return "", err
+	}
+	args := json.RawMessage(job.Args)
+	if forceSchema {
+		if op.schema() == nil {
+			return "", fmt.Errorf("job `%s` (%s) does not write Synapse's tables; %s does not apply to it", job.ID, job.Kind, ForceSchemaFlag)
+		}
+		if args, err = withSchemaForced(args); err != nil {
+			return "", fmt.Errorf("arguments of job `%s`: %w", job.ID, err)
+		}
 	}
 	from := job.State
 	switch {
@@ -268,15 +294,23 @@ func (m *Manager) Resume(ctx context.Context, req Requester, jobID string) (stri
 	// differs by the job's own work; each step re-checks what it needs (a step is safe to
 	// run again by contract).
 	if !progressed {
-		if drifted, answer, err := m.recheck(ctx, req, job, op, plan, from); drifted || err != nil {
+		if drifted, answer, err := m.recheckWith(ctx, req, job, op, plan, from, args); drifted || err != nil {
 			return answer, err
 		}
+	} else if _, err := m.schemaGate(ctx, op, args); err != nil {
+		// Not re-planned, but the rest of its steps still write Synapse's tables: Synapse may
+		// have been upgraded since the job started.
+		return "", fmt.Errorf("job `%s` was not resumed: %w", job.ID, err)
 	}
 	if ok, err := m.store.SetJobStateIf(ctx, job.ID, from, store.JobRunning); err != nil || !ok {
 		return "", fmt.Errorf("job `%s` is no longer %s", job.ID, from)
 	}
 	job.State = store.JobRunning
-	m.audit(ctx, job.ID, req.User, "resumed (was %s)", from)
+	if forceSchema {
+		m.audit(ctx, job.ID, req.User, "resumed with %s (was %s)", ForceSchemaFlag, from)
+	} else {
+		m.audit(ctx, job.ID, req.User, "resumed (was %s)", from)
+	}
 	m.start(ctx, req, job, op, plan, steps)
 	return "", nil
 }

@@ -45,6 +45,11 @@ type Operation[A, D any] struct {
 	// Synapse after the change, and undoing one of them must restart Synapse too
 	// (Manager.RestartsSynapse).
 	RestartsSynapse bool
+	// Schema is the span of Synapse schema versions the operation was tested on. Set it on
+	// every operation that writes Synapse's tables directly (then A must embed SchemaForce):
+	// outside the span the manager refuses to plan it unless --force-schema is given. nil
+	// for operations that change Synapse only through its APIs, which work on any version.
+	Schema *SchemaRange
 }
 
 // Step is what a step of job Job gets: its index and name, the job's arguments and plan
@@ -87,11 +92,26 @@ type operation interface {
 	step(ctx context.Context, job string, idx int, args json.RawMessage, plan *Plan, retry bool, rep Reporter) error
 	finish(ctx context.Context, jobID, state string)
 	restartsSynapse() bool
+	schema() *SchemaRange
+	forced(args json.RawMessage) (bool, error)
+	checkSchema()
 }
 
 func (op *Operation[A, D]) kind() string          { return op.Kind }
 func (op *Operation[A, D]) order() Order          { return op.Order }
 func (op *Operation[A, D]) restartsSynapse() bool { return op.RestartsSynapse }
+func (op *Operation[A, D]) schema() *SchemaRange  { return op.Schema }
+func (op *Operation[A, D]) checkSchema()          { checkSchemaArgs[A](op.Kind, op.Schema) }
+
+// forced tells whether the job's arguments carry --force-schema (SchemaForce).
+func (op *Operation[A, D]) forced(raw json.RawMessage) (bool, error) {
+	var args A
+	if err := json.Unmarshal(raw, &args); err != nil {
+		return false, fmt.Errorf("arguments of %s: %w", op.Kind, err)
+	}
+	f, ok := any(args).(schemaForcer)
+	return ok && f.SchemaForced(), nil
+}
 
 func (op *Operation[A, D]) plan(ctx context.Context, raw json.RawMessage) (*Plan, error) {
 	var args A

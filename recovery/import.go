@@ -23,6 +23,7 @@ import (
 
 // ImportArgs name the room whose history to import and the configured source to read.
 type ImportArgs struct {
+	jobs.SchemaForce
 	Room   string `json:"room"`
 	Source string `json:"source"`
 }
@@ -76,6 +77,8 @@ func (hi *HistoryImport) Operation() *jobs.Operation[ImportArgs, ImportData] {
 	return &jobs.Operation[ImportArgs, ImportData]{
 		Kind:            "import.history",
 		RestartsSynapse: true,
+		// It writes some twenty of Synapse's tables the way Synapse persists backfilled events.
+		Schema: &TestedSchema,
 		Plan: func(ctx context.Context, args ImportArgs) (*jobs.Plan, error) {
 			im, err := hi.open(ctx, args)
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 
 // UndoArgs name the job whose changes to undo.
 type UndoArgs struct {
+	jobs.SchemaForce
 	Job string `json:"job"`
 }
 
@@ -29,6 +30,8 @@ type UndoGuard interface {
 func Undo(db *synapse.DB, guard UndoGuard, restart *Restarter) *jobs.Operation[UndoArgs, struct{}] {
 	return &jobs.Operation[UndoArgs, struct{}]{
 		Kind: "undo",
+		// It deletes and restores rows of Synapse's tables from the journal.
+		Schema: &TestedSchema,
 		Plan: func(ctx context.Context, args UndoArgs) (*jobs.Plan, error) {
 			if db == nil {
 				return nil, fmt.Errorf("undo needs Synapse's database: set synapse.database in medic's config")

@@ -27,6 +27,7 @@ import (
 // UnrejectArgs name the room, optionally one chain root, and whether to accept that root
 // although it fails the auth rules.
 type UnrejectArgs struct {
+	jobs.SchemaForce
 	Room  string `json:"room"`
 	Root  string `json:"root,omitempty"`
 	Force bool   `json:"force,omitempty"`
@@ -67,7 +68,9 @@ func (u *Unrejecter) restarter() *Restarter {
 // Operation is the job operation: un-reject (one transaction), restart, post-check, in
 // order; nothing runs after a step that failed.
 func (u *Unrejecter) Operation() *jobs.Operation[UnrejectArgs, UnrejectData] {
-	return &jobs.Operation[UnrejectArgs, UnrejectData]{Kind: "unreject", Plan: u.plan, Step: u.step, RestartsSynapse: true}
+	return &jobs.Operation[UnrejectArgs, UnrejectData]{Kind: "unreject", Plan: u.plan, Step: u.step, RestartsSynapse: true,
+		// It writes events.rejection_reason and rejections directly.
+		Schema: &TestedSchema}
 }
 
 // Verification is the outcome of checking a room's rejected events.

@@ -26,6 +26,7 @@ import (
 	"github.com/synapse-medic/medic/bot"
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/store"
+	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/terminal"
 )
 
@@ -140,12 +141,18 @@ func runBot(cfg *config.Config, stderr io.Writer) int {
 		return 1
 	}
 	b := bot.New(a, cli)
-	err = b.Start(ctx)
-	if err == nil {
-		log.Info().Str("version", version()).Msg("Synapse Medic running")
-		err = b.Run(ctx)
+	// Start waits (retrying) while Synapse does not answer; a signal meanwhile is a clean stop.
+	if err = b.Start(ctx); err != nil {
+		a.Close()
+		if errors.Is(err, context.Canceled) {
+			log.Info().Msg("Stopped before Synapse answered")
+			return 0
+		}
+		log.Error().Err(err).Msg("Bot stopped with an error")
+		return 1
 	}
-	if err != nil {
+	log.Info().Str("version", version()).Msg("Synapse Medic running")
+	if err = b.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("Bot stopped with an error")
 		return 1
 	}
@@ -178,7 +185,12 @@ func execCommand(cfg *config.Config, line string, yes bool, stdin io.Reader, std
 	}
 	defer a.Close()
 	if err = a.Start(ctx); err != nil {
-		fmt.Fprintln(stderr, "warning:", err)
+		if ue, ok := synapse.Unreachable(err); ok {
+			// One line: the command itself says so again if it needs the database.
+			fmt.Fprintf(stderr, "warning: %s: commands that need it fail\n", ue)
+		} else {
+			fmt.Fprintln(stderr, "warning:", err)
+		}
 	}
 	if err = terminal.NewRunner(a, stdin, stdout, yes).Run(ctx, line); err != nil {
 		if !errors.Is(err, terminal.ErrFailed) {
