@@ -13,7 +13,7 @@ TAGS := goolm
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.Version=$(VERSION)
 
-.PHONY: build test fuzz bench demo testbed-up testbed-down lint
+.PHONY: build test chaos fuzz bench demo testbed-up testbed-down lint
 
 build:
 	$(GO) build -tags $(TAGS) -ldflags '$(LDFLAGS)' -o medic ./cmd/medic
@@ -22,6 +22,12 @@ build:
 # The one test command (README, .ci/run).
 test:
 	./scripts/test.sh
+
+# The bounded chaos test, outside `make test` (which runs 3 of its runs): 30 runs, each kills
+# medic at a random point of a random repair and resumes or undoes it; prints the tally.
+# MEDIC_CHAOS_SEED=<seed> replays one (scripts/chaos.sh).
+chaos:
+	MEDIC_CHAOS_RUNS=$${MEDIC_CHAOS_RUNS:-30} ./scripts/chaos.sh
 
 fuzz:
 	$(GO) test -tags $(TAGS) -run '^$$' -fuzz '^FuzzRun$$' -fuzztime 2m ./terminal

@@ -296,11 +296,17 @@ func (m *Manager) ResumeWith(ctx context.Context, req Requester, jobID string, f
 	if err != nil {
 		return "", err
 	}
+	// A step that started counts as progress even if it never finished: a medic killed
+	// inside it may have left its work done but unrecorded (the chaos test: `!recover`
+	// killed while its joins were in flight; Synapse finished them, and the re-plan then
+	// took the job's own joins for a changed situation, superseded the job and reported
+	// "nothing ran"; an `!unreject` killed between its commit and the record would have
+	// skipped Synapse's restart the same way).
 	progressed := false
 	for _, s := range steps {
-		progressed = progressed || s.State == stepDone
+		progressed = progressed || s.State == stepDone || s.State == stepStarted
 	}
-	// Before any step finished, the plan can be checked as on approval. After, the plan
+	// Before any step started, the plan can be checked as on approval. After, the plan
 	// differs by the job's own work; each step re-checks what it needs (a step is safe to
 	// run again by contract).
 	if !progressed {

@@ -499,6 +499,29 @@ func TestDeadProcessIsNotAlive(t *testing.T) {
 	}
 }
 
+// TestResumeAfterKillInsideFirstStep: medic died inside the first step (recorded as started,
+// never finished), whose work had landed, so the world no longer matches the plan. That is the
+// job's own work, not drift: resume runs the step again (as a retry), and the job ends done.
+// Found by the chaos test: a `!recover` killed while its joins were in flight was superseded
+// on resume with "nothing ran".
+func TestResumeAfterKillInsideFirstStep(t *testing.T) {
+	f := newFixture(t, 1, "15m")
+	ctx := context.Background()
+	job := f.propose(t, f.seq, "a", "b")
+	if ok, _ := f.st.SetJobStateIf(ctx, job.ID, store.JobAwaiting, store.JobRunning); !ok {
+		t.Fatal("set running")
+	}
+	_ = f.st.SetStep(ctx, job.ID, 0, stepStarted, "")
+	_ = f.st.Set(ctx, heartbeatKey(job.ID), fmt.Sprintf("earlier-boot %d %d", os.Getpid(), time.Now().UnixMilli()))
+	f.w.set(func() { f.w.version = 2 }) // what step a did before the kill
+	if _, err := f.m.Resume(ctx, f.bob, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := f.n.lastReport(t); j.State != store.JobDone || !same(f.w.steps(), []string{"a", "b"}) || !f.w.retries["a"] {
+		t.Fatalf("resumed: %s, ran %v, retries %v", f.state(t, job.ID), f.w.steps(), f.w.retries)
+	}
+}
+
 func TestUnknownJob(t *testing.T) {
 	f := newFixture(t, 1, "15m")
 	for _, call := range []func(context.Context, Requester, string) (string, error){f.m.Approve, f.m.Cancel, f.m.Resume} {

@@ -16,6 +16,9 @@ import (
 const (
 	stepDone   = "done"
 	stepFailed = "failed"
+	// stepStarted is recorded before a step runs: a medic killed inside the step leaves it,
+	// and Resume then knows the job may already have changed the world (see Resume).
+	stepStarted = "started"
 )
 
 // start runs a job (state running) in the background; prior are its steps recorded by
@@ -102,6 +105,9 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op ope
 			rs.mu.Unlock()
 		} else if len(prior) > 0 {
 			retry = m.wasStarted(prior, idx)
+		}
+		if err := m.store.SetStep(ctx, job.ID, idx, stepStarted, ""); err != nil {
+			log.Err(err).Msg("Failed to record step start")
 		}
 		err := op.step(ctx, job.ID, idx, json.RawMessage(job.Args), plan, retry, rep)
 		state, msg := stepDone, ""

@@ -39,8 +39,9 @@ export $(echo "$env_out" | grep '^MEDIC_TESTBED_' | xargs)
 
 (cd e2e/jsclient && npm ci --no-audit --no-fund --loglevel=error)
 
-# One package at a time: the packages share the two homeservers.
-go test -p 1 -count=1 -timeout 20m ./...
+# One package at a time: the packages share the two homeservers. ./cmd/medic includes 3 runs
+# of the chaos test (`make chaos` runs 30), about 2 minutes more: hence 30m, not 20m.
+go test -p 1 -count=1 -timeout 30m ./...
 
 # The auth checker (and the test-only event crafter) need GOEXPERIMENT=jsonv2, which medic must
 # not have (see the Makefile): `./...` above skips them, so they run here.

@@ -166,7 +166,7 @@ type Step struct {
 	Error string
 }
 
-// SetStep records a step's outcome.
+// SetStep records a step's outcome, or that it started (finished_at is then when it started).
 func (s *Store) SetStep(ctx context.Context, jobID string, idx int, state, errMsg string) error {
 	if _, err := s.DB.Exec(ctx, setStepQuery, jobID, idx, state, errMsg, time.Now().UnixMilli()); err != nil {
 		return fmt.Errorf("record step %d of %s: %w", idx, jobID, err)
