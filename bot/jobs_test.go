@@ -358,7 +358,6 @@ func TestExtremities(t *testing.T) {
 // through the journal, standing in for a repair; !unreject proves the same end to end.)
 func TestUndoCommand(t *testing.T) {
 	tb := testbed.Get(t)
-	ctx := context.Background()
 	admin := adminClient(t, tb)
 	botUser := newBotAccount(t, tb)
 	cfg := botConfig(t, tb, botUser, admin.UserID)
@@ -366,29 +365,8 @@ func TestUndoCommand(t *testing.T) {
 	rb := startBot(t, cfg)
 	roomID := roomWithBot(t, admin, botUser, true)
 
-	ghost := testbed.UniqueName("undo") + ".test"
-	tb.HS1.Exec(t, `INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts) VALUES ($1, 1795000000123, 600000, 1795000000123)`, ghost)
-	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM destinations WHERE destination = $1`, ghost) })
-	db, err := synapse.OpenDB(ctx, tb.HS1.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	row := func() string {
-		var s string
-		if err := db.Pool.QueryRow(ctx, `SELECT d::text FROM destinations d WHERE destination = $1`, ghost).Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	before := row()
-	changedJob := "tst" + testbed.UniqueName("")[:3]
-	if _, err = journal.Apply(ctx, db, changedJob, "@admin:test", []journal.RowChange{{
-		Table: "destinations", Key: []string{"destination"}, Where: "t.destination = $1", Args: []any{ghost},
-		Set: "retry_interval = 0, failure_ts = NULL, retry_last_ts = 0",
-	}}, nil); err != nil {
-		t.Fatal(err)
-	}
+	jc := newJournaledChange(t, tb, "undo")
+	changedJob, row, before := jc.job, jc.row, jc.before
 	if row() == before {
 		t.Fatal("the journaled change changed nothing")
 	}
@@ -437,4 +415,41 @@ func TestStopRunningJob(t *testing.T) {
 	}
 	admin.WaitFor(wait, "the report", fromBotContaining(botUser, "Stopped on request"))
 	t.Logf("stopped after %d of %d steps", len(steps), len(ghosts))
+}
+
+// journaledChange is a destination row changed by a journaled transaction of a made-up job,
+// the fixture of the undo tests.
+type journaledChange struct {
+	job    string
+	before string
+	row    func() string // the destination row now, as text
+}
+
+func newJournaledChange(t *testing.T, tb *testbed.Testbed, name string) *journaledChange {
+	t.Helper()
+	ctx := context.Background()
+	ghost := testbed.UniqueName(name) + ".test"
+	tb.HS1.Exec(t, `INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts) VALUES ($1, 1795000000123, 600000, 1795000000123)`, ghost)
+	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM destinations WHERE destination = $1`, ghost) })
+	db, err := synapse.OpenDB(ctx, tb.HS1.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	c := &journaledChange{job: "tst" + testbed.UniqueName("")[:3]}
+	c.row = func() string {
+		var s string
+		if err := db.Pool.QueryRow(ctx, `SELECT d::text FROM destinations d WHERE destination = $1`, ghost).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	c.before = c.row()
+	if _, err = journal.Apply(ctx, db, c.job, "@admin:test", []journal.RowChange{{
+		Table: "destinations", Key: []string{"destination"}, Where: "t.destination = $1", Args: []any{ghost},
+		Set: "retry_interval = 0, failure_ts = NULL, retry_last_ts = 0",
+	}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -1,14 +1,11 @@
 package bot_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/synapse-medic/medic/store"
-	"github.com/synapse-medic/medic/synapse"
-	"github.com/synapse-medic/medic/synapse/journal"
 	"github.com/synapse-medic/medic/testbed"
 )
 
@@ -17,7 +14,6 @@ import (
 // with --force-schema the plan shows the untested schema as a risk, and ✅ runs it.
 func TestForceSchemaFromChat(t *testing.T) {
 	tb := testbed.Get(t)
-	ctx := context.Background()
 	admin := adminClient(t, tb)
 	botUser := newBotAccount(t, tb)
 	cfg := botConfig(t, tb, botUser, admin.UserID)
@@ -25,29 +21,8 @@ func TestForceSchemaFromChat(t *testing.T) {
 	rb := startBot(t, cfg)
 	roomID := roomWithBot(t, admin, botUser, true)
 
-	ghost := testbed.UniqueName("schema") + ".test"
-	tb.HS1.Exec(t, `INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts) VALUES ($1, 1795000000123, 600000, 1795000000123)`, ghost)
-	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM destinations WHERE destination = $1`, ghost) })
-	db, err := synapse.OpenDB(ctx, tb.HS1.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	row := func() string {
-		var s string
-		if err := db.Pool.QueryRow(ctx, `SELECT d::text FROM destinations d WHERE destination = $1`, ghost).Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	before := row()
-	changedJob := "tst" + testbed.UniqueName("")[:3]
-	if _, err = journal.Apply(ctx, db, changedJob, "@admin:test", []journal.RowChange{{
-		Table: "destinations", Key: []string{"destination"}, Where: "t.destination = $1", Args: []any{ghost},
-		Set: "retry_interval = 0, failure_ts = NULL, retry_last_ts = 0",
-	}}, nil); err != nil {
-		t.Fatal(err)
-	}
+	jc := newJournaledChange(t, tb, "schema")
+	changedJob, row, before := jc.job, jc.row, jc.before
 	changed := row()
 
 	// Synapse's database at a schema newer than the one tested (Synapse reads it only when it

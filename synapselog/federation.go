@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -142,7 +141,7 @@ func RecentPeers(ctx context.Context, sources []Source, window time.Duration, no
 		case "file", "container":
 			err = pl.readTail(src.Path)
 		case "journald":
-			err = pl.readJournal(ctx, src.Unit, now.Add(-window))
+			err = readJournal(ctx, src.Unit, now.Add(-window), pl.Read)
 		default:
 			err = fmt.Errorf("unknown log source type %q", src.Type)
 		}
@@ -192,24 +191,6 @@ func (pl PeerLog) readTail(pattern string) error {
 		return pl.read(bufio.NewReaderSize(f, 1<<16), true)
 	}
 	return pl.Read(f)
-}
-
-func (pl PeerLog) readJournal(ctx context.Context, unit string, since time.Time) error {
-	cmd := exec.CommandContext(ctx, "journalctl", "-u", unit, "-o", "cat", "--no-pager", "--since", since.Format("2006-01-02 15:04:05"))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err = cmd.Start(); err != nil {
-		return fmt.Errorf("journalctl: %w", err)
-	}
-	readErr := pl.Read(out)
-	if err = cmd.Wait(); err != nil {
-		return fmt.Errorf("journalctl: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return readErr
 }
 
 // Sorted returns the peers by server name.

@@ -410,6 +410,13 @@ func (sc *Scanner) scanFile(path string) error {
 }
 
 func (sc *Scanner) scanJournal(ctx context.Context, unit string, since time.Time) error {
+	sc.report.Sources = append(sc.report.Sources, "journald:"+unit)
+	return readJournal(ctx, unit, since, sc.Scan)
+}
+
+// readJournal has read consume a unit's journal (since a time, unless zero) as Synapse's log
+// lines.
+func readJournal(ctx context.Context, unit string, since time.Time, read func(io.Reader) error) error {
 	args := []string{"-u", unit, "-o", "cat", "--no-pager"}
 	if !since.IsZero() {
 		args = append(args, "--since", since.Format("2006-01-02 15:04:05"))
@@ -424,10 +431,9 @@ func (sc *Scanner) scanJournal(ctx context.Context, unit string, since time.Time
 	if err = cmd.Start(); err != nil {
 		return fmt.Errorf("journalctl: %w", err)
 	}
-	sc.report.Sources = append(sc.report.Sources, "journald:"+unit)
-	scanErr := sc.Scan(out)
+	readErr := read(out)
 	if err = cmd.Wait(); err != nil {
 		return fmt.Errorf("journalctl -u %s: %w: %s", unit, err, strings.TrimSpace(stderr.String()))
 	}
-	return scanErr
+	return readErr
 }
