@@ -4,12 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -154,28 +150,16 @@ func RecentPeers(ctx context.Context, sources []Source, window time.Duration, no
 
 // readTail reads the end of the newest uncompressed file matching the pattern.
 func (pl PeerLog) readTail(pattern string) error {
-	matches, err := filepath.Glob(pattern)
+	files, err := logFiles(pattern)
 	if err != nil {
-		return fmt.Errorf("log path %q: %w", pattern, err)
+		return err
 	}
-	var newest string
-	var mod time.Time
-	for _, m := range matches {
-		fi, err := os.Stat(m)
-		if err != nil || fi.IsDir() || strings.HasSuffix(m, ".gz") {
-			continue
-		}
-		if newest == "" || fi.ModTime().After(mod) {
-			newest, mod = m, fi.ModTime()
-		}
+	files = slices.DeleteFunc(files, func(p string) bool { return strings.HasSuffix(p, ".gz") })
+	if len(files) == 0 {
+		return fmt.Errorf(noLogFile, pattern)
 	}
-	if newest == "" {
-		return fmt.Errorf("no log file matches %q (set synapse.logs to the file of the handler in Synapse's log config, or use type journald)", pattern)
-	}
-	f, err := os.Open(newest)
-	if errors.Is(err, fs.ErrPermission) {
-		return fmt.Errorf("%w (medic's user must be able to read Synapse's logs: add it to the logs' group, e.g. adm or matrix-synapse)", err)
-	} else if err != nil {
+	f, err := openLog(files[len(files)-1])
+	if err != nil {
 		return err
 	}
 	defer f.Close()

@@ -357,12 +357,29 @@ func ScanSources(ctx context.Context, sources []Source, since time.Time) (*Repor
 // scanFiles scans every file matching a path or glob, including rotated and gzipped ones,
 // oldest first (by modification time) so request tags carry across rotation.
 func (sc *Scanner) scanFiles(pattern string) error {
+	files, err := logFiles(pattern)
+	if err != nil {
+		return err
+	}
+	for _, path := range files {
+		if err := sc.scanFile(path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noLogFile is the error for a log path that names no file, with what to set.
+const noLogFile = "no log file matches %q (set synapse.logs to the file of the handler in Synapse's log config, or use type journald)"
+
+// logFiles lists the files matching a path or glob, oldest first (by modification time).
+func logFiles(pattern string) ([]string, error) {
 	matches, err := filepath.Glob(pattern)
 	if err != nil {
-		return fmt.Errorf("log path %q: %w", pattern, err)
+		return nil, fmt.Errorf("log path %q: %w", pattern, err)
 	}
 	if len(matches) == 0 {
-		return fmt.Errorf("no log file matches %q (set synapse.logs to the file of the handler in Synapse's log config, or use type journald)", pattern)
+		return nil, fmt.Errorf(noLogFile, pattern)
 	}
 	type file struct {
 		path string
@@ -377,19 +394,25 @@ func (sc *Scanner) scanFiles(pattern string) error {
 		files = append(files, file{m, fi.ModTime()})
 	}
 	slices.SortStableFunc(files, func(a, b file) int { return a.mod.Compare(b.mod) })
-	for _, f := range files {
-		if err := sc.scanFile(f.path); err != nil {
-			return err
-		}
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = f.path
 	}
-	return nil
+	return paths, nil
+}
+
+// openLog opens a log file, saying what to do when medic may not read it.
+func openLog(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("%w (medic's user must be able to read Synapse's logs: add it to the logs' group, e.g. adm or matrix-synapse)", err)
+	}
+	return f, err
 }
 
 func (sc *Scanner) scanFile(path string) error {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrPermission) {
-		return fmt.Errorf("%w (medic's user must be able to read Synapse's logs: add it to the logs' group, e.g. adm or matrix-synapse)", err)
-	} else if err != nil {
+	f, err := openLog(path)
+	if err != nil {
 		return err
 	}
 	defer f.Close()
