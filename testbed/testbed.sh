@@ -8,7 +8,7 @@
 #   testbed.sh stop N    stop homeserver N (SIGTERM, waits)
 #   testbed.sh restart N stop, then start homeserver N (medic's restart_command in tests)
 #   testbed.sh recreatedb N  drop and create hsN's empty database (Synapse must be stopped)
-#   testbed.sh fresh N   (re)create hsN (3..9) from scratch, start it and add its users: hs3 is
+#   testbed.sh fresh N   (re)create hsN (3..11) from scratch, start it and add its users: hs3 is
 #                        Synapse on SQLite (hs3.test:8483, client 8028) for the tests that need
 #                        it (they run this and `stop 3` after); hs4..hs9 (PostgreSQL) are spare
 #   testbed.sh env       print the facts tests need, as shell variables
@@ -52,6 +52,7 @@ ensure_hosts() {
     grep -q 'hs5.test' "$f" || echo '127.0.0.1 hs4.test hs5.test' >>"$f"
     grep -q 'hs7.test' "$f" || echo '127.0.0.1 hs6.test hs7.test' >>"$f"
     grep -q 'hs9.test' "$f" || echo '127.0.0.1 hs8.test hs9.test' >>"$f"
+    grep -q 'hs11.test' "$f" || echo '127.0.0.1 hs10.test hs11.test' >>"$f"
   done
 }
 
@@ -259,12 +260,12 @@ answers() { curl -fsS "http://127.0.0.1:$(cli_port "$1")/_matrix/client/versions
 down() { stop 1 || true; stop 2 || true; stop 3 || true; }
 
 # fresh N: an extra homeserver created from scratch: hs3 runs on SQLite (for the tests that
-# need a SQLite Synapse database); hs4/hs5, hs6/hs7 and hs8/hs9 on PostgreSQL (databases hs4..hs9) make
+# need a SQLite Synapse database); hs4/hs5, hs6/hs7, hs8/hs9 and hs10/hs11 on PostgreSQL (databases hs4..hs11) make
 # private pairs for development runs that must not touch the shared hs1/hs2.
 fresh() {
   local n=$1
   need_root
-  [ "$n" -ge 3 ] && [ "$n" -le 9 ] || { log "fresh is for hs3..hs9 (hs1/hs2 are recreated by up)"; exit 2; }
+  [ "$n" -ge 3 ] && [ "$n" -le 11 ] || { log "fresh is for hs3..hs11 (hs1/hs2 are recreated by up)"; exit 2; }
   install
   stop "$n"
   if [ "$n" != 3 ]; then pg_start; createdb_hs "$n"; fi
