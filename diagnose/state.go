@@ -20,13 +20,13 @@ const (
 	MemberExtra DiffKind = "member-extra"
 	// Key state events that differ: who may do what, who may join, who may read history,
 	// which servers may take part.
-	PowerLevels        DiffKind = "power-levels"
-	JoinRules          DiffKind = "join-rules"
-	HistoryVisibility  DiffKind = "history-visibility"
-	ServerACL          DiffKind = "server-acl"
-	OnlyHere           DiffKind = "only-here"    // other state this server has that no server asked has
-	MissingHere        DiffKind = "missing-here" // other state every server asked has and this one lacks
-	OtherDiffers       DiffKind = "differs"      // other state where this server holds another event
+	PowerLevels       DiffKind = "power-levels"
+	JoinRules         DiffKind = "join-rules"
+	HistoryVisibility DiffKind = "history-visibility"
+	ServerACL         DiffKind = "server-acl"
+	OnlyHere          DiffKind = "only-here"    // other state this server has that no server asked has
+	MissingHere       DiffKind = "missing-here" // other state every server asked has and this one lacks
+	OtherDiffers      DiffKind = "differs"      // other state where this server holds another event
 )
 
 // kindOrder is the order differences are reported in: what users notice first.
