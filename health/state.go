@@ -20,13 +20,6 @@ type stateCache struct {
 	res *Result
 }
 
-var stateCaches sync.Map // *Runner → *stateCache
-
-func (rn *Runner) stateCache() *stateCache {
-	c, _ := stateCaches.LoadOrStore(rn, &stateCache{})
-	return c.(*stateCache)
-}
-
 // checkState audits the rooms with remote members (diagnose.StateAuditor, within
 // state.health_budget) at most every state.health_interval; in between it repeats the last
 // audit, from this process or from the last stored report.
@@ -37,7 +30,7 @@ func checkState(ctx context.Context, rn *Runner, rep *Report, res *Result) error
 	cfg := rn.Config.State
 	interval := config.Duration(cfg.HealthInterval)
 	now := rn.now()
-	cache := rn.stateCache()
+	cache := &rn.stateCache
 	cache.mu.Lock()
 	defer cache.mu.Unlock()
 	if cache.res != nil && now.Sub(cache.at) < interval {
