@@ -279,6 +279,10 @@ func RemoteState(ctx context.Context, fc *federation.Client, db *synapse.DB, ser
 		} else if len(evt.PDUs) == 0 {
 			return synapse.StateEvent{}, false, fmt.Errorf("event %s: %s returned no event", eventID, server)
 		}
+		// (A version 12 create event has no room_id: its ID names the room.)
+		if r := gjson.GetBytes(evt.PDUs[0], "room_id").Str; r != room && (r != "" || gjson.GetBytes(evt.PDUs[0], "type").Str != "m.room.create") {
+			return synapse.StateEvent{}, false, fmt.Errorf("event %s: %s returned an event of another room", eventID, server)
+		}
 		e, ok := ParseStateEvent(eventID, evt.PDUs[0])
 		return e, ok, nil
 	}
