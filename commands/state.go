@@ -239,7 +239,7 @@ func writeRoomAudit(b *strings.Builder, a *diagnose.RoomAudit, pfx string, since
 			fmt.Fprintf(b, "* … and %d more\n", len(a.Diffs)-limit)
 			break
 		}
-		fmt.Fprintf(b, "* %s %s %s: here %s; the room %s\n", kindLabel(d.Kind), mdtext.Code(d.Type), mdtext.Code(d.StateKey), side(d.Here), side(d.Room))
+		fmt.Fprintf(b, "* %s %s: here %s; the room %s\n", kindLabel(d.Kind), recovery.StateKeyText(d.Type, d.StateKey), side(d.Here), side(d.Room))
 	}
 	if len(a.Unsettled) > 0 {
 		fmt.Fprintf(b, "* %d more entr(ies) differ between the other servers themselves: not counted.\n", len(a.Unsettled))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
@@ -80,7 +81,7 @@ type resetRoom struct {
 	alice *mautrix.Client
 }
 
-func newResetRoom(t *testing.T, tb *testbed.Testbed, alice *mautrix.Client) *resetRoom {
+func newResetRoom(t *testing.T, tb *testbed.Testbed, alice *mautrix.Client, stay ...*mautrix.Client) *resetRoom {
 	t.Helper()
 	ctx := context.Background()
 	remote := tb.Admin(t, tb.HS2)
@@ -89,6 +90,12 @@ func newResetRoom(t *testing.T, tb *testbed.Testbed, alice *mautrix.Client) *res
 		t.Fatal(err)
 	}
 	room := resp.RoomID
+	// Local users who join before the fork's branch point are in both branches: they stay,
+	// and with them the server.
+	for _, u := range stay {
+		testbed.JoinVia(t, u, room, tb.HS2.Name)
+		waitMember(t, tb.HS2, room, u.UserID, "join")
+	}
 	// alice joins, leaves and joins again: her leave is an event hs1 holds in the room's
 	// graph (not an outlier of its first join's state), for the fork to branch from.
 	testbed.JoinVia(t, alice, room, tb.HS2.Name)
@@ -223,5 +230,74 @@ func TestStateAuditHeal(t *testing.T) {
 	out, _ = execMedic(t, cfg, "--yes", "!state heal "+r.room.String())
 	if !strings.Contains(out, "nothing to heal") {
 		t.Fatalf("a second !state heal plans something:\n%s", out)
+	}
+}
+
+// TestStateHealAdvice: a reset where the server stays in the room (carol@hs1 joined before
+// the fork, so she is in both branches): alice is reset to her older leave and the join rule
+// here is the fork's invite while the room is public. The audit reports both with the
+// events behind each side; the heal plan rejoins alice and says what a room admin should do
+// about the join rule, warning that Synapse authorises the rejoin against its own diverging
+// state (and so it is refused: "not invited"). Once the room admin re-sends the join rule as
+// the plan says, state resolution here brings alice back by itself: healing again finds
+// nothing to do and the audit is clean.
+func TestStateHealAdvice(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	alice := tb.Login(t, tb.HS1, "alice", tb.UserPassword)
+	carol := tb.Register(t, tb.HS1, testbed.UniqueName("carol"), false)
+	r := newResetRoom(t, tb, alice, carol)
+	if !slices.Contains(joinedRooms(t, carol), r.room) {
+		t.Fatal("carol was reset out too")
+	}
+	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
+	aliceID := alice.UserID.String()
+	out, code := execMedic(t, cfg, "!state audit "+r.room.String())
+	t.Logf("!state audit:\n%s", out)
+	for _, want := range []string{"local member missing here", "`" + aliceID + "`: here `", "(`leave` by `" + aliceID + "`)",
+		"join rules differ", "here `" + r.fork + "` (`invite`)", "(`public`)", "older event"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("!state audit lacks %q", want)
+		}
+	}
+	if code != 0 || t.Failed() {
+		t.Fatalf("!state audit does not report the divergence (exit %d)", code)
+	}
+
+	out, _ = execMedic(t, cfg, "--yes", "!state heal "+r.room.String())
+	t.Logf("!state heal:\n%s", out)
+	if !strings.Contains(out, "Rejoin 1 local user(s)") || !strings.Contains(out, "Not changed by medic: `m.room.join_rules`:") ||
+		!strings.Contains(out, "an identical event is not sent again") || !strings.Contains(out, "its own diverging state") {
+		t.Fatal("the heal plan does not say what to do about the join rule")
+	}
+	healed := slices.Contains(joinedRooms(t, alice), r.room)
+	t.Logf("alice rejoined by the first heal: %v", healed)
+
+	// The room admin does what the plan says: re-sends the join rule, changed (Synapse does
+	// not send an event identical to the current state again).
+	remote := tb.Admin(t, tb.HS2)
+	if _, err := remote.SendStateEvent(ctx, r.room, event.StateJoinRules, "", map[string]any{"join_rule": "public", "resync": 1}); err != nil {
+		t.Fatal(err)
+	}
+	jr := readRoom(t, tb.HS2, r.room).state["m.room.join_rules|"]
+	for deadline := time.Now().Add(30 * time.Second); readRoom(t, tb.HS1, r.room).state["m.room.join_rules|"] != jr; {
+		if time.Now().After(deadline) {
+			t.Fatal("hs1 did not take the re-sent join rule")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, _ = execMedic(t, cfg, "--yes", "!state heal "+r.room.String())
+	t.Logf("!state heal again:\n%s", out)
+	for deadline := time.Now().Add(30 * time.Second); !slices.Contains(joinedRooms(t, alice), r.room); {
+		if time.Now().After(deadline) {
+			t.Fatal("alice does not see the room after the join rule was re-sent and the room healed again")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitMember(t, tb.HS2, r.room, alice.UserID, "join")
+	out, code = execMedic(t, cfg, "!state audit "+r.room.String())
+	t.Logf("!state audit at the end:\n%s", out)
+	if code != 0 || !strings.Contains(out, "clean ✅") {
+		t.Fatalf("the room is not clean at the end (exit %d)", code)
 	}
 }
