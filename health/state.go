@@ -20,6 +20,11 @@ type stateCache struct {
 	res *Result
 }
 
+// stateLookback is how far back the check looks for the reset pattern: a room a local user
+// was reset out of has no local member left, so only the reset points the audit at it, and
+// it must keep doing so on every daily audit until the room is healed.
+const stateLookback = 30 * 24 * time.Hour
+
 // checkState audits the rooms with remote members (diagnose.StateAuditor, within
 // state.health_budget) at most every state.health_interval; in between it repeats the last
 // audit, from this process or from the last stored report.
@@ -60,7 +65,7 @@ func checkState(ctx context.Context, rn *Runner, rep *Report, res *Result) error
 		return nil
 	}
 	sa := &diagnose.StateAuditor{DB: rn.DB, Federation: rn.Federation, ServerName: rn.Config.Homeserver.ServerName,
-		Servers: cfg.Servers, Lookback: max(interval, 24*time.Hour) + time.Hour}
+		Servers: cfg.Servers, Lookback: stateLookback}
 	sr, err := sa.AuditAll(ctx, cfg.MaxRooms, config.Duration(cfg.HealthBudget), cfg.Workers)
 	if err != nil {
 		return err

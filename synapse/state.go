@@ -27,16 +27,15 @@ const (
 	// currentStateIDsQuery is the room's current state as event IDs (indexed by room).
 	currentStateIDsQuery = `SELECT event_id FROM current_state_events WHERE room_id = $1`
 	// auditRoomsQuery lists rooms worth auditing, newest activity first: rooms where local
-	// and remote users are joined (room_stats_current, one row per room), by the newest of
-	// their forward extremities (a few rows per room). Rooms the server was reset out of have
-	// no local member any more; the reset query finds those.
+	// and remote users are joined (room_stats_current, one row per room), by their newest
+	// event (one backward probe of the (room_id, stream_ordering) index per room, never a
+	// join over events). Rooms the server was reset out of have no local member any more;
+	// the reset query finds those.
 	auditRoomsQuery = `
-		SELECT s.room_id, coalesce(max(e.stream_ordering), 0) AS last
+		SELECT s.room_id, coalesce((SELECT e.stream_ordering FROM events AS e WHERE e.room_id = s.room_id
+			ORDER BY e.stream_ordering DESC LIMIT 1), 0) AS last
 		FROM room_stats_current AS s
-		LEFT JOIN event_forward_extremities AS f ON f.room_id = s.room_id
-		LEFT JOIN events AS e ON e.event_id = f.event_id
 		WHERE s.local_users_in_room > 0 AND s.joined_members > s.local_users_in_room
-		GROUP BY s.room_id
 		ORDER BY last DESC, s.room_id
 		LIMIT $1`
 	// streamSinceQuery maps a time to a position in the events stream: the first event
