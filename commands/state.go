@@ -233,6 +233,9 @@ func writeRoomAudit(b *strings.Builder, a *diagnose.RoomAudit, pfx string, since
 	if a.NotInRoom {
 		b.WriteString(" This server holds no current state for the room (no local member is in it here), so only local users' memberships were compared.")
 	}
+	if a.PartialState {
+		b.WriteString(" The room is still being joined with partial state here, so other servers' members were not compared.")
+	}
 	b.WriteString("\n")
 	for i, d := range a.Diffs {
 		if i == limit {

@@ -69,6 +69,10 @@ type Comparison struct {
 	// NotInRoom: this server holds no current state for the room (its last local member
 	// left, or was reset out); only local memberships are compared then.
 	NotInRoom bool
+	// PartialState: the room is still being joined with partial state (a faster join):
+	// Synapse does not hold other servers' members yet, so their memberships are not
+	// compared.
+	PartialState bool
 }
 
 // Healable lists the local users medic can bring back (MemberMissing), sorted.
@@ -91,9 +95,10 @@ func (c *Comparison) Clean() bool { return len(c.Diffs) == 0 }
 // server that answered agrees on it (the same event, or all lacking it) and this server
 // holds something else; where they disagree among themselves the key is unsettled.
 // Memberships of local users (server is this server's name) are compared by membership:
-// what matters is whether the user is in.
-func CompareState(server string, local map[string]synapse.StateEvent, remotes []*RemoteView) *Comparison {
-	c := &Comparison{NotInRoom: len(local) == 0}
+// what matters is whether the user is in. partial says the room is in a partial-state join
+// here: other servers' members are not compared.
+func CompareState(server string, local map[string]synapse.StateEvent, remotes []*RemoteView, partial bool) *Comparison {
+	c := &Comparison{NotInRoom: len(local) == 0, PartialState: partial}
 	if len(remotes) == 0 {
 		return c
 	}
@@ -157,6 +162,8 @@ func CompareState(server string, local map[string]synapse.StateEvent, remotes []
 			}
 		case c.NotInRoom:
 			// Without current state only memberships of local users mean something.
+			continue
+		case partial && typ == "m.room.member":
 			continue
 		case hasHere && hasFirst && here.EventID == first.EventID, !hasHere && !hasFirst:
 			continue

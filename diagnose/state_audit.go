@@ -143,6 +143,11 @@ func (sa *StateAuditor) auditRoom(ctx context.Context, fc *federation.Client, ro
 		return a
 	}
 	a.Local = len(local)
+	partial, err := sa.DB.PartialState(ctx, room)
+	if err != nil {
+		a.Err = err
+		return a
+	}
 	candidates, err := sa.DB.CandidateServers(ctx, room, sa.ServerName)
 	if err != nil {
 		a.Err = err
@@ -169,7 +174,7 @@ func (sa *StateAuditor) auditRoom(ctx context.Context, fc *federation.Client, ro
 		}
 		return a
 	}
-	a.Comparison = CompareState(sa.ServerName, local, remotes)
+	a.Comparison = CompareState(sa.ServerName, local, remotes, partial)
 	return a
 }
 

@@ -54,7 +54,7 @@ func kinds(c *Comparison) []DiffKind {
 }
 
 func TestCompareStateClean(t *testing.T) {
-	c := CompareState(self, with(alice), []*RemoteView{remote("a", with(alice)), remote("b", with(alice))})
+	c := CompareState(self, with(alice), []*RemoteView{remote("a", with(alice)), remote("b", with(alice))}, false)
 	if !c.Clean() || len(c.Unsettled) > 0 || c.NotInRoom {
 		t.Fatalf("identical state: %+v", c)
 	}
@@ -81,7 +81,7 @@ func TestCompareStateLocalMember(t *testing.T) {
 		{"both servers agree", with(aliceLeft), []*RemoteView{remote("a", with(alice)), remote("b", with(aliceAgain))}, []DiffKind{MemberMissing}, []string{alice.StateKey}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := CompareState(self, tc.local, tc.remotes)
+			c := CompareState(self, tc.local, tc.remotes, false)
 			if got := kinds(c); !slices.Equal(got, tc.want) {
 				t.Fatalf("kinds %v, want %v", got, tc.want)
 			}
@@ -105,7 +105,7 @@ func TestCompareStateKinds(t *testing.T) {
 
 	local := stateOf(create, plOld, jrInvite, admin, hv, acl, topic, name)
 	room := stateOf(create, pl, jrPublic, admin, hvOther, bob, nameOther)
-	c := CompareState(self, local, []*RemoteView{remote("a", room)})
+	c := CompareState(self, local, []*RemoteView{remote("a", room)}, false)
 	want := []DiffKind{PowerLevels, JoinRules, HistoryVisibility, ServerACL, OnlyHere, MissingHere, OtherDiffers}
 	if got := kinds(c); !slices.Equal(got, want) {
 		t.Fatalf("kinds %v, want %v", got, want)
@@ -135,18 +135,18 @@ func TestCompareStateKinds(t *testing.T) {
 // reset out) compares only local users' memberships: everything else is "missing" there
 // by design, not a divergence.
 func TestCompareStateNotInRoom(t *testing.T) {
-	c := CompareState(self, map[string]synapse.StateEvent{}, []*RemoteView{remote("a", with(alice))})
+	c := CompareState(self, map[string]synapse.StateEvent{}, []*RemoteView{remote("a", with(alice))}, false)
 	if !c.NotInRoom || !slices.Equal(kinds(c), []DiffKind{MemberMissing}) {
 		t.Fatalf("not in the room: %+v", c)
 	}
-	c = CompareState(self, map[string]synapse.StateEvent{}, []*RemoteView{remote("a", with())})
+	c = CompareState(self, map[string]synapse.StateEvent{}, []*RemoteView{remote("a", with())}, false)
 	if !c.Clean() {
 		t.Fatalf("not in the room, and no local member there either: %+v", c)
 	}
 }
 
 func TestCompareStateNoRemote(t *testing.T) {
-	if c := CompareState(self, with(alice), nil); !c.Clean() {
+	if c := CompareState(self, with(alice), nil, false); !c.Clean() {
 		t.Fatalf("nothing to compare with: %+v", c)
 	}
 }
@@ -197,4 +197,20 @@ func FuzzParseStateEvent(f *testing.F) {
 			t.Fatal("event ID lost")
 		}
 	})
+}
+
+// A partial-state join holds no other servers' members yet: their memberships are not
+// compared (they would all be "missing here"); local members and other state still are.
+func TestCompareStatePartialState(t *testing.T) {
+	bob := ev("$bob", "m.room.member", "@bob:there.test", "join")
+	jrInvite := ev("$jr-invite", "m.room.join_rules", "")
+	local := stateOf(create, pl, jrInvite, admin)
+	room := with(bob, alice)
+	c := CompareState(self, local, []*RemoteView{remote("a", room)}, true)
+	if want := []DiffKind{MemberMissing, JoinRules}; !slices.Equal(kinds(c), want) || !c.PartialState {
+		t.Fatalf("partial state: kinds %v, want %v", kinds(c), want)
+	}
+	if c := CompareState(self, local, []*RemoteView{remote("a", room)}, false); !slices.Contains(kinds(c), MissingHere) {
+		t.Fatalf("full state: bob's membership must count as missing here: %v", kinds(c))
+	}
 }

@@ -24,6 +24,8 @@ const (
 		LEFT JOIN room_memberships AS m USING (event_id)
 		LEFT JOIN event_json AS j ON j.event_id = e.event_id AND e.type IN ('m.room.join_rules', 'm.room.history_visibility')
 		WHERE e.event_id = ANY($1) AND e.state_key IS NOT NULL`
+	// partialStateQuery tells whether a room is in a partial-state (faster) join.
+	partialStateQuery = `SELECT EXISTS (SELECT 1 FROM partial_state_rooms WHERE room_id = $1)`
 	// currentStateIDsQuery is the room's current state as event IDs (indexed by room).
 	currentStateIDsQuery = `SELECT event_id FROM current_state_events WHERE room_id = $1`
 	// auditRoomsQuery lists rooms worth auditing, newest activity first: rooms where local
@@ -121,6 +123,15 @@ func (db *DB) CurrentStateEvents(ctx context.Context, room string) (map[string]S
 		out[e.Key()] = e
 	}
 	return out, nil
+}
+
+// PartialState tells whether Synapse is still joining a room with partial state.
+func (db *DB) PartialState(ctx context.Context, room string) (bool, error) {
+	var partial bool
+	if err := db.Pool.QueryRow(ctx, partialStateQuery, room).Scan(&partial); err != nil {
+		return false, fmt.Errorf("read partial state of %s: %w", room, err)
+	}
+	return partial, nil
 }
 
 // AuditRooms lists up to limit rooms with local and remote members, newest activity first.
