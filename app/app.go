@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
@@ -53,6 +54,7 @@ type Ops struct {
 	Import          *jobs.Operation[recovery.ImportArgs, recovery.ImportData]
 	Unreject        *jobs.Operation[recovery.UnrejectArgs, recovery.UnrejectData]
 	Undo            *jobs.Operation[recovery.UndoArgs, struct{}]
+	StateHeal       *jobs.Operation[recovery.StateHealArgs, recovery.RejoinData]
 }
 
 // New assembles medic. cli is the Matrix client the admin API goes through (the bot's, or
@@ -91,7 +93,8 @@ func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.
 		Unreject:        a.Unrejecter().Operation(),
 		Undo:            recovery.Undo(a.DB, a.Jobs, &recovery.Restarter{Admin: a.Admin, Command: cfg.Synapse.RestartCommand}),
 	}
-	a.Jobs.Register(a.Ops.FederationReset, a.Ops.ExtremitiesTrim, a.Ops.Recover, a.Ops.Import, a.Ops.Unreject, a.Ops.Undo)
+	a.Ops.StateHeal = (&recovery.StateHeal{Auditor: a.StateAuditor(0), Rejoin: a.Ops.Recover}).Operation()
+	a.Jobs.Register(a.Ops.FederationReset, a.Ops.ExtremitiesTrim, a.Ops.Recover, a.Ops.Import, a.Ops.Unreject, a.Ops.Undo, a.Ops.StateHeal)
 	if cfg.Metrics.Listen != "" {
 		synapseUp := func(ctx context.Context) error { _, err := a.Admin.ServerVersion(ctx); return err }
 		a.Metrics = metrics.New(cfg, a.Health, st, synapseUp, a.Jobs.Kinds(), version, log.With().Str("component", "metrics").Logger())
@@ -152,6 +155,13 @@ func (a *App) Rejoiner() *recovery.Rejoiner {
 		ServerName: cfg.Homeserver.ServerName, HomeserverURL: cfg.Homeserver.URL, BotUser: cfg.Bot.UserID,
 		Logs: diagnose.Sources(cfg.Synapse.Logs),
 	}
+}
+
+// StateAuditor compares rooms' state with other servers' (!state audit, !state heal, the
+// state health check), reading the reset pattern as far back as lookback (0: 7 days).
+func (a *App) StateAuditor(lookback time.Duration) *diagnose.StateAuditor {
+	return &diagnose.StateAuditor{DB: a.DB, Federation: a.Federation, ServerName: a.Config.Homeserver.ServerName,
+		Servers: a.Config.State.Servers, Lookback: lookback}
 }
 
 // Unrejecter is !unreject's verifier and runner, configured.

@@ -277,6 +277,7 @@ func All() []*Handler {
 		importCommand(),
 		rejectedCommand(),
 		unrejectCommand(),
+		stateCommand(),
 		healthCommand(),
 		roomsCommand(),
 		approveCommand(),

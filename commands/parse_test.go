@@ -63,3 +63,40 @@ func TestTakeForceSchema(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStateAudit(t *testing.T) {
+	week := 7 * 24 * time.Hour
+	for _, tc := range []struct {
+		args []string
+		want stateAuditArgs
+		ok   bool
+	}{
+		{[]string{"!r:x"}, stateAuditArgs{room: "!r:x", since: week}, true},
+		{[]string{"--all"}, stateAuditArgs{all: true, since: week}, true},
+		{[]string{"--all", "--since", "24h"}, stateAuditArgs{all: true, since: 24 * time.Hour}, true},
+		{[]string{"#a:x", "--since=2d"}, stateAuditArgs{room: "#a:x", since: 48 * time.Hour}, true},
+		{nil, stateAuditArgs{}, false},
+		{[]string{"!r:x", "--all"}, stateAuditArgs{}, false},
+		{[]string{"!r:x", "!s:x"}, stateAuditArgs{}, false},
+		{[]string{"--since", "7d"}, stateAuditArgs{}, false},
+		{[]string{"--all", "--since"}, stateAuditArgs{}, false},
+		{[]string{"--all", "--force"}, stateAuditArgs{}, false},
+	} {
+		got, err := parseStateAudit(tc.args)
+		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
+			t.Errorf("parseStateAudit(%q) = %+v, %v", tc.args, got, err)
+		}
+	}
+}
+
+func FuzzParseStateAudit(f *testing.F) {
+	for _, s := range []string{"--all", "!r:x", "--since", "7d", "--since=1h", "#a:x"} {
+		f.Add(s, "--since", "24h")
+	}
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		got, err := parseStateAudit([]string{a, b, c})
+		if err == nil && (got.since <= 0 || got.all == (got.room != "")) {
+			t.Fatalf("parseStateAudit(%q, %q, %q) = %+v without error", a, b, c, got)
+		}
+	})
+}

@@ -38,6 +38,7 @@ type Config struct {
 	Jobs       Jobs          `yaml:"jobs"`
 	Health     Health        `yaml:"health"`
 	Import     Import        `yaml:"import"`
+	State      State         `yaml:"state"`
 	Metrics    Metrics       `yaml:"metrics"`
 	Logging    Logging       `yaml:"logging"`
 }
@@ -54,6 +55,24 @@ type Metrics struct {
 
 // Interval returns metrics.check_interval as a duration (validated by Validate).
 func (m Metrics) Interval() time.Duration { return Duration(m.CheckInterval) }
+
+// State configures the state audit: !state audit --all and the daily state health check.
+type State struct {
+	// MaxRooms is how many rooms one audit of every room looks at, newest activity first.
+	MaxRooms int `yaml:"max_rooms"`
+	// Budget is how long `!state audit --all` may take; no room is started after it.
+	Budget string `yaml:"budget"`
+	// HealthBudget is the same for the health check (which must end within 60 s).
+	HealthBudget string `yaml:"health_budget"`
+	// HealthInterval is how often the health check audits; in between it repeats the last
+	// audit's findings (the /metrics checks run every few minutes).
+	HealthInterval string `yaml:"health_interval"`
+	// Servers is how many other servers are asked per room; a difference counts only when
+	// all that answer agree.
+	Servers int `yaml:"servers"`
+	// Workers is how many rooms are audited at once.
+	Workers int `yaml:"workers"`
+}
 
 // Import configures !import history.
 type Import struct {
@@ -313,6 +332,12 @@ func (c *Config) fillDefaults(baseDir string) {
 	setDefault(&th.DiskWarnPercent, 15)
 	setDefault(&th.DiskCriticalPercent, 5)
 	setDefault(&c.Import.ChunkSize, 5000)
+	setDefault(&c.State.MaxRooms, 200)
+	setDefault(&c.State.Budget, "2m")
+	setDefault(&c.State.HealthBudget, "40s")
+	setDefault(&c.State.HealthInterval, "24h")
+	setDefault(&c.State.Servers, 2)
+	setDefault(&c.State.Workers, 8)
 	setDefault(&c.Metrics.CheckInterval, "5m")
 	for name, src := range c.Import.Sources {
 		if src.Type == "sqlite" && src.Database != "" && !filepath.IsAbs(src.Database) {
@@ -463,6 +488,7 @@ func (c *Config) Validate() error {
 	if c.Import.ChunkSize < 1 || c.Import.ChunkSize > 100000 {
 		bad("import.chunk_size", "must be between 1 and 100000, got %d", c.Import.ChunkSize)
 	}
+	c.validateState(bad)
 	if c.Metrics.Listen != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil || port == "" {
 			bad("metrics.listen", "must be host:port like 127.0.0.1:9330, got %q", c.Metrics.Listen)
@@ -480,6 +506,27 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return ps
+}
+
+func (c *Config) validateState(bad func(key, reason string, args ...any)) {
+	st := c.State
+	if st.MaxRooms < 1 || st.MaxRooms > 100000 {
+		bad("state.max_rooms", "must be between 1 and 100000, got %d", st.MaxRooms)
+	}
+	for key, v := range map[string]string{"state.budget": st.Budget, "state.health_budget": st.HealthBudget, "state.health_interval": st.HealthInterval} {
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+			bad(key, "must be a positive duration like 2m, got %q", v)
+		}
+	}
+	if d := Duration(st.HealthBudget); d > 55*time.Second {
+		bad("state.health_budget", "must be at most 55s (a health check ends within 60 s), got %q", st.HealthBudget)
+	}
+	if st.Servers < 1 || st.Servers > 10 {
+		bad("state.servers", "must be between 1 and 10, got %d", st.Servers)
+	}
+	if st.Workers < 1 || st.Workers > 64 {
+		bad("state.workers", "must be between 1 and 64, got %d", st.Workers)
+	}
 }
 
 func (c *Config) validateHealth(bad func(key, reason string, args ...any)) {

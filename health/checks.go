@@ -35,6 +35,7 @@ func Checks() []*Check {
 		{ID: "destinations", Title: "Failing destinations", Description: "remote servers Synapse is backing off from, and for how long", Run: checkDestinations},
 		{ID: "forgotten", Title: "Forgotten rooms", Description: "rooms whose federation traffic Synapse dropped since the last report (from its logs)", NeedsDB: true, Run: checkForgotten},
 		{ID: "rejections", Title: "Rejected events", Description: "new rejected events per room since the last report; rooms where they form a rejection chain", NeedsDB: true, Run: checkRejections},
+		{ID: "state", Title: "Room state", Description: "rooms whose current state here diverges from the other servers in them (state resets, stale memberships); audited daily, within a time budget", NeedsDB: true, Run: checkState},
 		{ID: "partial-joins", Title: "Partial joins", Description: "rooms stuck in a partial (faster) join", NeedsDB: true, Run: checkPartialJoins},
 		{ID: "extremities", Title: "Forward extremities", Description: "rooms with too many forward extremities", NeedsDB: true, Run: checkExtremities},
 		{ID: "size", Title: "Database size", Description: "database size, largest tables, biggest rooms by state (estimated)", NeedsDB: true, Run: checkSize},

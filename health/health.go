@@ -149,6 +149,8 @@ type Runner struct {
 	// TestedSchema is the Synapse schema range medic's repairs were tested on: the synapse
 	// check warns when Synapse's database is outside it (zero: not judged).
 	TestedSchema jobs.SchemaRange
+
+	stateCache stateCache // the state check's last audit (health/state.go)
 }
 
 func (rn *Runner) now() time.Time {

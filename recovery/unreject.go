@@ -10,10 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tidwall/gjson"
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/federation"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/authcheck"
 	"github.com/synapse-medic/medic/diagnose"
@@ -470,43 +467,15 @@ func (u *Unrejecter) postCheck(ctx context.Context, rep jobs.Reporter, room stri
 }
 
 // remoteState asks server for the room's state after its latest event, as
-// "type\x00state_key" → event ID. It uses /state_ids (event IDs need no hashing here) and
-// names the events from Synapse's own tables, fetching only the ones it lacks.
+// "type\x00state_key" → event ID (the state audit's fetch: diagnose.RemoteState).
 func (u *Unrejecter) remoteState(ctx context.Context, fc *federation.Client, server, room string) (map[string]string, error) {
-	latest, err := fc.TimestampToEvent(ctx, server, id.RoomID(room), time.Now(), mautrix.DirectionBackward)
+	rv, err := diagnose.RemoteState(ctx, fc, u.DB, server, room)
 	if err != nil {
 		return nil, err
 	}
-	ids, err := fc.GetStateIDs(ctx, server, id.RoomID(room), latest.EventID)
-	if err != nil {
-		return nil, err
-	}
-	want := make([]string, 0, len(ids.PDUs)+1)
-	for _, e := range ids.PDUs {
-		want = append(want, e.String())
-	}
-	keys, err := u.DB.StateKeys(ctx, want)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, e := range want {
-		k, ok := keys[e]
-		if !ok {
-			evt, err := fc.GetEvent(ctx, server, id.EventID(e))
-			if err != nil || len(evt.PDUs) == 0 {
-				return nil, fmt.Errorf("event %s: %v", e, err)
-			}
-			ev := gjson.ParseBytes(evt.PDUs[0])
-			k = ev.Get("type").Str + "\x00" + ev.Get("state_key").Str
-		}
-		out[k] = e
-	}
-	// /state_ids is the state before the latest event; lay the event itself over it.
-	if evt, err := fc.GetEvent(ctx, server, latest.EventID); err == nil && len(evt.PDUs) > 0 {
-		if ev := gjson.ParseBytes(evt.PDUs[0]); ev.Get("state_key").Exists() {
-			out[ev.Get("type").Str+"\x00"+ev.Get("state_key").Str] = latest.EventID.String()
-		}
+	out := make(map[string]string, len(rv.State))
+	for k, e := range rv.State {
+		out[k] = e.EventID
 	}
 	return out, nil
 }

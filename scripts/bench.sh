@@ -27,3 +27,6 @@ go test -run '^$' -bench UnrejectChain -benchtime 1x -count 1 -timeout 30m ./ben
 # generated once into medic_bench_health, minutes, then reused) with each query's plan checked
 # for sequential scans of events/state_groups_state. MEDIC_BENCH_EVENTS / MEDIC_BENCH_STATE resize it.
 go test -run '^$' -bench HealthReport -benchtime 3x -count 1 -timeout 60m ./bench
+# `!state audit --all` over 200 rooms with remote members (created once on the testbed, then
+# reused; MEDIC_BENCH_STATE_ROOMS to change the count) against its time budget (state.budget).
+go test -run '^$' -bench StateAudit -benchtime 3x -count 1 -timeout 30m ./bench

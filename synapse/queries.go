@@ -257,4 +257,10 @@ var HealthQueries = []struct {
 	{"owners", HealthForeignOwnersQuery, nil},
 	{"sequences", HealthSequencesQuery, nil},
 	{"background updates", HealthBackgroundUpdatesQuery, nil},
+	// The state check (synapse/state.go).
+	{"state: rooms to audit", auditRoomsQuery, []any{200}},
+	{"state: stream since", streamSinceQuery, []any{int64(0)}},
+	{"state: resets", resetMembershipsQuery, []any{int64(0), ":bench.example", "", 1000}},
+	{"state: current state", currentStateIDsQuery, []any{"!room1:bench.example"}},
+	{"state: state events", stateEventsQuery, []any{[]string{"$a", "$b"}}},
 }

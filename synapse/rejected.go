@@ -50,7 +50,6 @@ const (
 	serverKeysQuery = `SELECT server_name, key_id, ts_valid_until_ms, key_json FROM server_keys_json`
 	// currentStateQuery is the room's current state (indexed by room).
 	currentStateQuery = `SELECT type, state_key, event_id FROM current_state_events WHERE room_id = $1`
-	stateKeysQuery    = `SELECT event_id, type, state_key FROM events WHERE event_id = ANY($1) AND state_key IS NOT NULL`
 	// rejectedCountQuery counts a set of events of a room that are rejected either way.
 	rejectedCountQuery = `
 		SELECT count(*) FROM events AS e
@@ -253,22 +252,4 @@ func (db *DB) RejectedCount(ctx context.Context, room string, ids []string) (int
 	var n int
 	err := db.Pool.QueryRow(ctx, rejectedCountQuery, room, ids).Scan(&n)
 	return n, err
-}
-
-// StateKeys names state events Synapse has: event ID → "type\x00state_key".
-func (db *DB) StateKeys(ctx context.Context, ids []string) (map[string]string, error) {
-	rows, err := db.Pool.Query(ctx, stateKeysQuery, ids)
-	if err != nil {
-		return nil, fmt.Errorf("look up state events: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]string{}
-	for rows.Next() {
-		var eventID, typ, key string
-		if err = rows.Scan(&eventID, &typ, &key); err != nil {
-			return nil, err
-		}
-		out[eventID] = typ + "\x00" + key
-	}
-	return out, rows.Err()
 }

@@ -273,6 +273,7 @@ func dbUnreachableConfig(t *testing.T, tb *testbed.Testbed) (cfg, addr string) {
 var dbChecks = map[string]string{
 	"rejections": "Rejected events", "partial-joins": "Partial joins", "extremities": "Forward extremities",
 	"size": "Database size", "restore": "After-restore hazards", "background-updates": "Background updates",
+	"state": "Room state",
 }
 
 // TestSynapseDatabaseDown: with Synapse's database unreachable, the health report has one
