@@ -55,6 +55,8 @@ type Ops struct {
 	Unreject        *jobs.Operation[recovery.UnrejectArgs, recovery.UnrejectData]
 	Undo            *jobs.Operation[recovery.UndoArgs, struct{}]
 	StateHeal       *jobs.Operation[recovery.StateHealArgs, recovery.RejoinData]
+	Aftercare       *jobs.Operation[recovery.AftercareArgs, recovery.AftercareData]
+	AftercareOnline *jobs.Operation[recovery.AftercareOnlineArgs, recovery.AftercareOnlineData]
 }
 
 // New assembles medic. cli is the Matrix client the admin API goes through (the bot's, or
@@ -94,7 +96,11 @@ func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.
 		Undo:            recovery.Undo(a.DB, a.Jobs, &recovery.Restarter{Admin: a.Admin, Command: cfg.Synapse.RestartCommand}),
 	}
 	a.Ops.StateHeal = (&recovery.StateHeal{Auditor: a.StateAuditor(0), Rejoin: a.Ops.Recover}).Operation()
-	a.Jobs.Register(a.Ops.FederationReset, a.Ops.ExtremitiesTrim, a.Ops.Recover, a.Ops.Import, a.Ops.Unreject, a.Ops.Undo, a.Ops.StateHeal)
+	a.Ops.Aftercare = a.Aftercare().Operation()
+	a.Ops.AftercareOnline = (&recovery.AftercareOnline{Recover: a.Ops.Recover, Federation: a.Ops.FederationReset, Store: st,
+		Health: a.healthText}).Operation()
+	a.Jobs.Register(a.Ops.FederationReset, a.Ops.ExtremitiesTrim, a.Ops.Recover, a.Ops.Import, a.Ops.Unreject, a.Ops.Undo,
+		a.Ops.StateHeal, a.Ops.Aftercare, a.Ops.AftercareOnline)
 	if cfg.Metrics.Listen != "" {
 		synapseUp := func(ctx context.Context) error { _, err := a.Admin.ServerVersion(ctx); return err }
 		a.Metrics = metrics.New(cfg, a.Health, st, synapseUp, a.Jobs.Kinds(), version, log.With().Str("component", "metrics").Logger())
@@ -162,6 +168,26 @@ func (a *App) Rejoiner() *recovery.Rejoiner {
 func (a *App) StateAuditor(lookback time.Duration) *diagnose.StateAuditor {
 	return &diagnose.StateAuditor{DB: a.DB, Federation: a.Federation, ServerName: a.Config.Homeserver.ServerName,
 		Servers: a.Config.State.Servers, Lookback: lookback}
+}
+
+// Aftercare is the offline aftercare's planner and runner, configured.
+func (a *App) Aftercare() *recovery.Aftercare {
+	cfg := a.Config
+	return &recovery.Aftercare{DB: a.DB, Admin: a.Admin, Restart: &recovery.Restarter{Admin: a.Admin, Command: cfg.Synapse.RestartCommand},
+		Logs: diagnose.Sources(cfg.Synapse.Logs), ServerName: cfg.Homeserver.ServerName, Store: a.Store}
+}
+
+// healthText runs every health check, stores the report and returns it as text (the online
+// aftercare's last step).
+func (a *App) healthText(ctx context.Context) (string, error) {
+	rep, err := a.Health.Run(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err = a.Health.Save(ctx, rep, "aftercare", true); err != nil {
+		a.Log.Err(err).Msg("Failed to store the health report")
+	}
+	return rep.Plain(a.Config.Bot.CommandPrefix), nil
 }
 
 // Unrejecter is !unreject's verifier and runner, configured.

@@ -278,6 +278,7 @@ func All() []*Handler {
 		rejectedCommand(),
 		unrejectCommand(),
 		stateCommand(),
+		aftercareCommand(),
 		healthCommand(),
 		roomsCommand(),
 		approveCommand(),

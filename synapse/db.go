@@ -30,6 +30,10 @@ func OpenDB(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to Synapse's database: %w", err)
 	}
+	// Named, so that the aftercare can tell medic's sessions from Synapse's (OtherSessions).
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = ApplicationName
+	}
 	db := &DB{}
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		db.schemaMu.Lock()

@@ -42,6 +42,8 @@ type Line struct {
 	EventID string
 	// RejectedID is the rejected event a KindRejectedInState line names.
 	RejectedID string
+	// PDUs is the number of events a KindTxn line says the transaction carried.
+	PDUs int
 }
 
 // quick rejects most lines with one search for a byte string all interesting lines share.
@@ -116,12 +118,26 @@ func ParseLine(s string) Line {
 		if _, after, ok := strings.Cut(msg[len("Received txn "):], " from "); ok {
 			l.Kind = KindTxn
 			l.Server = strings.TrimSuffix(firstField(after), ".")
+			l.PDUs = countAfter(after, "(PDUs: ")
 		}
 	}
 	if (l.Kind == KindUnknownRoom || l.Kind == KindReceipt || l.Kind == KindTyping) && !validRoomID(l.RoomID) {
 		l.Kind = KindOther
 	}
 	return l
+}
+
+// countAfter reads the number after mark in s (0 when there is none).
+func countAfter(s, mark string) int {
+	_, rest, ok := strings.Cut(s, mark)
+	if !ok {
+		return 0
+	}
+	n := 0
+	for i := 0; i < len(rest) && i < 9 && rest[i] >= '0' && rest[i] <= '9'; i++ {
+		n = n*10 + int(rest[i]-'0')
+	}
+	return n
 }
 
 func firstField(s string) string {

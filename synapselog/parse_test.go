@@ -24,7 +24,7 @@ const sample = `2026-11-21 21:39:36,100 - synapse.federation.transport.server.fe
 func TestParseLineKinds(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(sample), "\n")
 	want := []Line{
-		{Kind: KindTxn, Tag: "PUT-2", Server: "hs2.test:8482"},
+		{Kind: KindTxn, Tag: "PUT-2", Server: "hs2.test:8482", PDUs: 1},
 		{Kind: KindUnknownRoom, Tag: "PUT-2", RoomID: "!cOTYYYiwcKsXEVAnxV:hs2.test:8482"},
 		{Kind: KindReceipt, Tag: "PUT-1", RoomID: "!cOTYYYiwcKsXEVAnxV:hs2.test:8482", Server: "hs2.test:8482"},
 		{Kind: KindOther, Tag: "PUT-2"},
@@ -164,5 +164,26 @@ func TestParseRejectedInState(t *testing.T) {
 	tr := sc.Report().RejectedInState["$oVC6"]
 	if tr == nil || tr.Count != 2 || tr.Events != 2 {
 		t.Fatalf("trace %+v", tr)
+	}
+}
+
+// The aftercare's "what happened since the backup": transactions received after a time, by
+// origin, with the events they carried.
+func TestScanCountsReceivedTransactionsSince(t *testing.T) {
+	extra := "2026-11-21 21:41:00,000 - synapse.federation.transport.server.federation - 118 - INFO - PUT-9 - Received txn 17 from hs2.test:8482. (PDUs: 12, EDUs: 3)\n" +
+		"2026-11-21 21:42:00,000 - synapse.federation.transport.server.federation - 118 - INFO - PUT-10 - Received txn 18 from hs3.test:8483. (PDUs: 0, EDUs: 1)\n"
+	sc := NewScanner(time.Date(2026, 11, 21, 21, 39, 37, 0, time.UTC))
+	if err := sc.Scan(strings.NewReader(sample + extra)); err != nil {
+		t.Fatal(err)
+	}
+	got := sc.Report().Received
+	if r := got["hs2.test:8482"]; r == nil || r.Txns != 1 || r.PDUs != 12 || r.Last.Format(time.TimeOnly) != "21:41:00" {
+		t.Fatalf("hs2 (the txn at 21:39:36 is before since): %+v", r)
+	}
+	if r := got["hs3.test:8483"]; r == nil || r.Txns != 1 || r.PDUs != 0 {
+		t.Fatalf("hs3: %+v", r)
+	}
+	if l := ParseLine(strings.SplitN(sample, "\n", 2)[0]); l.PDUs != 1 {
+		t.Fatalf("PDUs of the sample's txn line: %d", l.PDUs)
 	}
 }

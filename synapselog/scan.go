@@ -50,8 +50,19 @@ type RejectedTrace struct {
 	Last       time.Time
 }
 
+// Received is what the log says one server sent (federation transactions it delivered).
+type Received struct {
+	Server string
+	Txns   int
+	PDUs   int
+	First  time.Time
+	Last   time.Time
+}
+
 // Report is the result of a scan.
 type Report struct {
+	// Received holds the transactions received, by origin server.
+	Received map[string]*Received
 	Rooms      map[string]*Room
 	Unresolved map[string]*Unresolved
 	// RejectedInState holds "found rejected event … in the state" lines by rejected event.
@@ -62,7 +73,7 @@ type Report struct {
 }
 
 func newReport() *Report {
-	return &Report{Rooms: map[string]*Room{}, Unresolved: map[string]*Unresolved{}, RejectedInState: map[string]*RejectedTrace{}}
+	return &Report{Received: map[string]*Received{}, Rooms: map[string]*Room{}, Unresolved: map[string]*Unresolved{}, RejectedInState: map[string]*RejectedTrace{}}
 }
 
 // SortedRooms returns the rooms, most recently seen first.
@@ -285,6 +296,18 @@ func (sc *Scanner) feed(raw string) {
 	case KindTxn:
 		if l.Tag != "" && l.Server != "" {
 			sc.tags.put(l.Tag, l.Server)
+		}
+		if l.Server != "" {
+			rc := sc.report.Received[l.Server]
+			if rc == nil {
+				rc = &Received{Server: l.Server, First: l.Time}
+				sc.report.Received[l.Server] = rc
+			}
+			rc.Txns++
+			rc.PDUs += l.PDUs
+			if l.Time.After(rc.Last) {
+				rc.Last = l.Time
+			}
 		}
 		return
 	case KindNotInRoomPDU:

@@ -204,11 +204,14 @@ start() {
   # bash exec into python, so $! is Synapse's pid.
   chroot "$ROOT" bash -c "cd $d && exec python3 -m synapse.app.homeserver -c $d/homeserver.yaml" \
     >>"$ROOT$d/stdout.log" 2>&1 &
-  echo $! >"$(pidfile "$n")"
+  local pid=$!
+  echo $pid >"$(pidfile "$n")"
   for i in $(seq 300); do
     if curl -fsS "http://127.0.0.1:$port/_matrix/client/versions" >/dev/null 2>&1; then
       log "hs$n up after $((i / 5)) s"; return 0
     fi
+    # Synapse that refuses to start (e.g. IncorrectDatabaseSetup) exits: no need to wait on.
+    kill -0 "$pid" 2>/dev/null || { rm -f "$(pidfile "$n")"; break; }
     sleep 0.2
   done
   log "hs$n did not start; last lines:"; tail -30 "$ROOT$d/stdout.log" "$ROOT$d/homeserver.log" >&2 || true

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto/signatures"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/synapse-medic/medic/recovery"
+	"github.com/synapse-medic/medic/synapse"
+	"github.com/synapse-medic/medic/testbed"
+)
+
+// logSince returns what Synapse wrote to its log after offset bytes.
+func logSince(t *testing.T, h *testbed.Homeserver, offset int64) string {
+	t.Helper()
+	raw, err := os.ReadFile(h.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(raw)) < offset {
+		return string(raw)
+	}
+	return string(raw[offset:])
+}
+
+func logSize(h *testbed.Homeserver) int64 {
+	fi, err := os.Stat(h.LogPath())
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// TestAftercareOffline stages on hs1 (Synapse stopped) what a restore leaves behind: a
+// stream sequence behind stream_positions, another behind its table, a table and a
+// function owned by another role, one-time keys already handed out, a remote user's device
+// list cached, a server in backoff. Synapse refuses to start (its log says why); `medic exec
+// --yes aftercare` repairs each and starts it; `!undo` of the job restores the rows it changed.
+func TestAftercareOffline(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	h := tb.HS1
+	alice := tb.Register(t, h, testbed.UniqueName("alice"), false)
+	keys := map[id.KeyID]mautrix.OneTimeKey{}
+	for i := range 5 {
+		keys[id.NewKeyID(id.KeyAlgorithmSignedCurve25519, fmt.Sprintf("AAAAA%d", i))] = mautrix.OneTimeKey{Key: id.Curve25519(fmt.Sprintf("key%dkey%dkey%d", i, i, i)),
+			Signatures: signatures.Signatures{alice.UserID: {id.NewKeyID(id.KeyAlgorithmEd25519, alice.DeviceID.String()): "unchecked"}}}
+	}
+	if _, err := alice.UploadKeys(ctx, &mautrix.ReqUploadKeys{OneTimeKeys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	otks := h.Count(t, `SELECT count(*) FROM e2e_one_time_keys_json`)
+	if otks < 5 {
+		t.Fatalf("%d one-time keys after the upload", otks)
+	}
+	if _, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "before the backup"}); err != nil {
+		t.Fatal(err)
+	}
+	remote := "@" + testbed.UniqueName("bob") + ":" + tb.HS2.Name
+	dead := testbed.UniqueName("gone") + ".invalid"
+	role := "medic_restorer"
+
+	tb.Stop(t, h)
+	// The restore's leftovers. A sequence behind its stream's stream_positions entry (above
+	// its tables: ids allocated whose rows are gone) stops Synapse, which moves a sequence
+	// only up to its tables; one behind its table only (state groups: no stream) it moves
+	// itself, and the aftercare too.
+	position := h.Count(t, `SELECT max(stream_id) FROM device_lists_stream`) + 100
+	h.Exec(t, `INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ('device_lists_stream', 'master', $1)
+		ON CONFLICT (stream_name, instance_name) DO UPDATE SET stream_id = $1`, position)
+	h.Exec(t, `SELECT setval('device_lists_sequence', 1)`)
+	// Whatever happens below, the server must start again when the test ends (its cleanup).
+	t.Cleanup(func() {
+		h.Exec(t, `SELECT setval('device_lists_sequence', GREATEST($1, (SELECT last_value FROM device_lists_sequence)))`, position)
+	})
+	h.Exec(t, fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s NOLOGIN; END IF; END$$`, role, role))
+	h.Exec(t, `ALTER TABLE room_tags OWNER TO `+role)
+	h.Exec(t, `CREATE OR REPLACE FUNCTION medic_restored_fn() RETURNS int LANGUAGE sql AS 'SELECT 1'`)
+	h.Exec(t, `ALTER FUNCTION medic_restored_fn() OWNER TO `+role)
+	t.Cleanup(func() {
+		h.Exec(t, `ALTER TABLE room_tags OWNER TO synapse`)
+		h.Exec(t, `DROP FUNCTION IF EXISTS medic_restored_fn()`)
+	})
+	h.Exec(t, `INSERT INTO device_lists_remote_extremeties (user_id, stream_id) VALUES ($1, '12')`, remote)
+	now := time.Now().UnixMilli()
+	h.Exec(t, `INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts) VALUES ($1, $2, 600000, $3)`, dead, now, now-3600_000)
+
+	// Without the aftercare Synapse does not start, and says why.
+	offset := logSize(h)
+	if out, err := exec.Command(testbed.Script(), "start", fmt.Sprint(h.N)).CombinedOutput(); err == nil {
+		t.Fatalf("Synapse started on the restored database:\n%s", out)
+	}
+	if log := logSince(t, h, offset); !strings.Contains(log, "IncorrectDatabaseSetup") ||
+		!strings.Contains(log, "Postgres sequence 'device_lists_sequence' is inconsistent with associated stream position") {
+		t.Fatalf("Synapse's log does not show IncorrectDatabaseSetup for device_lists_sequence:\n%s", log)
+	}
+
+	// Behind its table only: Synapse would move it itself (staged after the failed start,
+	// which already did so for every sequence it checked).
+	h.Exec(t, `SELECT setval('state_group_id_seq', 1)`)
+
+	cfg := tb.MedicConfig(t, t.TempDir(), h.UserID("medic"), tb.MedicPassword)
+	offset = logSize(h)
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"exec", "-c", cfg, "--yes", "aftercare"}, nil, &stdout, &stderr)
+	out := stdout.String()
+	t.Logf("aftercare:\n%s%s", out, stderr.String())
+	if code != 0 {
+		t.Fatalf("aftercare exit %d", code)
+	}
+	m := jobIDPattern.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatal("no plan in the output")
+	}
+	job := m[1]
+	for _, want := range []string{"stream sequence(s) behind", "`device_lists_sequence` ", "`state_group_id_seq` 1 →", "stop Synapse at start-up", "The database ends at"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the plan does not say %q", want)
+		}
+	}
+
+	// (a) sequences: Synapse started, nothing in its log about them.
+	if log := logSince(t, h, offset); strings.Contains(log, "IncorrectDatabaseSetup") || strings.Contains(log, "is behind table") {
+		t.Errorf("Synapse's log after the aftercare still complains about sequences:\n%s", log)
+	}
+	if _, err := tb.Admin(t, h).Versions(ctx); err != nil {
+		t.Errorf("Synapse does not answer after the aftercare: %v", err)
+	}
+	if n := h.Count(t, `SELECT (last_value >= $1)::int FROM device_lists_sequence`, position); n != 1 {
+		t.Errorf("device_lists_sequence is still behind stream_positions")
+	}
+	// (b) owners.
+	if n := h.Count(t, `SELECT count(*) FROM pg_class WHERE relname = 'room_tags' AND pg_get_userbyid(relowner) = 'synapse'`); n != 1 {
+		t.Errorf("room_tags is not owned by synapse")
+	}
+	if n := h.Count(t, `SELECT count(*) FROM pg_proc WHERE proname = 'medic_restored_fn' AND pg_get_userbyid(proowner) = 'synapse'`); n != 1 {
+		t.Errorf("medic_restored_fn is not owned by synapse")
+	}
+	// (d) one-time keys, with the devices counted.
+	if n := h.Count(t, `SELECT count(*) FROM e2e_one_time_keys_json`); n != 0 {
+		t.Errorf("%d one-time keys left", n)
+	}
+	if !strings.Contains(out, fmt.Sprintf("%d one-time key(s) of", otks)) {
+		t.Errorf("the plan does not count the %d one-time keys", otks)
+	}
+	// (e) the remote user's device list is marked for resync (Synapse may have resynced it
+	// already: then its resync queue row is gone again; the report says it was marked).
+	if n := h.Count(t, `SELECT count(*) FROM medic.journal WHERE job_id = $1 AND tbl = 'device_lists_remote_resync' AND key->'user_id' ? $2`, job, remote); n != 1 {
+		t.Errorf("%s's device list was not marked for resync (journal entries: %d)", remote, n)
+	}
+	// (f) backoff.
+	if n := h.Count(t, `SELECT count(*) FROM destinations WHERE destination = $1 AND failure_ts IS NULL AND retry_last_ts = 0 AND retry_interval = 0`, dead); n != 1 {
+		t.Errorf("the backoff from %s was not cleared", dead)
+	}
+
+	// While Synapse runs, the offline part refuses.
+	stdout.Reset()
+	stderr.Reset()
+	if code = run([]string{"exec", "-c", cfg, "--yes", "aftercare --offline"}, nil, &stdout, &stderr); code == 0 ||
+		!strings.Contains(stdout.String(), "needs Synapse stopped") {
+		t.Errorf("the offline part did not refuse while Synapse runs (exit %d):\n%s", code, stdout.String())
+	}
+
+	// Undo puts back the rows: the keys and the retry timings.
+	stdout.Reset()
+	stderr.Reset()
+	if code = run([]string{"exec", "-c", cfg, "--yes", "undo " + job}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("undo exit %d:\n%s%s", code, stdout.String(), stderr.String())
+	}
+	if n := h.Count(t, `SELECT count(*) FROM e2e_one_time_keys_json`); n != otks {
+		t.Errorf("%d one-time keys after the undo, want %d", n, otks)
+	}
+	if n := h.Count(t, `SELECT count(*) FROM destinations WHERE destination = $1 AND failure_ts = $2 AND retry_last_ts = $3 AND retry_interval = 600000`, dead, now-3600_000, now); n != 1 {
+		t.Errorf("the retry timings of %s were not restored", dead)
+	}
+}
+
+// TestAftercareCollation: a database whose collation is not C gets the dump/restore recipe,
+// and no step pretends to fix it in place.
+func TestAftercareCollation(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	dsn := testbed.ScratchDB(t, tb.HS1)
+	db, err := synapse.OpenDB(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	loc, err := db.DatabaseLocale(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loc.Collate == "C" {
+		t.Skip("the cluster's default collation is C: a scratch database cannot show the hazard")
+	}
+	plan, err := (&recovery.Aftercare{DB: db}).Operation().Plan(ctx, recovery.AftercareArgs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := plan.Nothing + strings.Join(plan.Risks, " ")
+	for _, want := range []string{"not C", "No in-place fix exists", "createdb --encoding=UTF8 --locale=C --template=template0", "pg_restore --no-owner"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the plan does not say %q:\n%s", want, text)
+		}
+	}
+	if len(plan.Steps) != 0 {
+		t.Errorf("steps for a collation that cannot be fixed in place: %v", plan.Steps)
+	}
+}
