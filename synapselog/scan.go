@@ -62,7 +62,7 @@ type Received struct {
 // Report is the result of a scan.
 type Report struct {
 	// Received holds the transactions received, by origin server.
-	Received map[string]*Received
+	Received   map[string]*Received
 	Rooms      map[string]*Room
 	Unresolved map[string]*Unresolved
 	// RejectedInState holds "found rejected event … in the state" lines by rejected event.
