@@ -244,8 +244,21 @@ func TestSequenceAndBackgroundUpdates(t *testing.T) {
 	if !strings.Contains(r.Hint, "setval") {
 		t.Errorf("hint: %q", r.Hint)
 	}
+	if !strings.Contains(r.Hint, "medic exec aftercare") || !strings.Contains(r.Hint, "!aftercare") {
+		t.Errorf("the hint does not offer the aftercare: %q", r.Hint)
+	}
 	exec(`SELECT setval('events_stream_seq', 5000)`)
 	cleared(t, check(t, rn, "restore"), "sequence events_stream_seq")
+	// A stream position above the sequence (its table is not): Synapse refuses to start on it
+	// (IncorrectDatabaseSetup), so the check must see it too, and in another stream than events.
+	exec(`INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ('receipts', 'master', 7000)`)
+	r = check(t, rn, "restore")
+	flipped(t, r, health.Critical, "sequence receipts_sequence")
+	if !strings.Contains(strings.Join(r.Rows[slices.Index(r.Keys, "sequence receipts_sequence")], " "), "7000") {
+		t.Errorf("the stream position is not shown: %v", r.Rows)
+	}
+	exec(`SELECT setval('receipts_sequence', 7000)`)
+	cleared(t, check(t, rn, "restore"), "sequence receipts_sequence")
 
 	exec(`DELETE FROM background_updates`)
 	cleared(t, check(t, rn, "background-updates"), "medic_test_update")

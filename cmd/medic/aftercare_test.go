@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -115,7 +116,7 @@ func TestAftercareOffline(t *testing.T) {
 	out := stdout.String()
 	t.Logf("aftercare:\n%s%s", out, stderr.String())
 	if code != 0 {
-		t.Fatalf("aftercare exit %d", code)
+		t.Errorf("aftercare exit %d", code) // the checks below say what is left undone
 	}
 	m := jobIDPattern.FindStringSubmatch(out)
 	if m == nil {
@@ -132,8 +133,10 @@ func TestAftercareOffline(t *testing.T) {
 	if log := logSince(t, h, offset); strings.Contains(log, "IncorrectDatabaseSetup") || strings.Contains(log, "is behind table") {
 		t.Errorf("Synapse's log after the aftercare still complains about sequences:\n%s", log)
 	}
-	if _, err := tb.Admin(t, h).Versions(ctx); err != nil {
+	if resp, err := http.Get(h.URL + "/_matrix/client/versions"); err != nil {
 		t.Errorf("Synapse does not answer after the aftercare: %v", err)
+	} else {
+		resp.Body.Close()
 	}
 	if n := h.Count(t, `SELECT (last_value >= $1)::int FROM device_lists_sequence`, position); n != 1 {
 		t.Errorf("device_lists_sequence is still behind stream_positions")
