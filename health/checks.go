@@ -39,7 +39,7 @@ func Checks() []*Check {
 		{ID: "partial-joins", Title: "Partial joins", Description: "rooms stuck in a partial (faster) join", NeedsDB: true, Run: checkPartialJoins},
 		{ID: "extremities", Title: "Forward extremities", Description: "rooms with too many forward extremities", NeedsDB: true, Run: checkExtremities},
 		{ID: "size", Title: "Database size", Description: "database size, largest tables, biggest rooms by state (estimated)", NeedsDB: true, Run: checkSize},
-		{ID: "restore", Title: "After-restore hazards", Description: "collation/ctype, owners of tables and sequences, sequences behind their tables", NeedsDB: true, Run: checkRestore},
+		{ID: "restore", Title: "After-restore hazards", Description: "collation/ctype, owners of tables and sequences, stream sequences behind their tables or stream_positions", NeedsDB: true, Run: checkRestore},
 		{ID: "background-updates", Title: "Background updates", Description: "Synapse background updates still pending", NeedsDB: true, Run: checkBackgroundUpdates},
 		{ID: "disk", Title: "Free disk", Description: "free space where the media store and the database live", Run: checkDisk},
 		{ID: "medic", Title: "Medic", Description: "medic's own sync, end-to-end encryption and last report", Run: checkMedic},
@@ -460,7 +460,7 @@ func checkRestore(ctx context.Context, rn *Runner, _ *Report, res *Result) error
 	if rn.DB == nil {
 		return errNoDB
 	}
-	return CheckRestoreHazards(ctx, rn.DB, res)
+	return CheckRestoreHazards(ctx, rn.DB, rn.pfx(), res)
 }
 
 func checkBackgroundUpdates(ctx context.Context, rn *Runner, _ *Report, res *Result) error {

@@ -3,6 +3,7 @@ package health_test
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -189,7 +190,13 @@ func scratchCopy(t *testing.T, tb *testbed.Testbed, locale string) *synapse.DB {
 	name := testbed.UniqueName("medic_health_scratch_")
 	tb.HS1.Exec(t, `CREATE DATABASE `+name+` TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE '`+locale+`' LC_CTYPE '`+locale+`'`)
 	t.Cleanup(func() { tb.HS1.Exec(t, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`) })
-	dsn := strings.Replace(tb.HS1.DSN, "/hs1?", "/"+name+"?", 1)
+	// The pair may be a private one (hs6…): replace whatever database the DSN names.
+	u, err := url.Parse(tb.HS1.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	dsn := u.String()
 	if out, err := exec.Command("bash", "-c", fmt.Sprintf("set -o pipefail; pg_dump -s '%s' | psql -q -v ON_ERROR_STOP=1 '%s'", tb.HS1.DSN, dsn)).CombinedOutput(); err != nil {
 		t.Fatalf("copy schema: %v\n%s", err, out)
 	}
@@ -210,7 +217,7 @@ func TestNonCCollation(t *testing.T) {
 	rn := runner(t, tb, admin)
 	db := scratchCopy(t, tb, "C.utf8")
 	res := &health.Result{Check: "restore"}
-	if err := health.CheckRestoreHazards(context.Background(), db, res); err != nil {
+	if err := health.CheckRestoreHazards(context.Background(), db, "!", res); err != nil {
 		t.Fatal(err)
 	}
 	flipped(t, res, health.Critical, "collation")

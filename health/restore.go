@@ -10,9 +10,11 @@ import (
 // CheckRestoreHazards checks one database for what a careless restore leaves behind: a
 // collation or ctype that is not C (Synapse refuses it unless allow_unsafe_locale is set,
 // which risks broken indexes), tables and sequences owned by another role than Synapse's
-// (medic connects as Synapse's role), and sequences behind the values in use (the next
-// event would collide). It takes the database so a scratch database can be checked too.
-func CheckRestoreHazards(ctx context.Context, db *synapse.DB, res *Result) error {
+// (medic connects as Synapse's role), and stream sequences behind the values in use or
+// behind their stream's stream_positions entry (every sequence Synapse checks at start-up:
+// the next id would collide, or Synapse refuses to start). It takes the database so a scratch
+// database can be checked too. The fix it offers is the aftercare (recovery.Aftercare).
+func CheckRestoreHazards(ctx context.Context, db *synapse.DB, pfx string, res *Result) error {
 	loc, err := db.DatabaseLocale(ctx)
 	if err != nil {
 		return err
@@ -21,7 +23,7 @@ func CheckRestoreHazards(ctx context.Context, db *synapse.DB, res *Result) error
 	if err != nil {
 		return err
 	}
-	seqs, err := db.Sequences(ctx)
+	lags, err := db.SequenceLags(ctx)
 	if err != nil {
 		return err
 	}
@@ -41,22 +43,29 @@ func CheckRestoreHazards(ctx context.Context, db *synapse.DB, res *Result) error
 	if len(foreign) > 0 {
 		why = append(why, fmt.Sprintf("%d table(s)/sequence(s) not owned by %s", len(foreign), loc.CurrentUser))
 	}
-	for _, s := range seqs {
-		if s.Last < s.InUse {
-			res.add("sequence "+s.Name, true, "sequence behind", s.Name, fmt.Sprint(s.Last), fmt.Sprintf("≥ %d", s.InUse))
-			res.level("sequence "+s.Name, Critical)
-			why = append(why, s.Name+" is behind its table")
+	for _, l := range lags {
+		key := "sequence " + l.Name
+		if l.StopsSynapse() {
+			res.add(key, true, "sequence behind stream_positions", l.Name, fmt.Sprint(l.Last), fmt.Sprintf("≥ %d (stream_positions %s)", l.Want(), l.Stream))
+			why = append(why, l.Name+" is behind stream_positions (Synapse refuses to start)")
+		} else {
+			res.add(key, true, "sequence behind", l.Name, fmt.Sprint(l.Last), fmt.Sprintf("≥ %d (%s)", l.Want(), l.TableName))
+			why = append(why, l.Name+" is behind its table")
 		}
+		res.level(key, Critical)
 	}
 	if len(why) == 0 {
-		res.Summary = fmt.Sprintf("collation C, every table owned by %s, sequences ahead of their tables", loc.CurrentUser)
+		res.Summary = fmt.Sprintf("collation C, every table owned by %s, sequences ahead of their tables and stream positions", loc.CurrentUser)
 		return nil
 	}
 	res.Summary = fmt.Sprint(why[0])
 	for _, w := range why[1:] {
 		res.Summary += "; " + w
 	}
-	res.Hint = fmt.Sprintf("restore with `pg_restore --no-owner --role=%s` into a database created with `-E UTF8 --lc-collate=C --lc-ctype=C -T template0`; "+
-		"`ALTER TABLE … OWNER TO %s`; `SELECT setval('<seq>', <in use>)` with Synapse stopped", loc.CurrentUser, loc.CurrentUser)
+	res.Hint = fmt.Sprintf("with Synapse stopped, `medic exec aftercare` on the host sets the sequences forward and gives the objects to %s "+
+		"(and after a restore deletes one-time keys, marks remote device lists for resync, clears federation backoff), then starts Synapse "+
+		"(by hand: `SELECT setval('<sequence>', <expected>)`, `ALTER … OWNER TO %s`); while it runs, `%saftercare` does the online part. A collation other than C has no in-place fix: "+
+		"dump, and restore with `pg_restore --no-owner --role=%s` into a database created with `-E UTF8 --lc-collate=C --lc-ctype=C -T template0`",
+		loc.CurrentUser, loc.CurrentUser, pfx, loc.CurrentUser)
 	return nil
 }
