@@ -100,3 +100,44 @@ func FuzzParseStateAudit(f *testing.F) {
 		}
 	})
 }
+
+func TestParseAftercareArgs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want AftercareArgs
+		err  string
+	}{
+		{nil, AftercareArgs{}, ""},
+		{[]string{"--offline"}, AftercareArgs{Offline: true}, ""},
+		{[]string{"--online", "--since", "3d"}, AftercareArgs{Online: true, Since: 72 * time.Hour}, ""},
+		{[]string{"--since=90m"}, AftercareArgs{Since: 90 * time.Minute}, ""},
+		{[]string{"--offline", "--online"}, AftercareArgs{}, "exclude each other"},
+		{[]string{"--offline", "--since", "1h"}, AftercareArgs{}, "for the online part"},
+		{[]string{"--since"}, AftercareArgs{}, "unexpected argument"},
+		{[]string{"--since", "-1h"}, AftercareArgs{}, "not a duration"},
+		{[]string{"now"}, AftercareArgs{}, "unexpected argument"},
+	} {
+		got, err := ParseAftercareArgs(tc.args)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want %q", tc.args, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q = %+v, %v; want %+v", tc.args, got, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseAftercareArgs(f *testing.F) {
+	for _, s := range []string{"--since", "--since=7d", "--offline", "--online", "-1h", "99999999999999999999d"} {
+		f.Add(s, "24h")
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		got, err := ParseAftercareArgs([]string{a, b})
+		if err == nil && (got.Since < 0 || (got.Offline && got.Online)) {
+			t.Fatalf("ParseAftercareArgs(%q, %q) = %+v without error", a, b, got)
+		}
+	})
+}
