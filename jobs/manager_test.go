@@ -355,6 +355,38 @@ func TestParallelGoesOnAndReports(t *testing.T) {
 	}
 }
 
+// ParallelThenLast: the last step (a report) starts only once every other step ended.
+func TestParallelThenLastRunsLastAfterTheOthers(t *testing.T) {
+	f := newFixture(t, 1, "15m")
+	op := f.w.op("test.last", ParallelThenLast(4))
+	f.m.Register(op)
+	release := map[string]chan struct{}{"a": make(chan struct{}), "last": make(chan struct{})}
+	var once [2]sync.Once
+	open := func(i int, name string) { once[i].Do(func() { close(release[name]) }) }
+	// A failure below must not leave the run blocked (the fixture waits for it).
+	t.Cleanup(func() { open(0, "a"); open(1, "last") })
+	f.w.set(func() { f.w.block["a"], f.w.block["last"] = release["a"], release["last"] })
+	job := f.propose(t, op, "a", "b", "last")
+	f.approve(t, f.alice, job.ID)
+	if got := <-f.w.entered; got != "a" {
+		t.Fatalf("entered %s first", got)
+	}
+	// b is not blocked and ends; last must still wait for a.
+	select {
+	case got := <-f.w.entered:
+		t.Fatalf("%s started while a was running", got)
+	case <-time.After(300 * time.Millisecond):
+	}
+	open(0, "a")
+	if got := <-f.w.entered; got != "last" {
+		t.Fatalf("entered %s, want last", got)
+	}
+	open(1, "last")
+	if j, _ := f.n.lastReport(t); j.State != store.JobDone || !same(f.w.steps()[1:], []string{"a", "last"}) {
+		t.Fatalf("state %s, ran %v", j.State, f.w.steps())
+	}
+}
+
 func TestResumeRetriesOnlyFailedAndUnfinished(t *testing.T) {
 	f := newFixture(t, 1, "15m")
 	f.w.fail["b"] = errors.New("boom")

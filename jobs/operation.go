@@ -8,7 +8,10 @@ import (
 )
 
 // Order is how an operation's steps depend on each other.
-type Order struct{ parallel int }
+type Order struct {
+	parallel  int
+	lastAfter bool
+}
 
 // Sequential steps run one after another and the job stops at the first failed step: a step
 // builds on the ones before it (no restart after a failed transaction, no chunk after a
@@ -18,6 +21,10 @@ var Sequential = Order{}
 // Parallel steps are independent: up to n run at once, and a failed step does not stop the
 // others; the report lists the failures.
 func Parallel(n int) Order { return Order{parallel: max(n, 1)} }
+
+// ParallelThenLast is Parallel for every step but the last, which runs once all the others
+// ended (e.g. a report on what they did).
+func ParallelThenLast(n int) Order { return Order{parallel: max(n, 1), lastAfter: true} }
 
 func (o Order) workers() int { return max(o.parallel, 1) }
 

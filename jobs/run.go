@@ -161,6 +161,9 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op ope
 			if finished[idx] {
 				continue
 			}
+			if idx == len(plan.Steps)-1 && op.order().lastAfter {
+				wg.Wait()
+			}
 			sem <- struct{}{}
 			if stopped = m.stopRequested(job.ID); stopped {
 				<-sem

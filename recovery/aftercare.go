@@ -271,8 +271,18 @@ func (a *Aftercare) step(ctx context.Context, s *jobs.Step[AftercareArgs, Afterc
 		if err := a.DB.TakeOwnership(ctx, d.Owned); err != nil {
 			return err
 		}
+		// One line per previous owner, naming every object: what `ALTER … OWNER TO` would
+		// give back by hand (undo does not).
+		byOwner := map[string][]string{}
+		var owners []string
 		for _, o := range d.Owned {
-			s.Note("%s %s: owner was %s.", strings.ToLower(o.Kind), mdtext.Code(o.Name), mdtext.Code(o.Owner))
+			if byOwner[o.Owner] == nil {
+				owners = append(owners, o.Owner)
+			}
+			byOwner[o.Owner] = append(byOwner[o.Owner], strings.ToLower(o.Kind)+" "+o.Name)
+		}
+		for _, owner := range owners {
+			s.Note("Owner was %s for %d object(s): %s.", mdtext.Code(owner), len(byOwner[owner]), mdtext.Text(strings.Join(byOwner[owner], ", ")))
 		}
 	case StepOneTimeKeys:
 		n, err := journal.DeleteOneTimeKeys(ctx, a.DB, s.Job)

@@ -73,8 +73,9 @@ func SinceRestore(ctx context.Context, st *store.Store, def time.Duration) time.
 // Operation is the online part's job operation.
 func (o *AftercareOnline) Operation() *jobs.Operation[AftercareOnlineArgs, AftercareOnlineData] {
 	return &jobs.Operation[AftercareOnlineArgs, AftercareOnlineData]{Kind: "aftercare.online", Plan: o.plan, Step: o.step,
-		// Rooms and servers are independent: one that fails does not hold up the others.
-		Order: jobs.Parallel(4)}
+		// Rooms and servers are independent: one that fails does not hold up the others. The
+		// health report comes last, on what they did.
+		Order: jobs.ParallelThenLast(8)}
 }
 
 func (o *AftercareOnline) plan(ctx context.Context, args AftercareOnlineArgs) (*jobs.Plan, error) {

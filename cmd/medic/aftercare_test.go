@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto/signatures"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/recovery"
@@ -217,5 +219,111 @@ func TestAftercareCollation(t *testing.T) {
 	}
 	if len(plan.Steps) != 0 {
 		t.Errorf("steps for a collation that cannot be fixed in place: %v", plan.Steps)
+	}
+}
+
+// TestAftercareAfterRestore is the seed-1 story without its encrypted part: alice@hs1 in a
+// room of hs2's, a backup, a room joined after it, the restore done by an admin as postgres
+// (pg_restore --no-owner: every object now the postgres role's). Synapse starts on it and
+// misbehaves (it drops hs2's traffic for the room it forgot). With Synapse stopped, `medic
+// exec --yes aftercare` gives the objects back and starts Synapse; run again while Synapse
+// runs, it does the online part: the forgotten room is rejoined, and the restore check is ok.
+func TestAftercareAfterRestore(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	h := tb.HS1
+	remote := tb.Admin(t, tb.HS2)
+	alice := tb.Register(t, h, testbed.UniqueName("alice"), false)
+	before, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "before the backup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testbed.JoinVia(t, alice, before.RoomID, tb.HS2.Name)
+	dump := t.TempDir() + "/hs.dump"
+	tb.Dump(t, h, dump)
+	after, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "after the backup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testbed.JoinVia(t, alice, after.RoomID, tb.HS2.Name)
+	send := func(room id.RoomID, body string) {
+		t.Helper()
+		if _, err := remote.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(after.RoomID, "said after the backup")
+
+	// The restore, as an admin in a hurry does it: as postgres, without --role.
+	tb.Stop(t, h)
+	tb.Run(t, "recreatedb", fmt.Sprint(h.N))
+	u, err := url.Parse(h.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := exec.Command("su", "postgres", "-c", "pg_restore --no-owner -d "+strings.TrimPrefix(u.Path, "/"))
+	if restore.Stdin, err = os.Open(dump); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("pg_restore as postgres: %v\n%s", err, out)
+	}
+	if n := h.Count(t, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = 'postgres'`); n < 100 {
+		t.Fatalf("only %d tables owned by postgres after the restore", n)
+	}
+
+	// Synapse starts (its role is a superuser on the testbed) and misbehaves: hs2's traffic
+	// for the room joined after the backup is dropped.
+	offset := logSize(h)
+	tb.Start(t, h)
+	send(after.RoomID, "anyone there?")
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(logSince(t, h, offset), "Ignoring PDU for unknown room_id: "+after.RoomID.String()); {
+		if time.Now().After(deadline) {
+			t.Fatalf("hs1 did not drop hs2's traffic for %s", after.RoomID)
+		}
+		time.Sleep(time.Second)
+	}
+	tb.Run(t, "stop", fmt.Sprint(h.N))
+
+	cfg := tb.MedicConfig(t, t.TempDir(), h.UserID("medic"), tb.MedicPassword)
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"exec", "-c", cfg, "--yes", "aftercare"}, nil, &stdout, &stderr)
+	out := stdout.String()
+	t.Logf("offline aftercare:\n%s", out)
+	if code != 0 {
+		t.Fatalf("offline aftercare: exit %d\n%s", code, stderr.String())
+	}
+	for _, want := range []string{"owned by other roles (`postgres`) given to `synapse`", "transaction(s) with", "from 1 server(s) (`" + tb.HS2.Name + "`)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the offline plan does not say %q", want)
+		}
+	}
+	if n := h.Count(t, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) <> 'synapse'`); n != 0 {
+		t.Errorf("%d relations still owned by another role", n)
+	}
+
+	stdout.Reset()
+	stderr.Reset()
+	code = run([]string{"exec", "-c", cfg, "--yes", "aftercare"}, nil, &stdout, &stderr)
+	out = stdout.String()
+	t.Logf("online aftercare:\n%s", out)
+	if code != 0 {
+		t.Errorf("online aftercare: exit %d\n%s", code, stderr.String())
+	}
+	if !strings.Contains(out, "Synapse is running") || !strings.Contains(out, "online part") {
+		t.Errorf("the second run is not the online part")
+	}
+	// The report comes after the rejoin: nothing critical is left (the forgotten room included).
+	if !strings.Contains(out, "Health of ") || strings.Contains(out, "CRITICAL") {
+		t.Errorf("the online part's health report is missing or critical")
+	}
+	if n := h.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND user_id = $2 AND membership = 'join'`,
+		after.RoomID, alice.UserID); n != 1 {
+		t.Errorf("alice is not back in the room joined after the backup")
+	}
+	stdout.Reset()
+	if code = run([]string{"exec", "-c", cfg, "health restore"}, nil, &stdout, &stderr); code != 0 {
+		t.Errorf("the restore check after the aftercare: exit %d\n%s", code, stdout.String())
 	}
 }
