@@ -16,6 +16,7 @@ func TestOperationsDeclareTheirSchema(t *testing.T) {
 		"unreject":       (&Unrejecter{}).Operation().Schema,
 		"import.history": (&HistoryImport{Config: config.Import{}}).Operation().Schema,
 		"undo":           Undo(nil, nil, nil).Schema,
+		"aftercare":      (&Aftercare{}).Operation().Schema,
 	}
 	for kind, r := range writers {
 		if r == nil || r.Min != TestedSchema.Min || r.Max != TestedSchema.Max {
@@ -26,6 +27,7 @@ func TestOperationsDeclareTheirSchema(t *testing.T) {
 		"federation.reset": FederationReset(nil).Schema,
 		"extremities.trim": ExtremitiesTrim(nil).Schema,
 		"recover":          (&Rejoiner{}).Operation().Schema,
+		"aftercare.online": (&AftercareOnline{}).Operation().Schema,
 	}
 	for kind, r := range apis {
 		if r != nil {
