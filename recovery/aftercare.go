@@ -240,6 +240,10 @@ func objectList(objs []synapse.Owned) string {
 func (a *Aftercare) step(ctx context.Context, s *jobs.Step[AftercareArgs, AftercareData]) error {
 	if s.Name == StepStart {
 		if err := a.Restart.Restart(ctx, s); err != nil {
+			// Synapse that refuses to start says why in its log: say it here.
+			if why := synapselog.StartupFailure(a.Logs); why != "" {
+				return fmt.Errorf("%w. Synapse's log says: %s", err, why)
+			}
 			return err
 		}
 		s.Say("Synapse runs again. In the admin room, `!aftercare` now does the online part: rejoin the rooms Synapse forgot, reset federation backoff, health report.")

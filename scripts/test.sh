@@ -57,6 +57,7 @@ go test -run '^$' -fuzz '^FuzzRun$' -fuzztime "${MEDIC_FUZZTIME:-12000x}" ./term
 go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "${MEDIC_FUZZTIME:-40000x}" ./config
 go test -run '^$' -fuzz '^FuzzParseLine$' -fuzztime "${MEDIC_FUZZTIME:-50000x}" ./synapselog
 go test -run '^$' -fuzz '^FuzzPeerLogFeed$' -fuzztime "${MEDIC_FUZZTIME:-50000x}" ./synapselog
+go test -run '^$' -fuzz '^FuzzStartupFailure$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./synapselog
 go test -run '^$' -fuzz '^FuzzParseSince$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./commands
 go test -run '^$' -fuzz '^FuzzParseStateAudit$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./commands
 go test -run '^$' -fuzz '^FuzzParseStateEvent$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./diagnose
