@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -325,5 +327,57 @@ func TestAftercareAfterRestore(t *testing.T) {
 	stdout.Reset()
 	if code = run([]string{"exec", "-c", cfg, "health restore"}, nil, &stdout, &stderr); code != 0 {
 		t.Errorf("the restore check after the aftercare: exit %d\n%s", code, stdout.String())
+	}
+
+	// An encrypted message sent after the aftercare decrypts for its receiver on the restored
+	// server: bob@hs2 opens an encrypted DM with alice@hs1 (matrix-js-sdk with its Rust
+	// crypto, as Element); alice's client answers only what it decrypted.
+	bob := tb.Register(t, tb.HS2, testbed.UniqueName("bob"), false)
+	encryptedRoundTrip(t, h, tb.HS2, alice.UserID, bob.UserID, tb.UserPassword)
+}
+
+// encryptedRoundTrip runs receiver's client on hs (echo mode: it answers every message it
+// could decrypt) and has sender, on senderHS, invite it to an encrypted DM, send a message
+// and wait for the echo. It fails the test unless both directions decrypted.
+func encryptedRoundTrip(t *testing.T, hs, senderHS *testbed.Homeserver, receiver, sender id.UserID, password string) {
+	t.Helper()
+	dir := filepath.Join("..", "..", "e2e", "jsclient")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
+		if out, err := exec.Command("npm", "ci", "--prefix", dir, "--no-audit", "--no-fund").CombinedOutput(); err != nil {
+			t.Fatalf("npm ci: %v\n%s", err, out)
+		}
+	}
+	script := filepath.Join(dir, "roundtrip.mjs")
+	var echoLog testbed.Buffer
+	echo := exec.Command("node", script, "--hs", hs.URL, "--user", receiver.String(), "--password", password, "--echo", "--timeout", "120")
+	echo.Stderr = &echoLog
+	if err := echo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = echo.Process.Kill(); _ = echo.Wait() }()
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(echoLog.String(), "initial sync done"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the receiver's client did not sync:\n%s", echoLog.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cmd := exec.Command("node", script, "--hs", senderHS.URL, "--user", sender.String(), "--password", password,
+		"--invite", receiver.String(), "--send", "sent after the aftercare", "--expect-from", receiver.String(), "--timeout", "90")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sender's client: %v\nstdout: %s\nstderr: %s\nreceiver: %s", err, out, stderr.String(), echoLog.String())
+	}
+	var res struct {
+		ReplyBody         string `json:"reply_body"`
+		ReplyWasEncrypted bool   `json:"reply_was_encrypted"`
+		DecryptionFailed  bool   `json:"reply_decryption_failed"`
+	}
+	if err = json.Unmarshal(bytes.TrimSpace(out), &res); err != nil {
+		t.Fatalf("sender's client output %q: %v", out, err)
+	}
+	if !res.ReplyWasEncrypted || res.DecryptionFailed || res.ReplyBody != "echo: sent after the aftercare" {
+		t.Errorf("round trip: encrypted=%v decryption failed=%v reply %q\nreceiver: %s", res.ReplyWasEncrypted, res.DecryptionFailed, res.ReplyBody, echoLog.String())
 	}
 }
