@@ -116,12 +116,27 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 	if err != nil {
 		return nil, err
 	}
-	var d AftercareData
-	if d.Sequences, err = a.DB.SequenceLags(ctx); err != nil {
-		return nil, err
-	}
+	// Owners first, from the catalog (always readable): objects Synapse's role may not take
+	// over it may not read either, and neither can Synapse.
 	owned, err := a.DB.ForeignOwnedObjects(ctx)
 	if err != nil {
+		return nil, err
+	}
+	var d AftercareData
+	var stuck []synapse.Owned
+	for _, o := range owned {
+		if o.CanFix {
+			d.Owned = append(d.Owned, o)
+		} else {
+			stuck = append(stuck, o)
+		}
+	}
+	if len(stuck) > 0 {
+		return nil, fmt.Errorf("%d object(s) of Synapse's database are owned by %s, which medic's role %s may not take over (it is no superuser nor member of it), "+
+			"so neither medic nor Synapse can use them (%s). Nothing was changed. As a superuser (e.g. sudo -u postgres psql -d DATABASE), run: %s "+
+			"then run medic exec aftercare again", len(stuck), ownersOf(stuck), mdtext.Code(loc.CurrentUser), objectList(stuck), synapse.TakeOverScript(loc.CurrentUser))
+	}
+	if d.Sequences, err = a.DB.SequenceLags(ctx); err != nil {
 		return nil, err
 	}
 	if d.Keys, d.KeyDevices, err = a.DB.OneTimeKeys(ctx); err != nil {
@@ -134,14 +149,6 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 		return nil, err
 	}
 	plan := &jobs.Plan{Title: "Aftercare of Synapse's restored database (offline part)", Why: a.SinceBackup(ctx)}
-	var stuck []synapse.Owned
-	for _, o := range owned {
-		if o.CanFix {
-			d.Owned = append(d.Owned, o)
-		} else {
-			stuck = append(stuck, o)
-		}
-	}
 	if len(d.Sequences) > 0 {
 		var parts []string
 		stops := 0
@@ -164,12 +171,6 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 		plan.Changes = append(plan.Changes, fmt.Sprintf("%d object(s) owned by other roles (%s) given to %s: %s",
 			len(d.Owned), ownersOf(d.Owned), mdtext.Code(loc.CurrentUser), objectList(d.Owned)))
 		plan.Steps = append(plan.Steps, StepOwners)
-	}
-	if len(stuck) > 0 {
-		plan.Risks = append(plan.Risks, fmt.Sprintf("%d object(s) are owned by %s, which medic's role %s may not take over: "+
-			"as a superuser, run `REASSIGN OWNED BY <owner> TO %s` in this database (or `ALTER … OWNER TO %s` per object: %s). "+
-			"Until then Synapse cannot change them (schema upgrades fail).",
-			len(stuck), ownersOf(stuck), mdtext.Code(loc.CurrentUser), loc.CurrentUser, loc.CurrentUser, objectList(stuck)))
 	}
 	if d.Keys > 0 {
 		plan.Changes = append(plan.Changes, fmt.Sprintf("%d one-time key(s) of %d device(s) deleted, as Synapse's backup documentation asks after a restore: "+
@@ -196,7 +197,7 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 	if len(plan.Steps) == 0 {
 		msg := "Nothing for the offline aftercare to do: the stream sequences are where Synapse expects them, every object is Synapse's role's, " +
 			"there are no one-time keys, no remote device list to resync and no federation backoff."
-		if !collationOK || len(stuck) > 0 {
+		if !collationOK {
 			msg = "Nothing medic can change here, but: " + strings.Join(plan.Risks, " ")
 		}
 		if plan.Why != "" {

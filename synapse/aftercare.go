@@ -191,6 +191,20 @@ func (o Owned) AlterStatement(role string) string {
 	return fmt.Sprintf("ALTER %s %s OWNER TO %s", o.Kind, o.Name, pgx.Identifier{role}.Sanitize())
 }
 
+// TakeOverScript is the statement a superuser runs in Synapse's database to give every
+// object of its schema to role, when that role may not take them itself (a restore as
+// postgres with --no-owner). REASSIGN OWNED BY postgres cannot do it: postgres also owns the
+// system's objects. Tables go first: their column sequences follow them.
+func TakeOverScript(role string) string {
+	r := strings.ReplaceAll(pgx.Identifier{role}.Sanitize(), "'", "''")
+	return `DO $$DECLARE o record; BEGIN ` +
+		`FOR o IN SELECT c.oid::regclass AS name, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END AS kind ` +
+		`FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S') ` +
+		`ORDER BY c.relkind = 'S' LOOP EXECUTE format('ALTER %s %s OWNER TO ` + r + `', o.kind, o.name); END LOOP; ` +
+		`FOR o IN SELECT p.oid::regprocedure AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' ` +
+		`LOOP EXECUTE format('ALTER FUNCTION %s OWNER TO ` + r + `', o.name); END LOOP; END$$`
+}
+
 // ForeignOwnedObjects lists Synapse's objects owned by another role (all of them: unlike the
 // health check's list, it is what a repair works through).
 func (db *DB) ForeignOwnedObjects(ctx context.Context) ([]Owned, error) {

@@ -381,3 +381,47 @@ func encryptedRoundTrip(t *testing.T, hs, senderHS *testbed.Homeserver, receiver
 		t.Errorf("round trip: encrypted=%v decryption failed=%v reply %q\nreceiver: %s", res.ReplyWasEncrypted, res.DecryptionFailed, res.ReplyBody, echoLog.String())
 	}
 }
+
+// TestAftercareOwnersNeedSuperuser: when the role medic (and Synapse) connect as is no
+// superuser, objects another role owns can be neither used nor taken over by it. The aftercare
+// refuses with the statement a superuser must run; that statement works, and then the plan
+// goes on.
+func TestAftercareOwnersNeedSuperuser(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	role := "medic_aftercare_plain"
+	tb.HS1.Exec(t, fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s LOGIN NOSUPERUSER PASSWORD 'plain'; END IF; END$$`, role, role))
+	t.Cleanup(func() { tb.HS1.Exec(t, `DROP ROLE IF EXISTS `+role) }) // after the scratch database is gone
+	dsn := testbed.ScratchDB(t, tb.HS1) // its objects: the synapse role's
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asOwner := u.String()
+	u.User = url.UserPassword(role, "plain")
+	db, err := synapse.OpenDB(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	op := (&recovery.Aftercare{DB: db}).Operation()
+	_, err = op.Plan(ctx, recovery.AftercareArgs{})
+	if err == nil || !strings.Contains(err.Error(), "may not take over") || !strings.Contains(err.Error(), "DO $$") {
+		t.Fatalf("plan as a role that may not take the objects over: %v", err)
+	}
+	script := synapse.TakeOverScript(role)
+	if !strings.Contains(err.Error(), script) {
+		t.Fatalf("the refusal does not give the statement to run: %v", err)
+	}
+	owner, err := synapse.OpenDB(ctx, asOwner) // a superuser on the testbed
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close()
+	if _, err = owner.Pool.Exec(ctx, script); err != nil {
+		t.Fatalf("the statement given to run as a superuser: %v", err)
+	}
+	if _, err = op.Plan(ctx, recovery.AftercareArgs{}); err != nil {
+		t.Errorf("plan after the superuser's statement: %v", err)
+	}
+}
