@@ -391,8 +391,10 @@ func TestAftercareOwnersNeedSuperuser(t *testing.T) {
 	ctx := context.Background()
 	role := "medic_aftercare_plain"
 	tb.HS1.Exec(t, fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s LOGIN NOSUPERUSER PASSWORD 'plain'; END IF; END$$`, role, role))
-	t.Cleanup(func() { tb.HS1.Exec(t, `DROP ROLE IF EXISTS `+role) }) // after the scratch database is gone
-	dsn := testbed.ScratchDB(t, tb.HS1)                               // its objects: the synapse role's
+	// Registered first, so it runs after the scratch database is gone.
+	t.Cleanup(func() { tb.HS1.Exec(t, `DROP ROLE IF EXISTS `+role) })
+	// The scratch database's objects are the synapse role's.
+	dsn := testbed.ScratchDB(t, tb.HS1)
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)
