@@ -96,7 +96,7 @@ func (a *Aftercare) Running(ctx context.Context) (string, error) {
 	return "", nil
 }
 
-// ErrSynapseRunning is the offline part's refusal: Synapse caches what it would change, and
+// refuseRunning is the offline part's refusal: Synapse caches what it would change, and
 // its start-up checks are what the sequences are fixed for.
 func refuseRunning(why string) error {
 	return fmt.Errorf("the offline aftercare needs Synapse stopped, and it is running: %s. Nothing was changed. "+
