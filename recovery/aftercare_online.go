@@ -79,13 +79,15 @@ func (o *AftercareOnline) Operation() *jobs.Operation[AftercareOnlineArgs, After
 }
 
 func (o *AftercareOnline) plan(ctx context.Context, args AftercareOnlineArgs) (*jobs.Plan, error) {
+	// A part that cannot be planned (no logs configured, the admin API refusing) is said in
+	// the plan; the others, and the report, still run.
 	rec, err := o.Recover.Plan(ctx, RecoverArgs{All: true, Since: args.Since})
 	if err != nil {
-		return nil, fmt.Errorf("plan the rejoin of forgotten rooms: %w", err)
+		rec = &jobs.Plan{Nothing: "could not be planned: " + mdtext.Text(err.Error())}
 	}
 	fed, err := o.Federation.Plan(ctx, FederationResetArgs{Server: "all"})
 	if err != nil {
-		return nil, fmt.Errorf("plan the federation reset: %w", err)
+		fed = &jobs.Plan{Nothing: "could not be planned: " + mdtext.Text(err.Error())}
 	}
 	plan := &jobs.Plan{Title: "Aftercare of Synapse's restored database (online part)",
 		Why: fmt.Sprintf("After a restore Synapse has forgotten the rooms joined since the backup and may back off from servers; "+

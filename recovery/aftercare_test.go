@@ -1,10 +1,14 @@
 package recovery
 
 import (
+	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/synapse-medic/medic/jobs"
 	"github.com/synapse-medic/medic/synapselog"
 )
 
@@ -23,5 +27,28 @@ func TestDescribeReceived(t *testing.T) {
 	}
 	if got := describeReceived(nil, "own.test"); !strings.Contains(got, "no federation traffic") {
 		t.Errorf("nothing received: %q", got)
+	}
+}
+
+// The online part plans what it can: a reused operation that cannot be planned is said in the
+// plan, and the others and the health report still run.
+func TestAftercareOnlinePlansWhatItCan(t *testing.T) {
+	o := &AftercareOnline{
+		Recover: &jobs.Operation[RecoverArgs, RejoinData]{Kind: "recover", Plan: func(context.Context, RecoverArgs) (*jobs.Plan, error) {
+			return nil, errors.New("no log sources")
+		}},
+		Federation: &jobs.Operation[FederationResetArgs, struct{}]{Kind: "federation.reset", Plan: func(context.Context, FederationResetArgs) (*jobs.Plan, error) {
+			return &jobs.Plan{Title: "reset", Changes: []string{"`b.example`: failing → retry now"}, Steps: []string{"b.example"}}, nil
+		}},
+	}
+	plan, err := o.Operation().Plan(context.Background(), AftercareOnlineArgs{Since: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"reset: b.example", StepHealth}; !slices.Equal(plan.Steps, want) {
+		t.Errorf("steps %q, want %q", plan.Steps, want)
+	}
+	if !strings.Contains(strings.Join(plan.Changes, "\n"), "Rejoin: could not be planned: no log sources") {
+		t.Errorf("changes: %q", plan.Changes)
 	}
 }
