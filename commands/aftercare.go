@@ -7,6 +7,7 @@ import (
 
 	"maunium.net/go/mautrix/event/cmdschema"
 
+	"github.com/synapse-medic/medic/mdtext"
 	"github.com/synapse-medic/medic/recovery"
 )
 
@@ -88,7 +89,7 @@ func aftercare(ce *Event) {
 		return
 	case args.Offline:
 		Fail(ce, "The offline part needs Synapse stopped, and it is running (%s); nothing was changed. "+
-			"Stop Synapse and its workers, then run `medic exec aftercare` on the host.", running)
+			"Stop Synapse and its workers, then run `medic exec aftercare` on the host.", mdtext.Text(running))
 		return
 	}
 	since, how := args.Since, "as asked"
@@ -101,6 +102,6 @@ func aftercare(ce *Event) {
 	}
 	reply(ce, "Synapse is running (%s), so this is the online part; the offline part (stream sequences, owners, one-time keys, "+
 		"device lists, backoff in the database) needs Synapse stopped: `medic exec aftercare` on the host. "+
-		"Reading the logs of the last %s (%s).", running, since, how)
+		"Reading the logs of the last %s (%s).", mdtext.Text(running), since, how)
 	propose(ce, ce.Meta.Ops.AftercareOnline.With(recovery.AftercareOnlineArgs{Since: since}))
 }
