@@ -75,6 +75,13 @@ func Main(m *testing.M) {
 	// names a testbed is trusted only while both servers answer: another package run may have
 	// taken its own testbed down since.
 	ownUp := !answers(os.Getenv("MEDIC_TESTBED_HS1_URL")) || !answers(os.Getenv("MEDIC_TESTBED_HS2_URL"))
+	if n := os.Getenv("MEDIC_TESTBED_HS1_N"); ownUp && n != "" && n != "1" {
+		// The environment names a private pair (testbed.sh fresh) that is down: bringing up
+		// and later taking down the shared hs1/hs2 instead would pull them from under
+		// whoever else uses them.
+		fmt.Fprintf(os.Stderr, "testbed: the private pair named by the environment (hs%s) does not answer; start it again (testbed.sh start %s) instead of falling back to hs1/hs2\n", n, n)
+		os.Exit(1)
+	}
 	if ownUp {
 		out, err := script("up").Output()
 		if err != nil {
