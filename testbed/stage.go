@@ -219,3 +219,22 @@ func StageDemo(t T, tb *Testbed, dir string) *Demo {
 	d.Proxy = StartProxy(t, tb.HS1, dir, FreePort(t), 0)
 	return d
 }
+
+// Config writes the demo's medic config into dir (data in dir/data) and returns its path:
+// hs1 with its database, signing key, logs and restart command, the testing-only federation
+// switch on, and the proxy as health.federation_address, so the self-test goes through it as
+// remote servers would. authChecker empty: medic-authcheck next to medic. extra is more YAML.
+func (d *Demo) Config(t T, tb *Testbed, dir string, bot id.UserID, password, authChecker, extra string) string {
+	t.Helper()
+	h := tb.HS1
+	return tb.BasicMedicConfig(t, dir, bot, password, fmt.Sprintf(`data_dir: %s
+synapse:
+  database: %q
+  signing_key_path: %q
+  logs: [{type: file, path: %q}]
+  restart_command: %q
+federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
+unreject: {auth_checker: %q}
+health: {federation_address: %q}
+`, filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*", tb.RestartCommand(h), authChecker, d.Proxy.Address())+extra)
+}
