@@ -3,6 +3,7 @@ package health_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
@@ -342,6 +343,88 @@ func TestFailingDestination(t *testing.T) {
 	}
 	// Back: once a request to hs2 completes (the queued transaction, sent on the reset), the
 	// log no longer shows it failing either.
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(3 * time.Second) {
+		r = check(t, rn, "destinations")
+		if !slices.Contains(r.Items, tb.HS2.Name) || time.Now().After(deadline) {
+			break
+		}
+	}
+	cleared(t, r, tb.HS2.Name)
+}
+
+// TestFailingDestinationFromMetrics: with synapse.metrics_url set (and the log source off,
+// so the finding can only come from the metrics), hs2 stopped while hs1 has a PDU for it → the
+// check lists hs2 from Synapse's metrics within a couple of minutes, long before Synapse's
+// destinations table has it; hs2 back and the backoff reset → the PDU is delivered and it
+// clears.
+func TestFailingDestinationFromMetrics(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	admin := tb.Admin(t, tb.HS1)
+	rn := runner(t, tb, admin)
+	rn.Config.Synapse.MetricsURL = tb.HS1.MetricsURL()
+	rn.Config.Synapse.Logs = nil
+	rn.Config.Health.Thresholds.DestinationWarnAfter = "0s"
+	remote := tb.Register(t, tb.HS2, testbed.UniqueName("remote"), false)
+	// A public room: a remote member joining a private one makes Synapse refresh its profile
+	// a minute later, a request that fails at once and puts hs2 in the destinations table.
+	room, err := admin.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: testbed.UniqueName("metrics")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		if _, err = remote.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{tb.HS1.Name}}); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("remote join: %v", err)
+		}
+	}
+	// Synapse keeps the metric once a PDU was delivered since it started.
+	client := &http.Client{Timeout: 10 * time.Second}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
+		if _, err = admin.SendText(ctx, room.RoomID, "delivered"); err != nil {
+			t.Fatal(err)
+		}
+		fams, err := synapse.FetchMetrics(ctx, client, rn.Config.Synapse.MetricsURL)
+		if err != nil {
+			t.Fatalf("Synapse's metrics (a testbed from before testbed.sh had a metrics listener? recreate it): %v", err)
+		}
+		if _, ok := synapse.LastSentPDU(fams)[tb.HS2.Name]; ok {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("Synapse's metrics never showed a PDU delivered to %s", tb.HS2.Name)
+		}
+	}
+	cleared(t, check(t, rn, "destinations"), tb.HS2.Name)
+
+	tb.Stop(t, tb.HS2)
+	stopped := time.Now()
+	if _, err = admin.SendText(ctx, room.RoomID, "hello while hs2 is down"); err != nil {
+		t.Fatal(err)
+	}
+	var r *health.Result
+	for deadline := time.Now().Add(180 * time.Second); ; time.Sleep(5 * time.Second) {
+		r = check(t, rn, "destinations")
+		if slices.Contains(r.Items, tb.HS2.Name) || time.Now().After(deadline) {
+			break
+		}
+	}
+	found := time.Since(stopped)
+	flipped(t, r, health.Warn, tb.HS2.Name)
+	source := r.Rows[slices.Index(r.Keys, tb.HS2.Name)][3]
+	recorded := tb.HS1.Count(t, `SELECT count(*) FROM destinations WHERE destination = $1 AND failure_ts IS NOT NULL`, tb.HS2.Name) > 0
+	t.Logf("hs2 listed %s after it stopped, source %q; recorded in destinations then: %v", found.Round(time.Second), source, recorded)
+	if !recorded && !strings.HasPrefix(source, "Synapse's metrics: last PDU delivered") {
+		t.Errorf("hs2 listed while Synapse has not recorded it, but not from the metrics: %q", source)
+	}
+	if !recorded && (r.Metrics["failing_from_metrics"] != 1 || !strings.Contains(r.Summary, "seen in Synapse's metrics only")) {
+		t.Errorf("the figure and summary do not name the metrics source: %v %q", r.Metrics, r.Summary)
+	}
+
+	tb.Start(t, tb.HS2)
+	if err = rn.Admin.ResetConnection(ctx, tb.HS2.Name); err != nil {
+		t.Fatal(err)
+	}
 	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(3 * time.Second) {
 		r = check(t, rn, "destinations")
 		if !slices.Contains(r.Items, tb.HS2.Name) || time.Now().After(deadline) {

@@ -162,6 +162,11 @@ func (h *Homeserver) UserID(name string) id.UserID { return id.NewUserID(name, h
 // LogPath is Synapse's own log (homeserver.log in the config directory).
 func (h *Homeserver) LogPath() string { return filepath.Join(h.Dir, "homeserver.log") }
 
+// MetricsURL is Synapse's Prometheus endpoint (testbed.sh: a metrics listener on 9400+N).
+func (h *Homeserver) MetricsURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/_synapse/metrics", 9400+h.N)
+}
+
 // SigningKeyPath is the key file Synapse signs federation traffic with.
 func (h *Homeserver) SigningKeyPath() string {
 	matches, _ := filepath.Glob(filepath.Join(h.Dir, "*.signing.key"))
