@@ -222,8 +222,9 @@ func StageDemo(t T, tb *Testbed, dir string) *Demo {
 
 // Config writes the demo's medic config into dir (data in dir/data) and returns its path:
 // hs1 with its database, signing key, logs and restart command, the testing-only federation
-// switch on, and the proxy as health.federation_address, so the self-test goes through it as
-// remote servers would. authChecker empty: medic-authcheck next to medic. extra is more YAML.
+// switch on, Synapse's metrics as a source for failing destinations, and the proxy as
+// health.federation_address, so the self-test goes through it as remote servers would.
+// authChecker empty: medic-authcheck next to medic. extra is more YAML.
 func (d *Demo) Config(t T, tb *Testbed, dir string, bot id.UserID, password, authChecker, extra string) string {
 	t.Helper()
 	h := tb.HS1
@@ -233,8 +234,9 @@ synapse:
   signing_key_path: %q
   logs: [{type: file, path: %q}]
   restart_command: %q
+  metrics_url: %q
 federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 unreject: {auth_checker: %q}
 health: {federation_address: %q}
-`, filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*", tb.RestartCommand(h), authChecker, d.Proxy.Address())+extra)
+`, filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*", tb.RestartCommand(h), h.MetricsURL(), authChecker, d.Proxy.Address())+extra)
 }
