@@ -48,10 +48,10 @@ cat <<TXT
 ================================================================================
  Synapse Medic demo is starting. Three incidents are staged on $NAME:
    1. $FORGOTTEN_ROOM
-      a room forgotten after a restore of hs1's database (hs2 keeps talking; hs1 drops it)
+      a room forgotten after a restore of $NAME's database (the other server keeps talking to it)
    2. $POISONED_ROOM
-      a room poisoned by a wrongly rejected power-levels event (hs1 rejects what follows)
-   3. nginx at $PROXY in front of hs1's federation port normalises request URIs
+      a room poisoned by a wrongly rejected power-levels event (what follows is rejected too)
+   3. nginx at $PROXY in front of $NAME's federation port normalises request URIs
       (health.federation_address points there, as DNS would for remote servers)
 
  Connect a Matrix client (Element Web/Desktop, or any other) to:

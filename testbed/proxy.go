@@ -36,7 +36,7 @@ func StartProxy(t T, h *Homeserver, dir string, normalising, verbatim int) *Prox
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{Dir: dir}
+	p := OpenProxy(dir)
 	_, port, _ := strings.Cut(h.Name, ":")
 	server := func(listen int, pass string) string {
 		if listen == 0 {
@@ -65,7 +65,7 @@ http {
 %[2]s
 %[3]s
 }
-`, dir, server(normalising, "https://127.0.0.1:"+port+"/"), server(verbatim, "https://127.0.0.1:"+port))
+`, p.Dir, server(normalising, "https://127.0.0.1:"+port+"/"), server(verbatim, "https://127.0.0.1:"+port))
 	if err := os.WriteFile(p.conf(), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,14 @@ http {
 }
 
 // OpenProxy is the proxy whose files are in dir (started by an earlier process).
-func OpenProxy(dir string) *Proxy { return &Proxy{Dir: dir} }
+func OpenProxy(dir string) *Proxy {
+	// nginx reads a relative -c path relative to its prefix (-p), and nginx.conf names files
+	// by absolute paths, so keep the directory absolute.
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return &Proxy{Dir: dir}
+}
 
 var (
 	normalisingPass = regexp.MustCompile(`(proxy_pass https://[^;/]+)/;`)
