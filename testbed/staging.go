@@ -17,10 +17,11 @@ type Staging struct {
 	tmp      []string
 }
 
-// errScriptFatal unwinds a script from Fatal/Fatalf to RunStaging.
-var errScriptFatal = errors.New("script failed")
+// errStagingFatal unwinds staging from Fatal/Fatalf to RunStaging.
+var errStagingFatal = errors.New("staging failed")
 
-// RunStaging runs fn with a Staging and returns its failure, if any.
+// RunStaging runs fn with a Staging and returns its failure, if any; a panic that is not a
+// failure goes on.
 func RunStaging(log io.Writer, fn func(t *Staging)) (err error) {
 	s := &Staging{Log: log}
 	defer func() {
@@ -31,13 +32,13 @@ func RunStaging(log io.Writer, fn func(t *Staging)) (err error) {
 			_ = os.RemoveAll(d)
 		}
 		if r := recover(); r != nil {
-			if r != errScriptFatal { //nolint:errorlint // the sentinel itself is panicked
+			if r != errStagingFatal {
 				panic(r)
 			}
-			err = errScriptFatal
+			err = errStagingFatal
 		}
 		if err == nil && s.failed {
-			err = errScriptFatal
+			err = errStagingFatal
 		}
 	}()
 	fn(s)
@@ -56,13 +57,13 @@ func (s *Staging) Helper() {}
 func (s *Staging) Fatal(args ...any) {
 	fmt.Fprintln(s.out(), args...)
 	s.failed = true
-	panic(errScriptFatal)
+	panic(errStagingFatal)
 }
 
 func (s *Staging) Fatalf(format string, args ...any) {
 	fmt.Fprintf(s.out(), format+"\n", args...)
 	s.failed = true
-	panic(errScriptFatal)
+	panic(errStagingFatal)
 }
 
 func (s *Staging) Errorf(format string, args ...any) {
