@@ -156,6 +156,10 @@ type Synapse struct {
 	// RestartCommand restarts Synapse after repairs that need it (e.g. "systemctl restart
 	// matrix-synapse"). Empty: the bot asks the admin to restart and waits.
 	RestartCommand string `yaml:"restart_command"`
+	// MetricsURL is Synapse's Prometheus endpoint (enable_metrics and a metrics listener in
+	// homeserver.yaml), a second source for failing destinations: the servers listed in
+	// Synapse's federation_metrics_domains whose PDUs stopped being delivered.
+	MetricsURL string `yaml:"metrics_url"`
 }
 
 type LogSource struct {
@@ -446,6 +450,11 @@ func (c *Config) Validate() error {
 	if c.Synapse.SigningKeyPath != "" {
 		if _, err := os.Stat(c.Synapse.SigningKeyPath); err != nil {
 			bad("synapse.signing_key_path", "cannot read: %v", errors.Unwrap(err))
+		}
+	}
+	if c.Synapse.MetricsURL != "" {
+		if u, err := url.Parse(c.Synapse.MetricsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("synapse.metrics_url", "must be an http(s) URL, e.g. http://127.0.0.1:9000/_synapse/metrics")
 		}
 	}
 	for i, l := range c.Synapse.Logs {

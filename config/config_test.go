@@ -22,6 +22,7 @@ synapse:
   database: "mysql://x"
   signing_key_path: /nonexistent/key
   logs: [{type: syslog}, {type: file}, {type: journald}]
+  metrics_url: "127.0.0.1:9000/_synapse/metrics"
 import:
   sources:
     old: {type: mysql, database: "x"}
@@ -42,7 +43,7 @@ encryption: {enabled: false, require_verified_device: true}
 	for _, key := range []string{
 		"homeserver.url", "homeserver.server_name", "bot.user_id", "bot.password", "bot.command_prefix",
 		"admins[0]", "rooms.admin[0]", "rooms.allow_non_admins[0]", "database.type", "synapse.database", "synapse.signing_key_path",
-		"synapse.logs[0].type", "synapse.logs[1].path", "synapse.logs[2].unit", "logging.level",
+		"synapse.logs[0].type", "synapse.logs[1].path", "synapse.logs[2].unit", "synapse.metrics_url", "logging.level",
 		"import.sources.old.type", "import.sources.gone.database", "import.sources.empty.database", "import.chunk_size",
 		"encryption.enabled",
 		"metrics.listen", "metrics.check_interval",

@@ -3,9 +3,12 @@ package diagnose
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"sort"
 	"time"
 
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/synapse/adminapi"
 	"github.com/synapse-medic/medic/synapselog"
 )
@@ -63,4 +66,45 @@ func DescribeRetry(d *adminapi.Destination) string {
 			(time.Duration(d.RetryInterval) * time.Millisecond).Round(time.Second))
 	}
 	return s
+}
+
+// MetricsUndeliveredAfter is how long a PDU may wait for delivery before its destination
+// counts as failing from Synapse's metrics: Synapse sends a PDU as soon as it is queued, and
+// to a reachable server it arrives within seconds.
+const MetricsUndeliveredAfter = 30 * time.Second
+
+// MetricsPeer is a destination Synapse's metrics show failing: PDUs queued for it since its
+// last delivered one.
+type MetricsPeer struct {
+	Server        string
+	LastDelivered time.Time // the origin_server_ts of the last PDU delivered
+	synapse.Undelivered
+}
+
+// FailingPeersFromMetrics returns the destinations whose last delivered PDU (Synapse's
+// metrics, synapse.LastSentPDUMetric) is older than a PDU queued for them (Synapse's
+// destination_rooms) by MetricsUndeliveredAfter by now. Only the servers Synapse keeps the
+// metric for (federation_metrics_domains) can show.
+func FailingPeersFromMetrics(ctx context.Context, client *http.Client, url string, db *synapse.DB, now time.Time) ([]*MetricsPeer, error) {
+	fams, err := synapse.FetchMetrics(ctx, client, url)
+	if err != nil {
+		return nil, err
+	}
+	last := synapse.LastSentPDU(fams)
+	servers := make([]string, 0, len(last))
+	for s := range last {
+		servers = append(servers, s)
+	}
+	sort.Strings(servers)
+	var failing []*MetricsPeer
+	for _, s := range servers {
+		u, err := db.UndeliveredSince(ctx, s, last[s])
+		if err != nil {
+			return nil, err
+		}
+		if u.Rooms > 0 && now.Sub(u.Oldest) >= MetricsUndeliveredAfter {
+			failing = append(failing, &MetricsPeer{Server: s, LastDelivered: last[s], Undelivered: u})
+		}
+	}
+	return failing, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -139,6 +140,9 @@ func checkSchema(ctx context.Context, rn *Runner, rep *Report, res *Result) {
 	}
 }
 
+// metricsClient reads synapse.metrics_url (an address the admin chose, like homeserver.url).
+var metricsClient = &http.Client{Timeout: 10 * time.Second}
+
 func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result) error {
 	dests, err := rn.Admin.Destinations(ctx)
 	if err != nil {
@@ -177,8 +181,33 @@ func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result
 			res.level(d.Destination, st)
 		}
 	}
-	// Synapse records a dead peer only when its retries of a transaction give up (~9.5 min);
-	// its log shows the failing requests from the first one.
+	// Synapse records a dead peer only when its retries of a transaction give up (~9.5 min).
+	// Its metrics (when synapse.metrics_url is set) show PDUs no longer delivered to the
+	// servers of its federation_metrics_domains; its log shows the failing requests from the
+	// first one.
+	fromMetrics := 0
+	var metricsErr error
+	if url := rn.Config.Synapse.MetricsURL; url != "" && rn.DB != nil {
+		peers, err := diagnose.FailingPeersFromMetrics(ctx, metricsClient, url, rn.DB, rep.At)
+		metricsErr = err
+		for _, p := range peers {
+			if known[p.Server] {
+				continue
+			}
+			known[p.Server] = true
+			failing++
+			fromMetrics++
+			dur := rep.At.Sub(p.Oldest)
+			st := status(dur)
+			res.worst(st)
+			res.add(p.Server, st > OK, p.Server, ago(dur), "—",
+				fmt.Sprintf("Synapse's metrics: last PDU delivered %s, %d room(s) with PDUs undelivered since %s",
+					p.LastDelivered.UTC().Format("15:04:05"), p.Rooms, p.Oldest.UTC().Format("15:04:05")))
+			if st > OK {
+				res.level(p.Server, st)
+			}
+		}
+	}
 	var logErr error
 	if len(rn.Config.Synapse.Logs) > 0 {
 		peers, err := diagnose.FailingPeersFromLogs(ctx, rn.Config.Synapse.Logs, rep.At)
@@ -201,14 +230,24 @@ func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result
 	}
 	res.Metrics["failing"] = float64(failing)
 	res.Metrics["failing_from_log"] = float64(fromLog)
+	res.Metrics["failing_from_metrics"] = float64(fromMetrics)
 	switch {
 	case failing == 0:
 		res.Summary = fmt.Sprintf("all %d known servers reachable", len(dests))
 		if logErr != nil {
-			res.Summary += fmt.Sprintf(" (Synapse's destinations table only: %v)", logErr)
+			res.Summary += fmt.Sprintf(" (Synapse's log unread: %v)", logErr)
+		}
+		if metricsErr != nil {
+			res.Summary += fmt.Sprintf(" (Synapse's metrics unread: %v)", metricsErr)
 		}
 	default:
 		res.Summary = fmt.Sprintf("%d of %d servers failing (warn after %s, critical after %s)", failing, max(len(dests), failing), warnAfter, critAfter)
+		if fromMetrics > 0 {
+			res.Summary += fmt.Sprintf("; %d of them seen in Synapse's metrics only (PDUs undelivered, Synapse has not given up yet)", fromMetrics)
+		}
+		if metricsErr != nil {
+			res.Summary += fmt.Sprintf(" (Synapse's metrics unread: %v)", metricsErr)
+		}
 		if fromLog > 0 {
 			res.Summary += fmt.Sprintf("; %d of them seen in Synapse's log only (Synapse has not given up on them yet)", fromLog)
 		}

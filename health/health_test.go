@@ -3,13 +3,11 @@ package health_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -374,77 +372,86 @@ func TestFailingDestination(t *testing.T) {
 	cleared(t, r, tb.HS2.Name)
 }
 
-// nginx runs nginx in front of hs1's federation listener: on normalising, `proxy_pass` with
-// a URI part (nginx decodes the request URI and sends its own), on verbatim, without one
-// (the request URI goes through unchanged). Both terminate TLS with hs1's certificate.
-func nginx(t *testing.T, tb *testbed.Testbed, normalising, verbatim int) {
-	t.Helper()
-	bin, err := exec.LookPath("nginx")
+// TestFailingDestinationFromMetrics: with synapse.metrics_url set (and the log source off,
+// so the finding can only come from the metrics), hs2 stopped while hs1 has a PDU for it → the
+// check lists hs2 from Synapse's metrics within a couple of minutes, long before Synapse's
+// destinations table has it; hs2 back and the backoff reset → the PDU is delivered and it
+// clears.
+func TestFailingDestinationFromMetrics(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	admin := tb.Admin(t, tb.HS1)
+	rn := runner(t, tb, admin)
+	rn.Config.Synapse.MetricsURL = tb.HS1.MetricsURL()
+	rn.Config.Synapse.Logs = nil
+	rn.Config.Health.Thresholds.DestinationWarnAfter = "0s"
+	remote := tb.Register(t, tb.HS2, testbed.UniqueName("remote"), false)
+	// A public room: a remote member joining a private one makes Synapse refresh its profile
+	// a minute later, a request that fails at once and puts hs2 in the destinations table.
+	room, err := admin.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: testbed.UniqueName("metrics")})
 	if err != nil {
-		if out, err := exec.Command("bash", "-c", "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx").CombinedOutput(); err != nil {
-			t.Fatalf("nginx is not installed and apt-get failed: %v\n%s", err, out)
-		}
-		if bin, err = exec.LookPath("nginx"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dir := t.TempDir()
-	_, port, _ := strings.Cut(tb.HS1.Name, ":")
-	server := func(listen int, pass string) string {
-		return fmt.Sprintf(`
-  server {
-    listen 127.0.0.1:%d ssl;
-    ssl_certificate %s;
-    ssl_certificate_key %s;
-    location / { proxy_pass %s; proxy_set_header Host $host:$server_port; proxy_ssl_verify off; }
-  }`, listen, filepath.Join(tb.HS1.Dir, "tls.crt"), filepath.Join(tb.HS1.Dir, "tls.key"), pass)
-	}
-	conf := fmt.Sprintf(`user root;
-daemon off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 64; }
-http {
-  access_log %[1]s/access.log;
-  client_body_temp_path %[1]s/body;
-  proxy_temp_path %[1]s/proxy;
-  fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi;
-  scgi_temp_path %[1]s/scgi;
-%[2]s
-%[3]s
-}
-`, dir, server(normalising, "https://127.0.0.1:"+port+"/"), server(verbatim, "https://127.0.0.1:"+port))
-	path := filepath.Join(dir, "nginx.conf")
-	if err = os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", path, "-p", dir)
-	out := &testbed.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	// nginx's workers inherit its stdout: kill the whole process group, and do not wait for
-	// the output pipe forever if one survives.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = 5 * time.Second
-	if err = cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Logf("nginx output:\n%s\nerror.log:\n%s", out.String(), log)
-		}
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if c, err := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d && exec 3<>/dev/tcp/127.0.0.1/%d", normalising, verbatim)).CombinedOutput(); err == nil {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		if _, err = remote.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{tb.HS1.Name}}); err == nil {
 			break
 		} else if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen: %s %s", c, out.String())
+			t.Fatalf("remote join: %v", err)
 		}
 	}
+	// Synapse keeps the metric once a PDU was delivered since it started.
+	client := &http.Client{Timeout: 10 * time.Second}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
+		if _, err = admin.SendText(ctx, room.RoomID, "delivered"); err != nil {
+			t.Fatal(err)
+		}
+		fams, err := synapse.FetchMetrics(ctx, client, rn.Config.Synapse.MetricsURL)
+		if err != nil {
+			t.Fatalf("Synapse's metrics (a testbed from before testbed.sh had a metrics listener? recreate it): %v", err)
+		}
+		if _, ok := synapse.LastSentPDU(fams)[tb.HS2.Name]; ok {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("Synapse's metrics never showed a PDU delivered to %s", tb.HS2.Name)
+		}
+	}
+	cleared(t, check(t, rn, "destinations"), tb.HS2.Name)
+
+	tb.Stop(t, tb.HS2)
+	stopped := time.Now()
+	if _, err = admin.SendText(ctx, room.RoomID, "hello while hs2 is down"); err != nil {
+		t.Fatal(err)
+	}
+	var r *health.Result
+	for deadline := time.Now().Add(180 * time.Second); ; time.Sleep(5 * time.Second) {
+		r = check(t, rn, "destinations")
+		if slices.Contains(r.Items, tb.HS2.Name) || time.Now().After(deadline) {
+			break
+		}
+	}
+	found := time.Since(stopped)
+	flipped(t, r, health.Warn, tb.HS2.Name)
+	source := r.Rows[slices.Index(r.Keys, tb.HS2.Name)][3]
+	recorded := tb.HS1.Count(t, `SELECT count(*) FROM destinations WHERE destination = $1 AND failure_ts IS NOT NULL`, tb.HS2.Name) > 0
+	t.Logf("hs2 listed %s after it stopped, source %q; recorded in destinations then: %v", found.Round(time.Second), source, recorded)
+	if !recorded && !strings.HasPrefix(source, "Synapse's metrics: last PDU delivered") {
+		t.Errorf("hs2 listed while Synapse has not recorded it, but not from the metrics: %q", source)
+	}
+	if !recorded && (r.Metrics["failing_from_metrics"] != 1 || !strings.Contains(r.Summary, "seen in Synapse's metrics only")) {
+		t.Errorf("the figure and summary do not name the metrics source: %v %q", r.Metrics, r.Summary)
+	}
+
+	tb.Start(t, tb.HS2)
+	if err = rn.Admin.ResetConnection(ctx, tb.HS2.Name); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(3 * time.Second) {
+		r = check(t, rn, "destinations")
+		if !slices.Contains(r.Items, tb.HS2.Name) || time.Now().After(deadline) {
+			break
+		}
+	}
+	cleared(t, r, tb.HS2.Name)
 }
 
 // TestSelfTestThroughNginx: the federation self-test through an nginx that normalises
@@ -454,8 +461,14 @@ func TestSelfTestThroughNginx(t *testing.T) {
 	tb := testbed.Get(t)
 	admin := tb.Admin(t, tb.HS1)
 	rn := runner(t, tb, admin)
-	const normalising, verbatim = 8491, 8492
-	nginx(t, tb, normalising, verbatim)
+	// Free ports: fixed ones collide with the private pairs' federation ports (hs10/hs11: 8490/8491).
+	normalising, verbatim := testbed.FreePort(t), testbed.FreePort(t)
+	proxy := testbed.StartProxy(t, tb.HS1, t.TempDir(), normalising, verbatim)
+	t.Cleanup(func() {
+		if err := proxy.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
 
 	rn.Config.Health.FederationAddress = fmt.Sprintf("127.0.0.1:%d", normalising)
 	r := check(t, rn, "federation")
@@ -495,46 +508,22 @@ func TestSelfTestGuard(t *testing.T) {
 // log) names the room. The user rejoining clears it.
 func TestForgottenRoomAfterRestore(t *testing.T) {
 	tb := testbed.Get(t)
-	ctx := context.Background()
-	alice := tb.Register(t, tb.HS1, testbed.UniqueName("alice"), false)
-	remote := tb.Admin(t, tb.HS2)
-	dump := filepath.Join(t.TempDir(), "hs1.dump")
-	tb.Dump(t, tb.HS1, dump)
-	room, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: testbed.UniqueName("forgotten")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	join := func() {
-		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
-			_, err := alice.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{tb.HS2.Name}})
-			if err == nil {
-				return
-			} else if time.Now().After(deadline) {
-				t.Fatalf("join: %v", err)
-			}
-		}
-	}
-	join()
-	tb.Restore(t, tb.HS1, dump)
+	f := testbed.StageForgottenRoom(t, tb)
 	rn := runner(t, tb, tb.Admin(t, tb.HS1))
-	key := room.RoomID.String()
+	key := f.Room.String()
 	var r *health.Result
 	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(2 * time.Second) {
-		if _, err = remote.SendText(ctx, room.RoomID, "anyone there?"); err != nil {
-			t.Fatal(err)
-		}
 		r = check(t, rn, "forgotten")
 		if slices.Contains(r.Items, key) || time.Now().After(deadline) {
 			break
 		}
+		f.Say(t, "anyone there?")
 	}
 	flipped(t, r, health.Warn, key)
 	if r.Status != health.Critical || !strings.Contains(r.Hint, "!recover") {
 		t.Errorf("a forgotten room is critical with !recover offered: %s %q", r.Status, r.Hint)
 	}
-	// alice's session survived the restore only if her token predates the dump; log in again.
-	alice = tb.Login(t, tb.HS1, alice.UserID.Localpart(), tb.UserPassword)
-	join()
+	f.Rejoin(t)
 	cleared(t, check(t, rn, "forgotten"), key)
 }
 

@@ -257,6 +257,7 @@ var (
 		newFigure("synapse", "latency_ms", 1e-3, "medic_synapse_latency_seconds", "How long Synapse's admin API took to answer the synapse check."),
 		newFigure("destinations", "failing", 1, "medic_failing_destinations", "Remote servers Synapse cannot reach: backing off from them, or every request to them failing in its log."),
 		newFigure("destinations", "failing_from_log", 1, "medic_failing_destinations_from_log", "Of those, the servers only Synapse's log shows failing (Synapse has not given up on them yet)."),
+		newFigure("destinations", "failing_from_metrics", 1, "medic_failing_destinations_from_metrics", "Of those, the servers only Synapse's metrics show failing: PDUs undelivered since their last delivered one (synapse.metrics_url; Synapse has not given up on them yet)."),
 		newFigure("forgotten", "forgotten", 1, "medic_forgotten_rooms", "Rooms whose federation traffic Synapse dropped since the last report because it forgot them, not rejoined yet (synapse.logs)."),
 		newFigure("rejections", "rejected", 1, "medic_rejected_events", "Rejected events since the last report (at least the last 24 hours), all rooms."),
 		newFigure("partial-joins", "partial", 1, "medic_partial_join_rooms", "Rooms in a partial (faster) join."),

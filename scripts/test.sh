@@ -55,6 +55,7 @@ GOEXPERIMENT=jsonv2 GOFLAGS= go vet ./cmd/medic-authcheck ./testbed/craftevent
 GOEXPERIMENT=jsonv2 GOFLAGS= go test -run '^$' -fuzz '^FuzzCheck$' -fuzztime "${MEDIC_FUZZTIME:-40000x}" ./cmd/medic-authcheck
 go test -run '^$' -fuzz '^FuzzRun$' -fuzztime "${MEDIC_FUZZTIME:-12000x}" ./terminal
 go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "${MEDIC_FUZZTIME:-40000x}" ./config
+go test -run '^$' -fuzz '^FuzzParseMetrics$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./synapse
 go test -run '^$' -fuzz '^FuzzParseLine$' -fuzztime "${MEDIC_FUZZTIME:-50000x}" ./synapselog
 go test -run '^$' -fuzz '^FuzzPeerLogFeed$' -fuzztime "${MEDIC_FUZZTIME:-50000x}" ./synapselog
 go test -run '^$' -fuzz '^FuzzStartupFailure$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./synapselog

@@ -173,6 +173,15 @@ const (
 		WHERE (length(r.last_check) <> 13 OR r.last_check >= $1::bigint::text) AND e.received_ts >= $1
 		GROUP BY e.room_id
 		ORDER BY count(*) DESC, e.room_id`
+	// UndeliveredQuery: for destination $1, the rooms whose latest PDU queued for it was sent
+	// after $2 (ms), and the oldest of those. destination_rooms has one row per destination and
+	// room (primary key (destination, room_id)), updated with every PDU Synapse queues for it;
+	// each row's event is one lookup by the unique stream_ordering.
+	UndeliveredQuery = `
+		SELECT count(*), min(e.origin_server_ts)
+		FROM destination_rooms dr
+		CROSS JOIN LATERAL (SELECT ev.origin_server_ts FROM events ev WHERE ev.stream_ordering = dr.stream_ordering OFFSET 0) e
+		WHERE dr.destination = $1 AND e.origin_server_ts > $2`
 	// HealthRejectionsPerDayQuery: rejected events per room and UTC day since $1 (for the chart).
 	HealthRejectionsPerDayQuery = `
 		SELECT e.room_id, (e.received_ts / 86400000)::bigint AS day, count(*)
@@ -247,6 +256,7 @@ var HealthQueries = []struct {
 	{"rejections per room", HealthRejectionsQuery, []any{int64(0)}},
 	{"room chain walk", roomRejectedQuery, []any{"!room1:bench.example"}},
 	{"rejections per day", HealthRejectionsPerDayQuery, []any{int64(0)}},
+	{"undelivered PDUs", UndeliveredQuery, []any{"peer.bench.example", int64(0)}},
 	{"partial joins", HealthPartialJoinsQuery, nil},
 	{"extremities", roomsWithExtremitiesQuery, []any{10, 20}},
 	{"database size", HealthDatabaseSizeQuery, nil},

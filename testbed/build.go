@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"testing"
 )
 
 // binary is one of the project's commands as the tests build it.
@@ -27,14 +26,14 @@ var (
 )
 
 // MedicBinary returns medic, built with the test hooks (see medicBinary).
-func MedicBinary(t testing.TB) string { return build(t, medicBinary) }
+func MedicBinary(t T) string { return build(t, medicBinary) }
 
 // AuthChecker returns medic-authcheck, built as the Makefile builds it.
-func AuthChecker(t testing.TB) string { return build(t, authCheckerBinary) }
+func AuthChecker(t T) string { return build(t, authCheckerBinary) }
 
 // CraftEventBinary returns the craftevent tool (see testbed/craftevent), for streaming many
 // templates through it.
-func CraftEventBinary(t testing.TB) string { return build(t, craftEventBinary) }
+func CraftEventBinary(t T) string { return build(t, craftEventBinary) }
 
 var builds sync.Map // binary → *built
 
@@ -46,7 +45,7 @@ type built struct {
 
 // build builds b once per test process and returns the binary's path. The flags are b's
 // alone: the caller's GOFLAGS and GOEXPERIMENT do not leak in.
-func build(t testing.TB, b binary) string {
+func build(t T, b binary) string {
 	t.Helper()
 	v, _ := builds.LoadOrStore(b.pkg, &built{})
 	bb := v.(*built)

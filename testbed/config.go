@@ -6,13 +6,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"testing"
 
 	"maunium.net/go/mautrix/id"
 )
 
 // WriteConfig writes body as a medic config, dir/config.yaml, and returns its path.
-func WriteConfig(t testing.TB, dir, body string) string {
+func WriteConfig(t T, dir, body string) string {
 	t.Helper()
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
@@ -23,7 +22,7 @@ func WriteConfig(t testing.TB, dir, body string) string {
 
 // BasicMedicConfig writes a medic config that knows hs1 only by its client API: the given bot
 // account and hs1's admin as the admin, then extra (more YAML). It returns the config's path.
-func (tb *Testbed) BasicMedicConfig(t testing.TB, dir string, bot id.UserID, password, extra string) string {
+func (tb *Testbed) BasicMedicConfig(t T, dir string, bot id.UserID, password, extra string) string {
 	t.Helper()
 	h := tb.HS1
 	return WriteConfig(t, dir, fmt.Sprintf(`
@@ -36,7 +35,7 @@ admins: [%q]
 // MedicConfig writes a medic config for hs1 into dir (data in dir/data): the given bot
 // account, hs1's admin as the admin, and Synapse's database, signing key and logs, with the
 // testing-only federation switch on. It returns the config's path.
-func (tb *Testbed) MedicConfig(t testing.TB, dir string, bot id.UserID, password string) string {
+func (tb *Testbed) MedicConfig(t T, dir string, bot id.UserID, password string) string {
 	t.Helper()
 	h := tb.HS1
 	return tb.BasicMedicConfig(t, dir, bot, password, fmt.Sprintf(`data_dir: %s
@@ -54,7 +53,7 @@ var restartCommandLine = regexp.MustCompile(`(?m)^  restart_command: .*$`)
 
 // ClearRestartCommand empties the restart_command of a config MedicConfig wrote, so medic
 // asks the admin to restart Synapse instead.
-func ClearRestartCommand(t testing.TB, path string) {
+func ClearRestartCommand(t T, path string) {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -71,7 +70,7 @@ func ClearRestartCommand(t testing.TB, path string) {
 
 // ReplaceInConfig replaces text in a config file (e.g. the database DSN); it fails the test
 // when the text is not there.
-func ReplaceInConfig(t testing.TB, path, old, new string) {
+func ReplaceInConfig(t T, path, old, new string) {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {

@@ -136,7 +136,7 @@ func parseEnv(out []byte) map[string]string {
 }
 
 // Get returns the testbed (Main must have run).
-func Get(t testing.TB) *Testbed {
+func Get(t T) *Testbed {
 	t.Helper()
 	once.Do(func() {
 		env := func(k string) string { return os.Getenv("MEDIC_TESTBED_" + k) }
@@ -169,6 +169,11 @@ func (h *Homeserver) UserID(name string) id.UserID { return id.NewUserID(name, h
 // LogPath is Synapse's own log (homeserver.log in the config directory).
 func (h *Homeserver) LogPath() string { return filepath.Join(h.Dir, "homeserver.log") }
 
+// MetricsURL is Synapse's Prometheus endpoint (testbed.sh: a metrics listener on 9400+N).
+func (h *Homeserver) MetricsURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/_synapse/metrics", 9400+h.N)
+}
+
 // SigningKeyPath is the key file Synapse signs federation traffic with.
 func (h *Homeserver) SigningKeyPath() string {
 	matches, _ := filepath.Glob(filepath.Join(h.Dir, "*.signing.key"))
@@ -178,7 +183,7 @@ func (h *Homeserver) SigningKeyPath() string {
 	return matches[0]
 }
 
-func (tb *Testbed) run(t testing.TB, args ...string) {
+func (tb *Testbed) run(t T, args ...string) {
 	t.Helper()
 	out, err := exec.Command(tb.script, args...).CombinedOutput()
 	if err != nil {
@@ -187,13 +192,13 @@ func (tb *Testbed) run(t testing.TB, args ...string) {
 }
 
 // Run runs testbed.sh with args (e.g. "stop", "1"), failing the test if it fails.
-func (tb *Testbed) Run(t testing.TB, args ...string) {
+func (tb *Testbed) Run(t T, args ...string) {
 	t.Helper()
 	tb.run(t, args...)
 }
 
 // Stop stops the homeserver; it is started again when the test ends.
-func (tb *Testbed) Stop(t testing.TB, h *Homeserver) {
+func (tb *Testbed) Stop(t T, h *Homeserver) {
 	t.Helper()
 	tb.run(t, "stop", fmt.Sprint(h.N))
 	t.Cleanup(func() { tb.run(t, "start", fmt.Sprint(h.N)) })
@@ -202,7 +207,7 @@ func (tb *Testbed) Stop(t testing.TB, h *Homeserver) {
 // FreshHS3 creates hs3 from scratch (Synapse on SQLite, hs3.test:8483, users admin, alice,
 // bob) and starts it; it is stopped when the test ends. Its data is recreated every time, so
 // it never carries rooms of hs1/hs2 databases that `up` recreated since.
-func (tb *Testbed) FreshHS3(t testing.TB) *Homeserver {
+func (tb *Testbed) FreshHS3(t T) *Homeserver {
 	t.Helper()
 	tb.run(t, "fresh", "3")
 	t.Cleanup(func() { tb.run(t, "stop", "3") })
@@ -222,7 +227,7 @@ func (tb *Testbed) FreshHS3(t testing.TB) *Homeserver {
 	return &Homeserver{N: 3, Name: name, URL: url, Dir: dir, SQLite: sqlite}
 }
 
-func mustOutput(t testing.TB, name string, args ...string) []byte {
+func mustOutput(t T, name string, args ...string) []byte {
 	t.Helper()
 	out, err := exec.Command(name, args...).Output()
 	if err != nil {
@@ -232,20 +237,20 @@ func mustOutput(t testing.TB, name string, args ...string) []byte {
 }
 
 // Start starts a stopped homeserver and waits until it answers.
-func (tb *Testbed) Start(t testing.TB, h *Homeserver) {
+func (tb *Testbed) Start(t T, h *Homeserver) {
 	t.Helper()
 	tb.run(t, "start", fmt.Sprint(h.N))
 }
 
 // Restart restarts the homeserver (e.g. to drop Synapse's caches after a DB change).
-func (tb *Testbed) Restart(t testing.TB, h *Homeserver) {
+func (tb *Testbed) Restart(t T, h *Homeserver) {
 	t.Helper()
 	tb.run(t, "stop", fmt.Sprint(h.N))
 	tb.run(t, "start", fmt.Sprint(h.N))
 }
 
 // Dump writes a pg_dump (custom format) of the homeserver's database to path.
-func (tb *Testbed) Dump(t testing.TB, h *Homeserver, path string) {
+func (tb *Testbed) Dump(t T, h *Homeserver, path string) {
 	t.Helper()
 	out, err := exec.Command("pg_dump", "-Fc", "-f", path, h.DSN).CombinedOutput()
 	if err != nil {
@@ -255,7 +260,7 @@ func (tb *Testbed) Dump(t testing.TB, h *Homeserver, path string) {
 
 // Restore replaces the homeserver's database with a dump, as an admin restoring a backup
 // would: stop Synapse, drop and recreate the database, pg_restore, start Synapse.
-func (tb *Testbed) Restore(t testing.TB, h *Homeserver, path string) {
+func (tb *Testbed) Restore(t T, h *Homeserver, path string) {
 	t.Helper()
 	tb.run(t, "stop", fmt.Sprint(h.N))
 	tb.run(t, "recreatedb", fmt.Sprint(h.N))
@@ -267,7 +272,7 @@ func (tb *Testbed) Restore(t testing.TB, h *Homeserver, path string) {
 }
 
 // Login logs a user in with a password (a new device each time).
-func (tb *Testbed) Login(t testing.TB, h *Homeserver, user, password string) *mautrix.Client {
+func (tb *Testbed) Login(t T, h *Homeserver, user, password string) *mautrix.Client {
 	t.Helper()
 	cli, err := mautrix.NewClient(h.URL, "", "")
 	if err != nil {
@@ -289,12 +294,12 @@ func (tb *Testbed) Login(t testing.TB, h *Homeserver, user, password string) *ma
 }
 
 // Admin logs in the homeserver's admin user.
-func (tb *Testbed) Admin(t testing.TB, h *Homeserver) *mautrix.Client {
+func (tb *Testbed) Admin(t T, h *Homeserver) *mautrix.Client {
 	return tb.Login(t, h, "admin", tb.AdminPassword)
 }
 
 // Register creates a new user with the shared secret and returns it logged in.
-func (tb *Testbed) Register(t testing.TB, h *Homeserver, name string, admin bool) *mautrix.Client {
+func (tb *Testbed) Register(t T, h *Homeserver, name string, admin bool) *mautrix.Client {
 	t.Helper()
 	cli, err := mautrix.NewClient(h.URL, "", "")
 	if err != nil {
@@ -320,7 +325,7 @@ func UniqueName(prefix string) string {
 func AdminAPI(cli *mautrix.Client) *synapseadmin.Client { return &synapseadmin.Client{Client: cli} }
 
 // WithConn runs fn with a connection to the homeserver's database; an error fails the test.
-func (h *Homeserver) WithConn(t testing.TB, fn func(ctx context.Context, conn *pgx.Conn) error) {
+func (h *Homeserver) WithConn(t T, fn func(ctx context.Context, conn *pgx.Conn) error) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, h.DSN)
@@ -334,7 +339,7 @@ func (h *Homeserver) WithConn(t testing.TB, fn func(ctx context.Context, conn *p
 }
 
 // Exec runs SQL on the homeserver's database (for fault injection in tests).
-func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
+func (h *Homeserver) Exec(t T, sql string, args ...any) {
 	t.Helper()
 	h.WithConn(t, func(ctx context.Context, conn *pgx.Conn) error {
 		if _, err := conn.Exec(ctx, sql, args...); err != nil {
@@ -345,7 +350,7 @@ func (h *Homeserver) Exec(t testing.TB, sql string, args ...any) {
 }
 
 // Count runs a query returning one integer on the homeserver's database.
-func (h *Homeserver) Count(t testing.TB, sql string, args ...any) (n int) {
+func (h *Homeserver) Count(t T, sql string, args ...any) (n int) {
 	t.Helper()
 	h.WithConn(t, func(ctx context.Context, conn *pgx.Conn) error {
 		if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
@@ -387,7 +392,7 @@ func (tb *Testbed) RestartCommand(h *Homeserver) string {
 }
 
 // JoinVia joins cli to roomID through server via, retrying for 30 s while federation settles.
-func JoinVia(t testing.TB, cli *mautrix.Client, roomID id.RoomID, via string) {
+func JoinVia(t T, cli *mautrix.Client, roomID id.RoomID, via string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -405,7 +410,7 @@ func JoinVia(t testing.TB, cli *mautrix.Client, roomID id.RoomID, via string) {
 // CraftEvent signs an event template as homeserver h (content hash, signature) for a room of
 // the given version and returns its event ID and PDU: for events h itself would refuse to
 // create, delivered over federation by the test.
-func CraftEvent(t testing.TB, h *Homeserver, roomVersion string, template map[string]any) (string, json.RawMessage) {
+func CraftEvent(t T, h *Homeserver, roomVersion string, template map[string]any) (string, json.RawMessage) {
 	t.Helper()
 	in, err := json.Marshal(template)
 	if err != nil {
@@ -430,7 +435,7 @@ func CraftEvent(t testing.TB, h *Homeserver, roomVersion string, template map[st
 // ScratchDB creates a database on the testbed's PostgreSQL with a copy of homeserver h's
 // Synapse schema (all tables, or the ones named), without rows, drops it when the test ends,
 // and returns its DSN. Benchmarks and tests fill it with generated rows.
-func ScratchDB(t testing.TB, h *Homeserver, tables ...string) string {
+func ScratchDB(t T, h *Homeserver, tables ...string) string {
 	t.Helper()
 	name := UniqueName("scratch_")
 	h.Exec(t, "CREATE DATABASE "+name)

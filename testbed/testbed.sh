@@ -37,6 +37,7 @@ for fd in /proc/$$/fd/*; do
 done
 
 fed_port() { echo $((8480 + $1)); }   # hs1.test:8481, hs2.test:8482 (TLS federation)
+# Synapse's Prometheus metrics: http://127.0.0.1:$((9400 + N))/_synapse/metrics (hs1 9401).
 cli_port() { echo $((8000 + $1 * 10 - 2)); } # hs1 8008, hs2 8018 (plain HTTP client/admin)
 srv() { echo "/srv/hs$1"; }
 
@@ -152,6 +153,12 @@ listeners:
     type: http
     tls: true
     resources: [{{names: [federation], compress: false}}]
+  - port: {9400 + n}
+    bind_addresses: ['127.0.0.1']
+    type: metrics
+enable_metrics: true
+# The one per-destination metric (synapse_federation_last_sent_pdu_time) is kept for these.
+federation_metrics_domains: [{", ".join(f"'hs{i}.test:{8480 + i}'" for i in range(1, 12))}]
 tls_certificate_path: {d}/tls.crt
 tls_private_key_path: {d}/tls.key
 {database}

@@ -467,7 +467,7 @@ func settled(t *testing.T, fp func() string) string {
 // --- unreject: a poisoned room (unreject_test.go) ---
 
 func stageUnreject(t *testing.T, tb *testbed.Testbed) *chaosFixture {
-	p := newPoisonedRoom(t, tb, 2)
+	p := testbed.StagePoisonedRoom(t, tb, 2)
 	// One line per row (rejectionRows' image without its empty lines, which vary with
 	// whether a part is empty).
 	rows := func() []string {
@@ -478,10 +478,10 @@ func stageUnreject(t *testing.T, tb *testbed.Testbed) *chaosFixture {
 	// The result: the chain's events rows and rejections rows gone from the image, every
 	// other row as before.
 	result := strings.Join(slices.DeleteFunc(strings.Split(before, "\n"), func(line string) bool {
-		return slices.ContainsFunc(p.chainIDs, func(e string) bool { return strings.Contains(line, `"`+e+`"`) })
+		return slices.ContainsFunc(p.ChainIDs, func(e string) bool { return strings.Contains(line, `"`+e+`"`) })
 	}), "\n")
 	return &chaosFixture{
-		line: "!unreject " + p.room.String(),
+		line: "!unreject " + p.Room.String(),
 		judge: func(t *testing.T) string {
 			switch now := image(); now {
 			case before:
@@ -490,12 +490,12 @@ func stageUnreject(t *testing.T, tb *testbed.Testbed) *chaosFixture {
 				return "result"
 			default:
 				still := 0
-				for _, e := range p.chainIDs {
+				for _, e := range p.ChainIDs {
 					if strings.Contains(now, `"`+e+`"`) {
 						still++
 					}
 				}
-				return fmt.Sprintf("changed otherwise (%d of %d chain events still appear among the rejected rows)", still, len(p.chainIDs))
+				return fmt.Sprintf("changed otherwise (%d of %d chain events still appear among the rejected rows)", still, len(p.ChainIDs))
 			}
 		},
 	}

@@ -116,18 +116,18 @@ var (
 // Once the fault is gone, !resume re-plans the failed job and finishes it.
 func TestUnrejectFailedTransaction(t *testing.T) {
 	tb := testbed.Get(t)
-	p := newPoisonedRoom(t, tb, 2)
+	p := testbed.StagePoisonedRoom(t, tb, 2)
 	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
 	restarts := countRestarts(t, cfg)
 	removeFault := injectFault(t, tb.HS1, "events", "UPDATE",
-		"OLD.room_id = "+sqlString(p.room.String())+" AND OLD.rejection_reason IS DISTINCT FROM NEW.rejection_reason")
+		"OLD.room_id = "+sqlString(p.Room.String())+" AND OLD.rejection_reason IS DISTINCT FROM NEW.rejection_reason")
 	stillRejected := func() (events, rejections int) {
-		return tb.HS1.Count(t, `SELECT count(*) FROM events WHERE event_id = ANY($1) AND rejection_reason IS NOT NULL`, p.chainIDs),
-			tb.HS1.Count(t, `SELECT count(*) FROM rejections WHERE event_id = ANY($1)`, p.chainIDs)
+		return tb.HS1.Count(t, `SELECT count(*) FROM events WHERE event_id = ANY($1) AND rejection_reason IS NOT NULL`, p.ChainIDs),
+			tb.HS1.Count(t, `SELECT count(*) FROM rejections WHERE event_id = ANY($1)`, p.ChainIDs)
 	}
 
 	before := rejectionRows(t, tb.HS1)
-	out, code := execMedic(t, cfg, "--yes", "!unreject "+p.room.String())
+	out, code := execMedic(t, cfg, "--yes", "!unreject "+p.Room.String())
 	t.Logf("!unreject with the transaction failing:\n%s", out)
 	job := failedJob(t, out, code, "the un-reject transaction")
 	if !failedAtStep1.MatchString(out) || !nothingChanged.MatchString(out) {

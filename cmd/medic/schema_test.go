@@ -43,7 +43,7 @@ func execMedicAnswering(t *testing.T, cfg, answer string, args ...string) (strin
 
 func TestSchemaOutsideTestedRange(t *testing.T) {
 	tb := testbed.Get(t)
-	p := newPoisonedRoom(t, tb, 1)
+	p := testbed.StagePoisonedRoom(t, tb, 1)
 	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
 	if v := tb.HS1.Count(t, `SELECT version FROM schema_version`); v != 94 {
 		t.Fatalf("the testbed's Synapse is at schema %d; this test (and medic's tested range) assume %s", v, testedSchema)
@@ -76,7 +76,7 @@ func TestSchemaOutsideTestedRange(t *testing.T) {
 	before := rejectionRows(t, tb.HS1)
 
 	// A repair that writes Synapse's tables refuses, naming both versions and the way out.
-	out, code = execMedic(t, cfg, "--yes", "!unreject "+p.room.String())
+	out, code = execMedic(t, cfg, "--yes", "!unreject "+p.Room.String())
 	t.Logf("!unreject on schema 95:\n%s", out)
 	if code == 0 {
 		t.Errorf("!unreject on an untested schema exited 0")
@@ -108,9 +108,9 @@ func TestSchemaOutsideTestedRange(t *testing.T) {
 	}
 
 	// Read-only commands work and say the schema is untested.
-	out, code = execMedic(t, cfg, "!rejected "+p.room.String())
+	out, code = execMedic(t, cfg, "!rejected "+p.Room.String())
 	t.Logf("!rejected on schema 95:\n%s", out)
-	if code != 0 || !strings.Contains(out, p.pl.String()) {
+	if code != 0 || !strings.Contains(out, p.PowerLevels.String()) {
 		t.Errorf("!rejected on an untested schema did not show the chain (exit %d)", code)
 	}
 	if !strings.Contains(out, "schema 95") {
@@ -129,7 +129,7 @@ func TestSchemaOutsideTestedRange(t *testing.T) {
 	// --force-schema: the plan is made, shows the untested schema as a risk, and runs when
 	// approved. (Synapse 1.160 starts on a schema_version newer than its own, because the
 	// database's schema_compat_version, 84, is one it understands: the restart works.)
-	out, code = execMedicAnswering(t, cfg, "y\n", "!unreject "+p.room.String()+" --force-schema")
+	out, code = execMedicAnswering(t, cfg, "y\n", "!unreject "+p.Room.String()+" --force-schema")
 	t.Logf("!unreject --force-schema on schema 95, approved:\n%s", out)
 	if !jobIDPattern.MatchString(out) {
 		t.Fatalf("--force-schema did not get a plan (exit %d)", code)
@@ -141,7 +141,7 @@ func TestSchemaOutsideTestedRange(t *testing.T) {
 	if code != 0 {
 		t.Errorf("the forced, approved !unreject exited %d", code)
 	}
-	if n := tb.HS1.Count(t, `SELECT count(*) FROM rejections WHERE event_id = ANY($1)`, p.chainIDs); n != 0 {
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM rejections WHERE event_id = ANY($1)`, p.ChainIDs); n != 0 {
 		t.Errorf("after the forced !unreject %d events of the chain are still rejected", n)
 	}
 }

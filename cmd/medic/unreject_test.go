@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,84 +13,12 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/synapse-medic/medic/synapse"
-	"github.com/synapse-medic/medic/synapse/adminapi"
 	"github.com/synapse-medic/medic/testbed"
 )
 
-// poisonedRoom is incident 2 on the testbed: a room on hs2 that alice@hs1 is in, whose
-// power-levels change hs1 marked rejected (auth_error) while stopped, so that after its restart
-// hs1 rejects hs2's new messages with "found rejected event … in the state".
-type poisonedRoom struct {
-	room     id.RoomID
-	pl       id.EventID
-	lost     []string // bodies of hs2's messages that hs1 rejected
-	lostIDs  []string
-	remote   *mautrix.Client // admin@hs2
-	alice    *mautrix.Client // alice@hs1
-	chainIDs []string        // pl + lostIDs
-}
-
 func waitRows(t *testing.T, h *testbed.Homeserver, want int, what, sql string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		n := h.Count(t, sql, args...)
-		if n == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d rows, want %d", what, n, want)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-}
-
-func newPoisonedRoom(t *testing.T, tb *testbed.Testbed, messages int) *poisonedRoom {
-	t.Helper()
-	ctx := context.Background()
-	p := &poisonedRoom{remote: tb.Admin(t, tb.HS2), alice: tb.Login(t, tb.HS1, "alice", tb.UserPassword)}
-	resp, err := p.remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: testbed.UniqueName("poisoned"),
-		InitialState: []*event.Event{{Type: event.StateHistoryVisibility, Content: event.Content{Parsed: &event.HistoryVisibilityEventContent{HistoryVisibility: event.HistoryVisibilityShared}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.room = resp.RoomID
-	testbed.JoinVia(t, p.alice, p.room, tb.HS2.Name)
-	var pl event.PowerLevelsEventContent
-	if err = p.remote.StateEvent(ctx, p.room, event.StatePowerLevels, "", &pl); err != nil {
-		t.Fatal(err)
-	}
-	pl.SetEventLevel(event.StateRoomName, 60)
-	plResp, err := p.remote.SendStateEvent(ctx, p.room, event.StatePowerLevels, "", &pl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.pl = plResp.EventID
-	waitRows(t, tb.HS1, 1, "hs1 has the power-levels change", `SELECT count(*) FROM events WHERE event_id = $1`, p.pl)
-
-	// The incident: the power-levels event is rejected locally while hs1 is down.
-	tb.Stop(t, tb.HS1)
-	tb.HS1.Exec(t, `UPDATE events SET rejection_reason = 'auth_error' WHERE event_id = $1`, p.pl)
-	tb.HS1.Exec(t, `INSERT INTO rejections (event_id, reason, last_check) VALUES ($1, 'auth_error', $2)`, p.pl, fmt.Sprint(time.Now().UnixMilli()))
-	tb.Start(t, tb.HS1)
-	// hs2 may have started backing off from hs1 while it was down; hs2's messages must go now.
-	if err = adminapi.New(p.remote).ResetConnection(ctx, tb.HS1.Name); err != nil {
-		t.Fatal(err)
-	}
-
-	for i := 0; i < messages; i++ {
-		body := fmt.Sprintf("lost message %d %s", i, testbed.UniqueName(""))
-		r, err := p.remote.SendMessageEvent(ctx, p.room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: body})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.lost = append(p.lost, body)
-		p.lostIDs = append(p.lostIDs, r.EventID.String())
-	}
-	waitRows(t, tb.HS1, messages, "hs1 rejected hs2's new messages",
-		`SELECT count(*) FROM rejections WHERE event_id = ANY($1)`, p.lostIDs)
-	p.chainIDs = append([]string{p.pl.String()}, p.lostIDs...)
-	return p
+	testbed.WaitRows(t, h, want, what, sql, args...)
 }
 
 // legitRejection delivers to hs1, over federation signed by hs2, a power-levels change by a
@@ -201,18 +128,18 @@ func execMedic(t *testing.T, cfg string, args ...string) (string, int) {
 func TestUnrejectPoisonedRoom(t *testing.T) {
 	tb := testbed.Get(t)
 	ctx := context.Background()
-	p := newPoisonedRoom(t, tb, 3)
+	p := testbed.StagePoisonedRoom(t, tb, 3)
 	legitRoom, legitEvent := legitRejection(t, tb)
 	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
 
 	// Diagnosis: the poisoned room, with the power-levels event as the root.
 	out, code := execMedic(t, cfg, "!rejected --since 1h")
 	t.Logf("!rejected:\n%s", out)
-	if code != 0 || !strings.Contains(out, p.room.String()) || !strings.Contains(out, "Chain root `"+p.pl.String()+"` (`m.room.power_levels`") ||
+	if code != 0 || !strings.Contains(out, p.Room.String()) || !strings.Contains(out, "Chain root `"+p.PowerLevels.String()+"` (`m.room.power_levels`") ||
 		!strings.Contains(out, "3 later event(s)") {
 		t.Fatalf("!rejected does not show the chain (exit %d)", code)
 	}
-	if !strings.Contains(out, "found rejected event `"+p.pl.String()+"` in the state\" line(s)") {
+	if !strings.Contains(out, "found rejected event `"+p.PowerLevels.String()+"` in the state\" line(s)") {
 		t.Errorf("!rejected does not quote the log lines")
 	}
 
@@ -227,7 +154,7 @@ func TestUnrejectPoisonedRoom(t *testing.T) {
 	}
 
 	before := rejectionRows(t, tb.HS1)
-	out, code = execMedic(t, cfg, "--yes", "!unreject "+p.room.String())
+	out, code = execMedic(t, cfg, "--yes", "!unreject "+p.Room.String())
 	t.Logf("!unreject:\n%s", out)
 	if code != 0 || !strings.Contains(out, "Un-reject 4 event(s)") || !strings.Contains(out, "element-hq/synapse#13797") ||
 		!strings.Contains(out, "Synapse 1.") || !strings.Contains(out, "Post-check") {
@@ -241,7 +168,7 @@ func TestUnrejectPoisonedRoom(t *testing.T) {
 
 	// Only the chain changed: the legitimate rejection and every other row are as before.
 	after := rejectionRows(t, tb.HS1)
-	for _, e := range p.chainIDs {
+	for _, e := range p.ChainIDs {
 		if strings.Contains(after, e) {
 			t.Errorf("%s is still rejected", e)
 		}
@@ -249,7 +176,7 @@ func TestUnrejectPoisonedRoom(t *testing.T) {
 	var kept []string
 	for _, line := range strings.Split(before, "\n") {
 		inChain := false
-		for _, e := range p.chainIDs {
+		for _, e := range p.ChainIDs {
 			inChain = inChain || strings.Contains(line, `"`+e+`"`)
 		}
 		if !inChain {
@@ -263,7 +190,7 @@ func TestUnrejectPoisonedRoom(t *testing.T) {
 
 	// alice@hs1 sees the lost messages when paginating, and new messages arrive.
 	seen := func() map[string]bool {
-		msgs, err := p.alice.Messages(ctx, p.room, "", "", mautrix.DirectionBackward, nil, 100)
+		msgs, err := p.Alice.Messages(ctx, p.Room, "", "", mautrix.DirectionBackward, nil, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,13 +203,13 @@ func TestUnrejectPoisonedRoom(t *testing.T) {
 		return got
 	}
 	got := seen()
-	for _, body := range p.lost {
+	for _, body := range p.Lost {
 		if !got[body] {
 			t.Errorf("alice does not see %q after the repair", body)
 		}
 	}
 	fresh := "after the repair " + testbed.UniqueName("")
-	if _, err := p.remote.SendMessageEvent(ctx, p.room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: fresh}); err != nil {
+	if _, err := p.Remote.SendMessageEvent(ctx, p.Room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: fresh}); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(60 * time.Second); !seen()[fresh]; {
@@ -308,17 +235,17 @@ func TestUnrejectPoisonedRoom(t *testing.T) {
 // room is never half-changed, and the job resumes from where it stopped.
 func TestUnrejectKilled(t *testing.T) {
 	tb := testbed.Get(t)
-	p := newPoisonedRoom(t, tb, 2)
+	p := testbed.StagePoisonedRoom(t, tb, 2)
 	bin := testbed.MedicBinary(t)
 	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
 	state := func() (events, rejections int) {
-		return tb.HS1.Count(t, `SELECT count(*) FROM events WHERE event_id = ANY($1) AND rejection_reason IS NOT NULL`, p.chainIDs),
-			tb.HS1.Count(t, `SELECT count(*) FROM rejections WHERE event_id = ANY($1)`, p.chainIDs)
+		return tb.HS1.Count(t, `SELECT count(*) FROM events WHERE event_id = ANY($1) AND rejection_reason IS NOT NULL`, p.ChainIDs),
+			tb.HS1.Count(t, `SELECT count(*) FROM rejections WHERE event_id = ANY($1)`, p.ChainIDs)
 	}
-	all := len(p.chainIDs)
+	all := len(p.ChainIDs)
 	var jobID string
 	for _, point := range []string{"before changing events", "after changing events", "after changing rejections", "before commit", "before restart"} {
-		out := execKilledAt(t, bin, cfg, "!unreject "+p.room.String(), point)
+		out := execKilledAt(t, bin, cfg, "!unreject "+p.Room.String(), point)
 		ev, rej := state()
 		t.Logf("killed at %q: %d/%d events and %d/%d rejections rows still rejected", point, ev, all, rej, all)
 		if point == "before restart" {
@@ -350,13 +277,13 @@ func TestUnrejectKilled(t *testing.T) {
 // Synapse, waits until it has gone down and come back, and only then runs the post-check.
 func TestUnrejectAsksForRestart(t *testing.T) {
 	tb := testbed.Get(t)
-	p := newPoisonedRoom(t, tb, 1)
+	p := testbed.StagePoisonedRoom(t, tb, 1)
 	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
 	testbed.ClearRestartCommand(t, cfg)
 	var out testbed.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run([]string{"exec", "-c", cfg, "--yes", "!unreject " + p.room.String()}, nil, &out, &out)
+		done <- run([]string{"exec", "-c", cfg, "--yes", "!unreject " + p.Room.String()}, nil, &out, &out)
 	}()
 	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(out.String(), "Restart Synapse now"); {
 		if time.Now().After(deadline) {
