@@ -89,15 +89,7 @@ func BenchmarkStateAudit(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		diverging, failed := 0, 0
-		for _, a := range rep.Rooms {
-			switch {
-			case a.Err != nil:
-				failed++
-			case a.Diverges():
-				diverging++
-			}
-		}
+		diverging, failed := rep.Counts()
 		total += rep.Took
 		fmt.Printf("state audit run %d/%d: %d of %d room(s) in %s (%s per room, %d workers; budget %s), %d not audited, %d diverge, %d not compared\n",
 			i+1, b.N, len(rep.Rooms), rep.Considered, rep.Took.Round(time.Millisecond),

@@ -142,15 +142,7 @@ func stateHeal(ce *Event) {
 // count of the clean ones and of those not audited.
 func RenderStateReport(rep *diagnose.StateReport, pfx string, since time.Duration) string {
 	var b strings.Builder
-	diverging, failed := 0, 0
-	for _, a := range rep.Rooms {
-		switch {
-		case a.Err != nil:
-			failed++
-		case a.Diverges():
-			diverging++
-		}
-	}
+	diverging, failed := rep.Counts()
 	fmt.Fprintf(&b, "Audited %d of %d room(s) in %s: %d diverge, %d clean, %d could not be compared.\n",
 		len(rep.Rooms), rep.Considered, rep.Took.Round(time.Millisecond), diverging, len(rep.Rooms)-diverging-failed, failed)
 	if n := len(rep.Skipped); n > 0 {

@@ -188,6 +188,19 @@ type StateReport struct {
 	Took       time.Duration
 }
 
+// Counts says how many audited rooms diverge and how many could not be audited.
+func (r *StateReport) Counts() (diverging, failed int) {
+	for _, a := range r.Rooms {
+		switch {
+		case a.Err != nil:
+			failed++
+		case a.Diverges():
+			diverging++
+		}
+	}
+	return diverging, failed
+}
+
 // AuditAll audits up to limit rooms with remote members, newest activity first, with the
 // rooms where a local user was reset out (and is still out) first of all; workers rooms at
 // a time. No room is started once budget has passed; those left are Skipped.

@@ -37,6 +37,13 @@ admins: [%q]
 // testing-only federation switch on. It returns the config's path.
 func (tb *Testbed) MedicConfig(t T, dir string, bot id.UserID, password string) string {
 	t.Helper()
+	return tb.medicConfig(t, dir, bot, password, AuthChecker(t), "", "")
+}
+
+// medicConfig is MedicConfig with the auth checker's path (empty: next to medic), more
+// lines of the synapse section and more YAML after it.
+func (tb *Testbed) medicConfig(t T, dir string, bot id.UserID, password, authChecker, synapseExtra, extra string) string {
+	t.Helper()
 	h := tb.HS1
 	return tb.BasicMedicConfig(t, dir, bot, password, fmt.Sprintf(`data_dir: %s
 synapse:
@@ -44,9 +51,9 @@ synapse:
   signing_key_path: %q
   logs: [{type: file, path: %q}]
   restart_command: %q
-federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
+%sfederation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
 unreject: {auth_checker: %q}
-`, filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*", tb.RestartCommand(h), AuthChecker(t)))
+`, filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*", tb.RestartCommand(h), synapseExtra, authChecker)+extra)
 }
 
 var restartCommandLine = regexp.MustCompile(`(?m)^  restart_command: .*$`)

@@ -227,16 +227,6 @@ func StageDemo(t T, tb *Testbed, dir string) *Demo {
 // authChecker empty: medic-authcheck next to medic. extra is more YAML.
 func (d *Demo) Config(t T, tb *Testbed, dir string, bot id.UserID, password, authChecker, extra string) string {
 	t.Helper()
-	h := tb.HS1
-	return tb.BasicMedicConfig(t, dir, bot, password, fmt.Sprintf(`data_dir: %s
-synapse:
-  database: %q
-  signing_key_path: %q
-  logs: [{type: file, path: %q}]
-  restart_command: %q
-  metrics_url: %q
-federation: {dangerously_allow_loopback_and_self_signed_testing_only: true}
-unreject: {auth_checker: %q}
-health: {federation_address: %q}
-`, filepath.Join(dir, "data"), h.DSN, h.SigningKeyPath(), h.LogPath()+"*", tb.RestartCommand(h), h.MetricsURL(), authChecker, d.Proxy.Address())+extra)
+	return tb.medicConfig(t, dir, bot, password, authChecker, fmt.Sprintf("  metrics_url: %q\n", tb.HS1.MetricsURL()),
+		fmt.Sprintf("health: {federation_address: %q}\n", d.Proxy.Address())+extra)
 }

@@ -58,16 +58,7 @@ func TestDemo(t *testing.T) {
 	p.start(t)
 
 	admin := testbed.Syncing(t, tb.Admin(t, tb.HS1))
-	var roomID id.RoomID
-	for deadline := time.Now().Add(60 * time.Second); roomID == "" && time.Now().Before(deadline); {
-		r := admin.CreateRoom(true, acct.UserID)
-		if admin.TryWaitFor(15*time.Second, testbed.Joined(r, acct.UserID)) != nil {
-			roomID = r
-		}
-	}
-	if roomID == "" {
-		t.Fatal("medic never joined the admin room")
-	}
+	roomID := adminRoomWith(t, admin, acct.UserID)
 	ask := func(cmd string) string {
 		t.Helper()
 		reply := admin.WaitFor(90*time.Second, "the reply to "+cmd, testbed.ReplyTo(acct.UserID, admin.SendText(roomID, cmd)))

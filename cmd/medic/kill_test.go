@@ -110,16 +110,7 @@ func TestKillMidJobAndResume(t *testing.T) {
 	p := &medicProcess{bin: testbed.MedicBinary(t), cfg: tb.MedicConfig(t, dir, acct.UserID, tb.UserPassword), dataDir: filepath.Join(dir, "data")}
 	p.start(t)
 	admin := testbed.Syncing(t, tb.Admin(t, tb.HS1))
-	var roomID id.RoomID
-	for deadline := time.Now().Add(60 * time.Second); roomID == "" && time.Now().Before(deadline); {
-		r := admin.CreateRoom(true, acct.UserID)
-		if admin.TryWaitFor(15*time.Second, testbed.Joined(r, acct.UserID)) != nil {
-			roomID = r
-		}
-	}
-	if roomID == "" {
-		t.Fatal("medic never joined")
-	}
+	roomID := adminRoomWith(t, admin, acct.UserID)
 	fromBot := func(text string) func(*event.Event) bool {
 		return func(evt *event.Event) bool {
 			msg := testbed.Message(evt)
@@ -197,4 +188,18 @@ func TestKillMidJobAndResume(t *testing.T) {
 	if twice > 1 {
 		t.Errorf("%d destinations were reset more than once; at most the step in flight may be", twice)
 	}
+}
+
+// adminRoomWith creates an encrypted room of admin's with medic (bot) in it, once medic has
+// started and accepts invites (a room created before that may never be joined: try again).
+func adminRoomWith(t *testing.T, admin *testbed.Client, bot id.UserID) id.RoomID {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
+		r := admin.CreateRoom(true, bot)
+		if admin.TryWaitFor(15*time.Second, testbed.Joined(r, bot)) != nil {
+			return r
+		}
+	}
+	t.Fatal("medic never joined the admin room")
+	return ""
 }
