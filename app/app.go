@@ -150,7 +150,9 @@ func (a *App) Rejoiner() *recovery.Rejoiner {
 	return &recovery.Rejoiner{
 		Admin: a.Admin, DB: a.DB, Store: a.Store, Federation: a.Federation,
 		ServerName: cfg.Homeserver.ServerName, HomeserverURL: cfg.Homeserver.URL, BotUser: cfg.Bot.UserID,
-		Logs: diagnose.Sources(cfg.Synapse.Logs),
+		Logs:   diagnose.Sources(cfg.Synapse.Logs),
+		JoinAs: cfg.Recover.JoinAs, Registration: cfg.Recover.AppserviceRegistration,
+		PartialStateWait: config.Duration(cfg.Recover.PartialStateWait),
 	}
 }
 

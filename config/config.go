@@ -38,6 +38,7 @@ type Config struct {
 	Jobs       Jobs          `yaml:"jobs"`
 	Health     Health        `yaml:"health"`
 	Import     Import        `yaml:"import"`
+	Recover    Recover       `yaml:"recover"`
 	Metrics    Metrics       `yaml:"metrics"`
 	Logging    Logging       `yaml:"logging"`
 }
@@ -54,6 +55,20 @@ type Metrics struct {
 
 // Interval returns metrics.check_interval as a duration (validated by Validate).
 func (m Metrics) Interval() time.Duration { return Duration(m.CheckInterval) }
+
+// Recover configures how !recover rejoins local users.
+type Recover struct {
+	// JoinAs is how medic acts as each user: appservice (the registration below), login_as_user
+	// (Synapse's admin API; unavailable with MAS) or auto (the appservice when its token works,
+	// else login-as-user).
+	JoinAs string `yaml:"join_as"`
+	// AppserviceRegistration is the registration file `medic appservice-registration` wrote
+	// (and Synapse loads through app_service_config_files); medic reads its as_token.
+	AppserviceRegistration string `yaml:"appservice_registration"`
+	// PartialStateWait bounds how long a room's other users wait, after its first join, for
+	// Synapse to fetch the room's full state ("10m").
+	PartialStateWait string `yaml:"partial_state_wait"`
+}
 
 // Import configures !import history.
 type Import struct {
@@ -313,6 +328,11 @@ func (c *Config) fillDefaults(baseDir string) {
 	setDefault(&th.DiskWarnPercent, 15)
 	setDefault(&th.DiskCriticalPercent, 5)
 	setDefault(&c.Import.ChunkSize, 5000)
+	setDefault(&c.Recover.JoinAs, "auto")
+	setDefault(&c.Recover.PartialStateWait, "10m")
+	if p := c.Recover.AppserviceRegistration; p != "" && !filepath.IsAbs(p) {
+		c.Recover.AppserviceRegistration = filepath.Join(baseDir, p)
+	}
 	setDefault(&c.Metrics.CheckInterval, "5m")
 	for name, src := range c.Import.Sources {
 		if src.Type == "sqlite" && src.Database != "" && !filepath.IsAbs(src.Database) {
@@ -462,6 +482,23 @@ func (c *Config) Validate() error {
 	}
 	if c.Import.ChunkSize < 1 || c.Import.ChunkSize > 100000 {
 		bad("import.chunk_size", "must be between 1 and 100000, got %d", c.Import.ChunkSize)
+	}
+	switch c.Recover.JoinAs {
+	case "auto", "login_as_user":
+	case "appservice":
+		if c.Recover.AppserviceRegistration == "" {
+			bad("recover.appservice_registration", "required with join_as: appservice (write one with `medic appservice-registration`)")
+		}
+	default:
+		bad("recover.join_as", "must be auto, appservice or login_as_user, got %q", c.Recover.JoinAs)
+	}
+	if p := c.Recover.AppserviceRegistration; p != "" {
+		if _, err := os.Stat(p); err != nil {
+			bad("recover.appservice_registration", "cannot read: %v", errors.Unwrap(err))
+		}
+	}
+	if d, err := time.ParseDuration(c.Recover.PartialStateWait); err != nil || d <= 0 {
+		bad("recover.partial_state_wait", "must be a positive duration like 10m, got %q", c.Recover.PartialStateWait)
 	}
 	if c.Metrics.Listen != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil || port == "" {

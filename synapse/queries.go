@@ -139,6 +139,20 @@ func (db *DB) LocalMemberships(ctx context.Context, roomID string) (map[string]s
 	return out, err
 }
 
+// partialStateQuery tells whether Synapse is still fetching a room's state after a
+// partial-state (faster) join: the row is deleted once the resync is complete.
+const partialStateQuery = `SELECT EXISTS (SELECT 1 FROM partial_state_rooms WHERE room_id = $1)`
+
+// PartialState tells whether the room is partial-state: Synapse joined it without the full
+// member list and is still fetching it, so it cannot check other local users' joins yet.
+func (db *DB) PartialState(ctx context.Context, roomID string) (bool, error) {
+	var partial bool
+	if err := db.Pool.QueryRow(ctx, partialStateQuery, roomID).Scan(&partial); err != nil {
+		return false, fmt.Errorf("partial state of %s: %w", roomID, err)
+	}
+	return partial, nil
+}
+
 // puppetTokensQuery finds login-as-user tokens an admin account minted and nobody logged out
 // (Synapse stores the minting admin in user_id and the user acted as in puppets_user_id).
 const puppetTokensQuery = `SELECT token, puppets_user_id FROM access_tokens WHERE user_id = $1 AND puppets_user_id IS NOT NULL`

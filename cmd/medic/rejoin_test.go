@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/synapseadmin"
+
+	"github.com/synapse-medic/medic/testbed"
+)
+
+// forgottenAtScale is incident 1 with many members: n users of hs1 joined an invite-only and
+// a public room on hs2 after a backup of hs1's database, which was then restored.
+type forgottenAtScale struct {
+	invite, public id.RoomID
+	users          []id.UserID // hs1's admin included: it invited them into the invite-only room
+	dump           string
+}
+
+func (s *forgottenAtScale) rooms() []id.RoomID { return []id.RoomID{s.invite, s.public} }
+
+// stageForgottenAtScale creates n users on hs1 (admin API: no password hashing, so quick),
+// takes the backup, joins them to both rooms with the admin join API (not rate limited; for
+// the invite-only room hs1's admin, a room admin there, invites them), and restores the
+// backup. medic's account gets a rate-limit exemption first, as the README advises for
+// login-as-user joins, so it survives the restore.
+func stageForgottenAtScale(t *testing.T, tb *testbed.Testbed, n int) *forgottenAtScale {
+	t.Helper()
+	ctx := context.Background()
+	start := time.Now()
+	admin1 := tb.Admin(t, tb.HS1)
+	adm1 := testbed.AdminAPI(admin1)
+	if err := adm1.SetUserRatelimit(ctx, tb.HS1.UserID("medic"), synapseadmin.ReqSetRatelimit{}); err != nil {
+		t.Fatal(err)
+	}
+	s := &forgottenAtScale{users: []id.UserID{admin1.UserID}, dump: filepath.Join(t.TempDir(), "hs1.dump")}
+	prefix := testbed.UniqueName("big")
+	for i := 0; i < n; i++ {
+		s.users = append(s.users, tb.HS1.UserID(fmt.Sprintf("%s_%d", prefix, i)))
+	}
+	parallel(t, s.users[1:], func(u id.UserID) error {
+		return adm1.CreateOrModifyAccount(ctx, u, synapseadmin.ReqCreateOrModifyAccount{})
+	})
+	tb.Dump(t, tb.HS1, s.dump)
+
+	remote := tb.Admin(t, tb.HS2)
+	public, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "big public"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	invite, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "big invite-only",
+		Invite: []id.UserID{admin1.UserID},
+		PowerLevelOverride: &event.PowerLevelsEventContent{
+			Users: map[id.UserID]int{remote.UserID: 100, admin1.UserID: 100},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.public, s.invite = public.RoomID, invite.RoomID
+	for _, r := range s.rooms() {
+		testbed.JoinVia(t, admin1, r, tb.HS2.Name)
+	}
+	waitFullState(t, tb.HS1, s.rooms()...)
+	t.Logf("staging: %d users created, server back in both rooms after %s", n, time.Since(start).Round(time.Second))
+	for _, r := range s.rooms() {
+		parallel(t, s.users[1:], func(u id.UserID) error {
+			return adm1.JoinUserToRoom(ctx, r, synapseadmin.ReqJoinUserToRoom{UserID: u})
+		})
+	}
+	// hs1 sends its joins to hs2 in the background: the backup is restored once hs2 lists
+	// every one of them, as in an incident long after the joins.
+	for _, r := range s.rooms() {
+		for deadline := time.Now().Add(2 * time.Minute); tb.HS2.Count(t, `SELECT count(*) FROM current_state_events
+			WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join' AND state_key LIKE $2`, r, "%:"+tb.HS1.Name) < len(s.users); {
+			if time.Now().After(deadline) {
+				t.Fatalf("hs2 does not list every join of hs1's users in %s", r)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	t.Logf("staging: joined after %s", time.Since(start).Round(time.Second))
+	s.restore(t, tb)
+	t.Logf("staging: restored after %s", time.Since(start).Round(time.Second))
+	return s
+}
+
+// restore puts hs1's backup back and has hs2 speak in both rooms, so hs1's log shows them
+// forgotten. hs2 restarts too: it counted every join of the staging against its per-room join
+// rate limit (rc_joins_per_room, 1/s), which in a real incident has long drained.
+func (s *forgottenAtScale) restore(t *testing.T, tb *testbed.Testbed) {
+	t.Helper()
+	tb.Restart(t, tb.HS2)
+	tb.Restore(t, tb.HS1, s.dump)
+	remote := tb.Admin(t, tb.HS2)
+	for _, r := range s.rooms() {
+		if _, err := remote.SendMessageEvent(context.Background(), r, event.EventMessage,
+			&event.MessageEventContent{MsgType: event.MsgText, Body: "anyone there?"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// joined counts the users joined to room on hs1.
+func (s *forgottenAtScale) joined(t *testing.T, tb *testbed.Testbed, room id.RoomID) int {
+	users := make([]string, len(s.users))
+	for i, u := range s.users {
+		users[i] = u.String()
+	}
+	return tb.HS1.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND membership = 'join' AND user_id = ANY($2)`,
+		room, users)
+}
+
+func parallel(t *testing.T, users []id.UserID, fn func(id.UserID) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []string
+	sem := make(chan struct{}, 8)
+	for _, u := range users {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := fn(u); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Sprintf("%s: %v", u, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("%d of %d failed, e.g. %s", len(errs), len(users), errs[0])
+	}
+}
+
+// waitFullState waits until hs1 has no partial-state row for the rooms.
+func waitFullState(t *testing.T, h *testbed.Homeserver, rooms ...id.RoomID) {
+	t.Helper()
+	ids := make([]string, len(rooms))
+	for i, r := range rooms {
+		ids[i] = r.String()
+	}
+	for deadline := time.Now().Add(2 * time.Minute); h.Count(t, `SELECT count(*) FROM partial_state_rooms WHERE room_id = ANY($1)`, ids) > 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the rooms stayed partial-state for 2 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// scanFinds runs `!recover scan` until the log shows every room forgotten.
+func scanFinds(t *testing.T, cfg string, rooms ...id.RoomID) {
+	t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{"exec", "-c", cfg, "!recover scan --since 1h"}, nil, &stdout, &stderr); code != 0 {
+			t.Fatalf("scan: exit %d: %s %s", code, stdout.String(), stderr.String())
+		}
+		all := true
+		for _, r := range rooms {
+			all = all && strings.Contains(stdout.String(), r.String())
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the scan never listed every room:\n%s", stdout.String())
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// logSince returns what Synapse logged from offset on.
+func logSince(t *testing.T, h *testbed.Homeserver, offset int64) string {
+	t.Helper()
+	f, err := os.Open(h.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err = f.Seek(offset, 0); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		b.WriteString(sc.Text())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func logOffset(t *testing.T, h *testbed.Homeserver) int64 {
+	t.Helper()
+	st, err := os.Stat(h.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// logTime reads the timestamp Synapse's log line starts with (UTC on the testbed).
+func logTime(line string) (time.Time, bool) {
+	if len(line) < 23 {
+		return time.Time{}, false
+	}
+	ts, err := time.Parse("2006-01-02 15:04:05,000", line[:23])
+	return ts, err == nil
+}
+
+var processedJoin = regexp.MustCompile(`\{(@[^}]*)\} Processed request: ([0-9.]+)sec/.*"POST (/_(?:matrix/client/v3|synapse/admin/v1)/join/[^ ?"]*)`)
+
+// joinRequest is one join request from Synapse's access log: who, into which room, when it
+// started (the line is written when the request ends, with its duration).
+type joinRequest struct {
+	user    string
+	room    string
+	started time.Time
+}
+
+func joinRequests(log string) []joinRequest {
+	var out []joinRequest
+	for _, line := range strings.Split(log, "\n") {
+		m := processedJoin.FindStringSubmatch(line)
+		ts, ok := logTime(line)
+		if m == nil || !ok {
+			continue
+		}
+		secs, _ := strconv.ParseFloat(m[2], 64)
+		path, _ := url.PathUnescape(m[3])
+		out = append(out, joinRequest{user: m[1], room: path[strings.LastIndex(path, "/")+1:],
+			started: ts.Add(-time.Duration(secs * float64(time.Second)))})
+	}
+	return out
+}
+
+// checkPartialStateOrder asserts, from Synapse's log since offset, that each room was
+// partial-state after the first join (Synapse cleared the flag) and that no other join
+// request into it started before Synapse cleared the flag.
+func checkPartialStateOrder(t *testing.T, h *testbed.Homeserver, offset int64, rooms ...id.RoomID) {
+	t.Helper()
+	log := logSince(t, h, offset)
+	joins := joinRequests(log)
+	for _, room := range rooms {
+		var cleared time.Time
+		for _, line := range strings.Split(log, "\n") {
+			if strings.Contains(line, "Clearing partial-state flag for "+room.String()) {
+				cleared, _ = logTime(line)
+			}
+		}
+		if cleared.IsZero() {
+			t.Errorf("%s: Synapse never cleared a partial-state flag: the first join was not a partial-state join", room)
+			continue
+		}
+		var before []string
+		total := 0
+		for _, j := range joins {
+			if j.room != room.String() {
+				continue
+			}
+			total++
+			if j.started.Before(cleared) {
+				before = append(before, j.user+" at "+j.started.Format("15:04:05.000"))
+			}
+		}
+		if len(before) != 1 {
+			t.Errorf("%s: %d join request(s) started before Synapse cleared the partial-state flag at %s (want only the first): %s",
+				room, len(before), cleared.Format("15:04:05.000"), strings.Join(before[:min(len(before), 5)], ", "))
+		}
+		t.Logf("%s: partial-state flag cleared at %s; %d join requests in the log, %d before", room, cleared.Format("15:04:05.000"), total, len(before))
+	}
+}
+
+// TestRecoverAtScale (issue 14): 200 local users of an invite-only and of a public room,
+// forgotten after a restore of hs1's database. `!recover all` rejoins every one of them with
+// no failure reported; each room's first join is a partial-state join, and no other join
+// starts before Synapse has fetched the room's full state.
+func TestRecoverAtScale(t *testing.T) {
+	tb := testbed.Get(t)
+	s := stageForgottenAtScale(t, tb, 200)
+	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
+	scanFinds(t, cfg, s.rooms()...)
+
+	offset := logOffset(t, tb.HS1)
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"exec", "-c", cfg, "--yes", "!recover all --since 1h"}, nil, &stdout, &stderr)
+	out := stdout.String()
+	t.Logf("recover all (exit %d):\n%s%s", code, out, stderr.String())
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d of %d steps done, 0 failed", 2*len(s.users), 2*len(s.users))) {
+		t.Errorf("recover all did not rejoin everyone without failure (exit %d)", code)
+	}
+	for _, r := range s.rooms() {
+		if n := s.joined(t, tb, r); n != len(s.users) {
+			t.Errorf("%s: %d of %d users joined", r, n, len(s.users))
+		}
+	}
+	checkReportCounts(t, out, 2*len(s.users))
+	checkPartialStateOrder(t, tb.HS1, offset, s.rooms()...)
+}
+
+var reportCounts = regexp.MustCompile(`Rejoined (\d+) user\(s\); (\d+) already joined by Synapse's resync of the room's state; (\d+) failed\.`)
+
+// checkReportCounts asserts the report's counts: everyone rejoined or joined by the resync,
+// none failed; and that medic said it waited for the room's state.
+func checkReportCounts(t *testing.T, out string, want int) {
+	t.Helper()
+	m := reportCounts.FindStringSubmatch(out)
+	if m == nil {
+		t.Errorf("the report does not count rejoined / joined by resync / failed")
+		return
+	}
+	rejoined, _ := strconv.Atoi(m[1])
+	resynced, _ := strconv.Atoi(m[2])
+	if rejoined+resynced != want || m[3] != "0" {
+		t.Errorf("report: %s (want %d rejoined or joined by the resync, 0 failed)", m[0], want)
+	}
+	if !strings.Contains(out, "waiting for Synapse to finish fetching the room's state") {
+		t.Errorf("medic never said it waited for the room's state")
+	}
+}
