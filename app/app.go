@@ -72,6 +72,7 @@ func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.
 		db.OnSchema(a.logSchema)
 	}
 	a.Health = &health.Runner{Config: cfg, Admin: a.Admin, DB: a.DB, Store: st, Federation: a.Federation, TestedSchema: recovery.TestedSchema}
+	a.Health.JoinMethod = a.Rejoiner().JoinMethodStatus
 	a.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger())
 	a.Jobs.Prefix = cfg.Bot.CommandPrefix
 	if a.DB != nil {

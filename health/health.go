@@ -149,6 +149,9 @@ type Runner struct {
 	// TestedSchema is the Synapse schema range medic's repairs were tested on: the synapse
 	// check warns when Synapse's database is outside it (zero: not judged).
 	TestedSchema jobs.SchemaRange
+	// JoinMethod says how !recover would join local users now (appservice or login-as-user,
+	// and why), and false when neither works; nil: not checked.
+	JoinMethod func(ctx context.Context) (string, bool)
 }
 
 func (rn *Runner) now() time.Time {

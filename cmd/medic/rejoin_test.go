@@ -4,14 +4,20 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -289,21 +295,30 @@ func checkPartialStateOrder(t *testing.T, h *testbed.Homeserver, offset int64, r
 
 // TestRecoverAtScale (issue 14): 200 local users of an invite-only and of a public room,
 // forgotten after a restore of hs1's database. `!recover all` rejoins every one of them with
-// no failure reported; each room's first join is a partial-state join, and no other join
-// starts before Synapse has fetched the room's full state.
+// no failure reported, in both join modes; each room's first join is a partial-state join,
+// and no other join starts before Synapse has fetched the room's full state.
+//
+// First with login-as-user; then, after the backup is restored again, with medic's
+// appservice installed in hs1 (join_as: auto picks it): medic is killed mid-job, which leaves
+// no token or record to clean up, a second run finishes, and Synapse's log shows no
+// login-as-user call.
 func TestRecoverAtScale(t *testing.T) {
 	tb := testbed.Get(t)
 	s := stageForgottenAtScale(t, tb, 200)
-	cfg := tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword)
+	dir := t.TempDir()
+	cfg := tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword)
 	scanFinds(t, cfg, s.rooms()...)
 
 	offset := logOffset(t, tb.HS1)
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"exec", "-c", cfg, "--yes", "!recover all --since 1h"}, nil, &stdout, &stderr)
 	out := stdout.String()
-	t.Logf("recover all (exit %d):\n%s%s", code, out, stderr.String())
+	t.Logf("recover all, login-as-user (exit %d):\n%s%s", code, out, stderr.String())
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d of %d steps done, 0 failed", 2*len(s.users), 2*len(s.users))) {
 		t.Errorf("recover all did not rejoin everyone without failure (exit %d)", code)
+	}
+	if !strings.Contains(out, "login-as-user admin API") {
+		t.Errorf("the plan does not say users are joined with login-as-user")
 	}
 	for _, r := range s.rooms() {
 		if n := s.joined(t, tb, r); n != len(s.users) {
@@ -312,6 +327,97 @@ func TestRecoverAtScale(t *testing.T) {
 	}
 	checkReportCounts(t, out, 2*len(s.users))
 	checkPartialStateOrder(t, tb.HS1, offset, s.rooms()...)
+	if t.Failed() {
+		return
+	}
+
+	// The appservice: registration written by medic, installed in hs1, loaded by the restart
+	// the restore makes.
+	reg := filepath.Join(dir, "appservice.yaml")
+	stdout.Reset()
+	if code = run([]string{"appservice-registration", "-c", cfg, "-o", reg}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("appservice-registration: exit %d: %s", code, stderr.String())
+	}
+	tb.InstallAppservice(t, tb.HS1, reg)
+	s.restore(t, tb)
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = testbed.WriteConfig(t, dir, string(raw)+fmt.Sprintf("recover: {join_as: auto, appservice_registration: %q}\n", reg))
+	scanFinds(t, cfg, s.rooms()...)
+
+	offset = logOffset(t, tb.HS1)
+	out = execKilledWhen(t, testbed.MedicBinary(t), cfg, "!recover all --since 1h", "has the room's full state")
+	t.Logf("recover all, appservice, killed:\n%s", out)
+	if !strings.Contains(out, "as medic's appservice") {
+		t.Errorf("the plan does not say users are joined through the appservice")
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM access_tokens WHERE puppets_user_id IS NOT NULL`); n != 0 {
+		t.Errorf("%d login-as-user tokens in Synapse after the kill", n)
+	}
+	if n := countRows(t, filepath.Join(dir, "data", "medic.db"), "minted_token"); n != 0 {
+		t.Errorf("%d minted tokens recorded in medic's store after the kill", n)
+	}
+	stdout.Reset()
+	code = run([]string{"exec", "-c", cfg, "--yes", "!recover all --since 1h"}, nil, &stdout, &stderr)
+	out = stdout.String()
+	t.Logf("recover all, appservice, after the kill (exit %d):\n%s%s", code, out, stderr.String())
+	if code != 0 || !strings.Contains(out, ", 0 failed") {
+		t.Errorf("the second run did not finish without failure (exit %d)", code)
+	}
+	for _, r := range s.rooms() {
+		if n := s.joined(t, tb, r); n != len(s.users) {
+			t.Errorf("%s: %d of %d users joined", r, n, len(s.users))
+		}
+	}
+	log := logSince(t, tb.HS1, offset)
+	if strings.Contains(log, "/login HTTP") || regexp.MustCompile(`/_synapse/admin/v1/users/[^/ ]+/login`).MatchString(log) {
+		t.Errorf("Synapse's log shows a login-as-user call during the appservice job")
+	}
+	checkPartialStateOrder(t, tb.HS1, offset, s.rooms()...)
+}
+
+// execKilledWhen runs `medic exec --yes line` as its own process and SIGKILLs it as soon as
+// it prints marker. It returns what medic printed.
+func execKilledWhen(t *testing.T, bin, cfg, line, marker string) string {
+	t.Helper()
+	cmd := exec.Command(bin, "exec", "-c", cfg, "--yes", line)
+	var out testbed.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for deadline := time.Now().Add(3 * time.Minute); !strings.Contains(out.String(), marker); {
+		select {
+		case err := <-exited:
+			t.Fatalf("medic exited (%v) before printing %q:\n%s", err, marker, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("medic never printed %q:\n%s", marker, out.String())
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+	return out.String()
+}
+
+// countRows counts a table's rows in medic's SQLite store.
+func countRows(t *testing.T, path, table string) (n int) {
+	t.Helper()
+	db, err := sql.Open("sqlite3-fk-wal", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err = db.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 var reportCounts = regexp.MustCompile(`Rejoined (\d+) user\(s\); (\d+) already joined by Synapse's resync of the room's state; (\d+) failed\.`)
@@ -332,5 +438,81 @@ func checkReportCounts(t *testing.T, out string, want int) {
 	}
 	if !strings.Contains(out, "waiting for Synapse to finish fetching the room's state") {
 		t.Errorf("medic never said it waited for the room's state")
+	}
+}
+
+// withoutLoginAsUser is hs1 behind a reverse proxy that answers as a Synapse delegating
+// authentication to MAS does: the login-as-user admin API is not there (404 M_UNRECOGNIZED,
+// what Synapse answers for a route it did not register), and with metadata set, the auth
+// metadata endpoint names an issuer.
+func withoutLoginAsUser(t *testing.T, target string, metadata bool) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	loginAs := regexp.MustCompile(`^/_synapse/admin/v1/users/[^/]+/login$`)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case loginAs.MatchString(r.URL.Path):
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}`))
+		case metadata && r.URL.Path == "/_matrix/client/v1/auth_metadata":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"issuer": "https://auth.example.org/", "authorization_endpoint": "https://auth.example.org/authorize"}`))
+		default:
+			proxy.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestRecoverWithoutLoginAsUser (issue 14): on a Synapse without login-as-user (MAS,
+// simulated by a reverse proxy) and without medic's appservice, `!recover` answers once with
+// the steps to set the appservice up, creates no job and fails no user; `!health medic`
+// warns that medic can join no one.
+func TestRecoverWithoutLoginAsUser(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	alice := tb.Register(t, tb.HS1, testbed.UniqueName("alice"), false)
+	dump := filepath.Join(t.TempDir(), "hs1.dump")
+	tb.Dump(t, tb.HS1, dump)
+	remote := tb.Admin(t, tb.HS2)
+	room, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "mas"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testbed.JoinVia(t, alice, room.RoomID, tb.HS2.Name)
+	tb.Restore(t, tb.HS1, dump)
+
+	for _, metadata := range []bool{true, false} {
+		dir := t.TempDir()
+		cfg := tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword)
+		testbed.ReplaceInConfig(t, cfg, fmt.Sprintf("url: %q", tb.HS1.URL), fmt.Sprintf("url: %q", withoutLoginAsUser(t, tb.HS1.URL, metadata)))
+		var stdout, stderr bytes.Buffer
+		code := run([]string{"exec", "-c", cfg, "--yes", "!recover room " + room.RoomID.String() + " via " + tb.HS2.Name}, nil, &stdout, &stderr)
+		out := stdout.String() + stderr.String()
+		t.Logf("auth metadata %v: exit %d:\n%s", metadata, code, out)
+		if code == 0 || strings.Count(out, "medic cannot act as local users") != 1 || !strings.Contains(out, "app_service_config_files") ||
+			!strings.Contains(out, "medic appservice-registration") {
+			t.Errorf("no single answer with the appservice steps")
+		}
+		if metadata && !strings.Contains(out, "MAS") {
+			t.Errorf("the answer does not say Synapse delegates authentication to MAS")
+		}
+		if strings.Contains(out, "Job `") || strings.Contains(out, "failed:") {
+			t.Errorf("a job ran or users failed one by one")
+		}
+		stdout.Reset()
+		run([]string{"exec", "-c", cfg, "!health medic"}, nil, &stdout, &stderr)
+		if !strings.Contains(stdout.String(), "neither the appservice nor login-as-user works") {
+			t.Errorf("!health medic does not warn that no join method works:\n%s", stdout.String())
+		}
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND membership = 'join'`, room.RoomID); n != 0 {
+		t.Errorf("%d local users joined", n)
 	}
 }
