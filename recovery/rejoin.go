@@ -336,7 +336,7 @@ func (r *Rejoiner) plan(ctx context.Context, args RecoverArgs) (*jobs.Plan, erro
 	plan := &jobs.Plan{}
 	data := RejoinData{Via: map[string][]string{}, Public: map[string]bool{}}
 	var failures, firsts, rest []string
-	users := 0
+	users, roomsDone := 0, 0
 	for _, room := range rooms {
 		rp := r.planRoom(ctx, fc, room, via, seen[room])
 		if rp.err != nil {
@@ -364,6 +364,9 @@ func (r *Rejoiner) plan(ctx context.Context, args RecoverArgs) (*jobs.Plan, erro
 			line += "; servers asked: " + mdtext.Text(strings.Join(rp.answers, "; "))
 		}
 		plan.Changes = append(plan.Changes, line)
+		if len(rp.join) == 0 {
+			roomsDone++
+		}
 		viaList := append([]string{rp.server}, via...)
 		data.Via[room] = viaList
 		if rp.public {
@@ -391,7 +394,7 @@ func (r *Rejoiner) plan(ctx context.Context, args RecoverArgs) (*jobs.Plan, erro
 	}
 	data.Method = method
 	plan.Data = jobs.Encode(data)
-	plan.Title = fmt.Sprintf("Rejoin %d local user(s) to %d forgotten room(s)", users, len(rooms)-len(failures))
+	plan.Title = fmt.Sprintf("Rejoin %d local user(s) to %d forgotten room(s)", users, len(data.Via)-roomsDone)
 	plan.Why = "Other servers still list these users as members, but this server forgot the rooms (e.g. after a database restore) and drops their traffic."
 	switch method.Kind {
 	case JoinAppservice:

@@ -27,3 +27,6 @@ go test -run '^$' -bench UnrejectChain -benchtime 1x -count 1 -timeout 30m ./ben
 # generated once into medic_bench_health, minutes, then reused) with each query's plan checked
 # for sequential scans of events/state_groups_state. MEDIC_BENCH_EVENTS / MEDIC_BENCH_STATE resize it.
 go test -run '^$' -bench HealthReport -benchtime 3x -count 1 -timeout 60m ./bench
+# !recover room on 200 members of an invite-only room forgotten after a restore: login-as-user
+# and medic's appservice side by side (time, joins/s, 429s, the partial-state wait).
+go test -run '^$' -bench RejoinModes -benchtime 1x -count 1 -timeout 30m ./bench

@@ -16,158 +16,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-	"maunium.net/go/mautrix/synapseadmin"
 
 	"github.com/synapse-medic/medic/testbed"
 )
-
-// forgottenAtScale is incident 1 with many members: n users of hs1 joined an invite-only and
-// a public room on hs2 after a backup of hs1's database, which was then restored.
-type forgottenAtScale struct {
-	invite, public id.RoomID
-	users          []id.UserID // hs1's admin included: it invited them into the invite-only room
-	dump           string
-}
-
-func (s *forgottenAtScale) rooms() []id.RoomID { return []id.RoomID{s.invite, s.public} }
-
-// stageForgottenAtScale creates n users on hs1 (admin API: no password hashing, so quick),
-// takes the backup, joins them to both rooms with the admin join API (not rate limited; for
-// the invite-only room hs1's admin, a room admin there, invites them), and restores the
-// backup. medic's account gets a rate-limit exemption first, as the README advises for
-// login-as-user joins, so it survives the restore.
-func stageForgottenAtScale(t *testing.T, tb *testbed.Testbed, n int) *forgottenAtScale {
-	t.Helper()
-	ctx := context.Background()
-	start := time.Now()
-	admin1 := tb.Admin(t, tb.HS1)
-	adm1 := testbed.AdminAPI(admin1)
-	if err := adm1.SetUserRatelimit(ctx, tb.HS1.UserID("medic"), synapseadmin.ReqSetRatelimit{}); err != nil {
-		t.Fatal(err)
-	}
-	s := &forgottenAtScale{users: []id.UserID{admin1.UserID}, dump: filepath.Join(t.TempDir(), "hs1.dump")}
-	prefix := testbed.UniqueName("big")
-	for i := 0; i < n; i++ {
-		s.users = append(s.users, tb.HS1.UserID(fmt.Sprintf("%s_%d", prefix, i)))
-	}
-	parallel(t, s.users[1:], func(u id.UserID) error {
-		return adm1.CreateOrModifyAccount(ctx, u, synapseadmin.ReqCreateOrModifyAccount{})
-	})
-	tb.Dump(t, tb.HS1, s.dump)
-
-	remote := tb.Admin(t, tb.HS2)
-	public, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "big public"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	invite, err := remote.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "big invite-only",
-		Invite: []id.UserID{admin1.UserID},
-		PowerLevelOverride: &event.PowerLevelsEventContent{
-			Users: map[id.UserID]int{remote.UserID: 100, admin1.UserID: 100},
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.public, s.invite = public.RoomID, invite.RoomID
-	for _, r := range s.rooms() {
-		testbed.JoinVia(t, admin1, r, tb.HS2.Name)
-	}
-	waitFullState(t, tb.HS1, s.rooms()...)
-	t.Logf("staging: %d users created, server back in both rooms after %s", n, time.Since(start).Round(time.Second))
-	for _, r := range s.rooms() {
-		parallel(t, s.users[1:], func(u id.UserID) error {
-			return adm1.JoinUserToRoom(ctx, r, synapseadmin.ReqJoinUserToRoom{UserID: u})
-		})
-	}
-	// hs1 sends its joins to hs2 in the background: the backup is restored once hs2 lists
-	// every one of them, as in an incident long after the joins.
-	for _, r := range s.rooms() {
-		for deadline := time.Now().Add(2 * time.Minute); tb.HS2.Count(t, `SELECT count(*) FROM current_state_events
-			WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join' AND state_key LIKE $2`, r, "%:"+tb.HS1.Name) < len(s.users); {
-			if time.Now().After(deadline) {
-				t.Fatalf("hs2 does not list every join of hs1's users in %s", r)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	t.Logf("staging: joined after %s", time.Since(start).Round(time.Second))
-	s.restore(t, tb)
-	t.Logf("staging: restored after %s", time.Since(start).Round(time.Second))
-	return s
-}
-
-// restore puts hs1's backup back and has hs2 speak in both rooms, so hs1's log shows them
-// forgotten. hs2 restarts too: it counted every join of the staging against its per-room join
-// rate limit (rc_joins_per_room, 1/s), which in a real incident has long drained.
-func (s *forgottenAtScale) restore(t *testing.T, tb *testbed.Testbed) {
-	t.Helper()
-	tb.Restart(t, tb.HS2)
-	tb.Restore(t, tb.HS1, s.dump)
-	remote := tb.Admin(t, tb.HS2)
-	for _, r := range s.rooms() {
-		if _, err := remote.SendMessageEvent(context.Background(), r, event.EventMessage,
-			&event.MessageEventContent{MsgType: event.MsgText, Body: "anyone there?"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// joined counts the users joined to room on hs1.
-func (s *forgottenAtScale) joined(t *testing.T, tb *testbed.Testbed, room id.RoomID) int {
-	users := make([]string, len(s.users))
-	for i, u := range s.users {
-		users[i] = u.String()
-	}
-	return tb.HS1.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND membership = 'join' AND user_id = ANY($2)`,
-		room, users)
-}
-
-func parallel(t *testing.T, users []id.UserID, fn func(id.UserID) error) {
-	t.Helper()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []string
-	sem := make(chan struct{}, 8)
-	for _, u := range users {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := fn(u); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Sprintf("%s: %v", u, err))
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		t.Fatalf("%d of %d failed, e.g. %s", len(errs), len(users), errs[0])
-	}
-}
-
-// waitFullState waits until hs1 has no partial-state row for the rooms.
-func waitFullState(t *testing.T, h *testbed.Homeserver, rooms ...id.RoomID) {
-	t.Helper()
-	ids := make([]string, len(rooms))
-	for i, r := range rooms {
-		ids[i] = r.String()
-	}
-	for deadline := time.Now().Add(2 * time.Minute); h.Count(t, `SELECT count(*) FROM partial_state_rooms WHERE room_id = ANY($1)`, ids) > 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("the rooms stayed partial-state for 2 minutes")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
 
 // scanFinds runs `!recover scan` until the log shows every room forgotten.
 func scanFinds(t *testing.T, cfg string, rooms ...id.RoomID) {
@@ -261,7 +118,21 @@ func joinRequests(log string) []joinRequest {
 // request into it started before Synapse cleared the flag.
 func checkPartialStateOrder(t *testing.T, h *testbed.Homeserver, offset int64, rooms ...id.RoomID) {
 	t.Helper()
-	log := logSince(t, h, offset)
+	// Synapse's log handler buffers lines and flushes them every 5 s (PeriodicallyFlushing-
+	// MemoryHandler): wait for every room's flag line, then for one more flush.
+	var log string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		log = logSince(t, h, offset)
+		all := true
+		for _, room := range rooms {
+			all = all && strings.Contains(log, "Clearing partial-state flag for "+room.String())
+		}
+		if all || time.Now().After(deadline) {
+			break
+		}
+	}
+	time.Sleep(6 * time.Second)
+	log = logSince(t, h, offset)
 	joins := joinRequests(log)
 	for _, room := range rooms {
 		var cleared time.Time
@@ -304,29 +175,29 @@ func checkPartialStateOrder(t *testing.T, h *testbed.Homeserver, offset int64, r
 // login-as-user call.
 func TestRecoverAtScale(t *testing.T) {
 	tb := testbed.Get(t)
-	s := stageForgottenAtScale(t, tb, 200)
+	s := tb.StageForgotten(t, 200, true)
 	dir := t.TempDir()
 	cfg := tb.MedicConfig(t, dir, tb.HS1.UserID("medic"), tb.MedicPassword)
-	scanFinds(t, cfg, s.rooms()...)
+	scanFinds(t, cfg, s.Rooms()...)
 
 	offset := logOffset(t, tb.HS1)
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"exec", "-c", cfg, "--yes", "!recover all --since 1h"}, nil, &stdout, &stderr)
 	out := stdout.String()
 	t.Logf("recover all, login-as-user (exit %d):\n%s%s", code, out, stderr.String())
-	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d of %d steps done, 0 failed", 2*len(s.users), 2*len(s.users))) {
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d of %d steps done, 0 failed", 2*len(s.Users), 2*len(s.Users))) {
 		t.Errorf("recover all did not rejoin everyone without failure (exit %d)", code)
 	}
 	if !strings.Contains(out, "login-as-user admin API") {
 		t.Errorf("the plan does not say users are joined with login-as-user")
 	}
-	for _, r := range s.rooms() {
-		if n := s.joined(t, tb, r); n != len(s.users) {
-			t.Errorf("%s: %d of %d users joined", r, n, len(s.users))
+	for _, r := range s.Rooms() {
+		if n := s.Joined(t, tb, r); n != len(s.Users) {
+			t.Errorf("%s: %d of %d users joined", r, n, len(s.Users))
 		}
 	}
-	checkReportCounts(t, out, 2*len(s.users))
-	checkPartialStateOrder(t, tb.HS1, offset, s.rooms()...)
+	checkReportCounts(t, out, 2*len(s.Users))
+	checkPartialStateOrder(t, tb.HS1, offset, s.Rooms()...)
 	if t.Failed() {
 		return
 	}
@@ -339,13 +210,13 @@ func TestRecoverAtScale(t *testing.T) {
 		t.Fatalf("appservice-registration: exit %d: %s", code, stderr.String())
 	}
 	tb.InstallAppservice(t, tb.HS1, reg)
-	s.restore(t, tb)
+	s.Restore(t, tb)
 	raw, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg = testbed.WriteConfig(t, dir, string(raw)+fmt.Sprintf("recover: {join_as: auto, appservice_registration: %q}\n", reg))
-	scanFinds(t, cfg, s.rooms()...)
+	scanFinds(t, cfg, s.Rooms()...)
 
 	offset = logOffset(t, tb.HS1)
 	out = execKilledWhen(t, testbed.MedicBinary(t), cfg, "!recover all --since 1h", "has the room's full state")
@@ -366,16 +237,15 @@ func TestRecoverAtScale(t *testing.T) {
 	if code != 0 || !strings.Contains(out, ", 0 failed") {
 		t.Errorf("the second run did not finish without failure (exit %d)", code)
 	}
-	for _, r := range s.rooms() {
-		if n := s.joined(t, tb, r); n != len(s.users) {
-			t.Errorf("%s: %d of %d users joined", r, n, len(s.users))
+	for _, r := range s.Rooms() {
+		if n := s.Joined(t, tb, r); n != len(s.Users) {
+			t.Errorf("%s: %d of %d users joined", r, n, len(s.Users))
 		}
 	}
-	log := logSince(t, tb.HS1, offset)
-	if strings.Contains(log, "/login HTTP") || regexp.MustCompile(`/_synapse/admin/v1/users/[^/ ]+/login`).MatchString(log) {
+	checkPartialStateOrder(t, tb.HS1, offset, s.Rooms()...) // waits for Synapse's log to be flushed
+	if regexp.MustCompile(`/_synapse/admin/v1/users/[^/ ]+/login`).MatchString(logSince(t, tb.HS1, offset)) {
 		t.Errorf("Synapse's log shows a login-as-user call during the appservice job")
 	}
-	checkPartialStateOrder(t, tb.HS1, offset, s.rooms()...)
 }
 
 // execKilledWhen runs `medic exec --yes line` as its own process and SIGKILLs it as soon as
