@@ -97,12 +97,25 @@ func LoadAppserviceToken(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read the appservice registration: %w", err)
 	}
+	token, err := parseRegistrationToken(raw)
+	if err != nil {
+		return "", fmt.Errorf("the appservice registration %s: %w", path, err)
+	}
+	return token, nil
+}
+
+// parseRegistrationToken reads the as_token of a registration (YAML, which an admin may
+// have edited by hand).
+func parseRegistrationToken(raw []byte) (string, error) {
 	var reg registrationFile
-	if err = yaml.Unmarshal(raw, &reg); err != nil {
-		return "", fmt.Errorf("parse the appservice registration %s: %w", path, err)
+	if err := yaml.Unmarshal(raw, &reg); err != nil {
+		return "", fmt.Errorf("parse: %w", err)
 	}
 	if reg.AppToken == "" {
-		return "", fmt.Errorf("the appservice registration %s has no as_token", path)
+		return "", errors.New("no as_token")
+	}
+	if strings.ContainsAny(reg.AppToken, " \t\r\n") {
+		return "", errors.New("the as_token contains whitespace")
 	}
 	return reg.AppToken, nil
 }

@@ -164,3 +164,20 @@ func TestChooseJoinMethod(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseRegistrationToken: any file content gives a token or an error, never a panic, and
+// a token never carries whitespace into an Authorization header.
+func FuzzParseRegistrationToken(f *testing.F) {
+	reg, _ := NewRegistration("example.org")
+	f.Add(reg)
+	f.Add([]byte("as_token: abc\nurl: null\n"))
+	f.Add([]byte("as_token: [1, 2]\n"))
+	f.Add([]byte("as_token: \"a b\"\n"))
+	f.Add([]byte("{{{"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		token, err := parseRegistrationToken(raw)
+		if err == nil && (token == "" || strings.ContainsAny(token, " \t\r\n")) {
+			t.Fatalf("token %q accepted", token)
+		}
+	})
+}

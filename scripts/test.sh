@@ -58,3 +58,4 @@ go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "${MEDIC_FUZZTIME:-40000x}" ./co
 go test -run '^$' -fuzz '^FuzzParseLine$' -fuzztime "${MEDIC_FUZZTIME:-50000x}" ./synapselog
 go test -run '^$' -fuzz '^FuzzPeerLogFeed$' -fuzztime "${MEDIC_FUZZTIME:-50000x}" ./synapselog
 go test -run '^$' -fuzz '^FuzzParseSince$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./commands
+go test -run '^$' -fuzz '^FuzzParseRegistrationToken$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./recovery
