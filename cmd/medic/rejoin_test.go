@@ -230,11 +230,15 @@ func TestRecoverAtScale(t *testing.T) {
 	if n := countRows(t, filepath.Join(dir, "data", "medic.db"), "minted_token"); n != 0 {
 		t.Errorf("%d minted tokens recorded in medic's store after the kill", n)
 	}
+	// Synapse goes on fetching the state of a room whose first join medic made before it
+	// died; a second run then joins whoever the resync did not (the plan would drift if
+	// the resync finished between its proposal and its approval).
+	tb.HS1.WaitFullState(t, s.Rooms()...)
 	stdout.Reset()
 	code = run([]string{"exec", "-c", cfg, "--yes", "!recover all --since 1h"}, nil, &stdout, &stderr)
 	out = stdout.String()
 	t.Logf("recover all, appservice, after the kill (exit %d):\n%s%s", code, out, stderr.String())
-	if code != 0 || !strings.Contains(out, ", 0 failed") {
+	if code != 0 || !strings.Contains(out, ", 0 failed") && !strings.Contains(out, "Nothing to rejoin") {
 		t.Errorf("the second run did not finish without failure (exit %d)", code)
 	}
 	for _, r := range s.Rooms() {
