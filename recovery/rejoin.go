@@ -71,9 +71,25 @@ type Rejoiner struct {
 	// first join (recover.partial_state_wait; 0: defaultPartialStateWait).
 	PartialStateWait time.Duration
 
+	// stepDB, when set, stands in for DB in the steps (unit tests of the rules).
+	stepDB roomDB
+
 	roomLocks sync.Map // room ID → *sync.Mutex: one bootstrap join per room
 	rooms     sync.Map // room ID → *roomProgress
 	tallies   sync.Map // job ID → *tally
+}
+
+// roomDB is what the steps read of Synapse's database.
+type roomDB interface {
+	LocalMemberships(ctx context.Context, roomID string) (map[string]string, error)
+	PartialState(ctx context.Context, roomID string) (bool, error)
+}
+
+func (r *Rejoiner) roomDB() roomDB {
+	if r.stepDB != nil {
+		return r.stepDB
+	}
+	return r.DB
 }
 
 // defaultPartialStateWait: Synapse fetches a big room's state in seconds to minutes; a room
@@ -83,7 +99,7 @@ const defaultPartialStateWait = 10 * time.Minute
 // roomProgress is where one room's rejoin stands in this process (guarded by its room lock):
 // ready once the server is back in it with the full state, err once that failed for good.
 type roomProgress struct {
-	ready bool
+	ready atomic.Bool // also read without the lock (join)
 	err   error
 }
 
@@ -458,7 +474,7 @@ func (r *Rejoiner) rejoin(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinD
 		lock.Unlock()
 		return rp.err
 	}
-	if !rp.ready {
+	if !rp.ready.Load() {
 		joinedFirst, err := r.bootstrap(ctx, s, t, room, user)
 		if err != nil {
 			if !joinedFirst {
@@ -469,7 +485,7 @@ func (r *Rejoiner) rejoin(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinD
 			lock.Unlock()
 			return err
 		}
-		rp.ready = true
+		rp.ready.Store(true)
 		lock.Unlock()
 		if joinedFirst {
 			t.rejoined.Add(1)
@@ -478,7 +494,7 @@ func (r *Rejoiner) rejoin(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinD
 	} else {
 		lock.Unlock()
 	}
-	memberships, err := r.DB.LocalMemberships(ctx, room)
+	memberships, err := r.roomDB().LocalMemberships(ctx, room)
 	if err != nil {
 		return err
 	}
@@ -497,7 +513,7 @@ func (r *Rejoiner) rejoin(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinD
 	if werr := r.waitFullState(ctx, s, t, room); werr != nil {
 		return fmt.Errorf("%w (and %v)", err, werr)
 	}
-	if memberships, merr := r.DB.LocalMemberships(ctx, room); merr == nil && memberships[user] == "join" {
+	if memberships, merr := r.roomDB().LocalMemberships(ctx, room); merr == nil && memberships[user] == "join" {
 		t.resynced.Add(1)
 		return nil
 	}
@@ -512,7 +528,7 @@ func (r *Rejoiner) rejoin(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinD
 // already) and waits until Synapse has the room's full state. joinedFirst says whether user
 // was the one joined.
 func (r *Rejoiner) bootstrap(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinData], t *tally, room, user string) (joinedFirst bool, err error) {
-	memberships, err := r.DB.LocalMemberships(ctx, room)
+	memberships, err := r.roomDB().LocalMemberships(ctx, room)
 	if err != nil {
 		return false, err
 	}
@@ -542,7 +558,7 @@ func (r *Rejoiner) waitFullState(ctx context.Context, s *jobs.Step[RecoverArgs, 
 	start := time.Now()
 	lastSaid := time.Time{}
 	for {
-		partial, err := r.DB.PartialState(ctx, room)
+		partial, err := r.roomDB().PartialState(ctx, room)
 		if err != nil {
 			return err
 		}
@@ -578,7 +594,7 @@ func (r *Rejoiner) join(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinDat
 	if s.Data.Method.Kind == JoinAppservice {
 		return r.appserviceJoin(ctx, t, room, user, via)
 	}
-	if s.Data.Public[room] && r.progress(room).ready {
+	if s.Data.Public[room] && r.progress(room).ready.Load() {
 		// Once the server is back in a public room, the admin join API (not rate limited)
 		// serves.
 		err := r.Admin.JoinUser(ctx, id.RoomID(room), id.UserID(user), via)

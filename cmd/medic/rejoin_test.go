@@ -389,4 +389,10 @@ func TestRecoverWithoutLoginAsUser(t *testing.T) {
 	if n := tb.HS1.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND membership = 'join'`, room.RoomID); n != 0 {
 		t.Errorf("%d local users joined", n)
 	}
+	// Straight to Synapse, login-as-user works: the check says so, without a warning.
+	var stdout, stderr bytes.Buffer
+	run([]string{"exec", "-c", tb.MedicConfig(t, t.TempDir(), tb.HS1.UserID("medic"), tb.MedicPassword), "!health medic"}, nil, &stdout, &stderr)
+	if line := lineWith(stdout.String(), "!recover joins users with"); !strings.Contains(line, "login-as-user") || strings.Contains(stdout.String(), "can join no local user") {
+		t.Errorf("!health medic does not say login-as-user works:\n%s", stdout.String())
+	}
 }
