@@ -170,9 +170,9 @@ func checkPartialStateOrder(t *testing.T, h *testbed.Homeserver, offset int64, r
 // and no other join starts before Synapse has fetched the room's full state.
 //
 // First with login-as-user; then, after the backup is restored again, with medic's
-// appservice installed in hs1 (join_as: auto picks it): medic is killed mid-job, which leaves
-// no token or record to clean up, a second run finishes, and Synapse's log shows no
-// login-as-user call.
+// appservice installed in hs1 (join_as: auto picks it), where Synapse's log shows no
+// login-as-user call; and once more with the appservice, medic killed mid-job: that leaves no
+// token or record to clean up.
 func TestRecoverAtScale(t *testing.T) {
 	tb := testbed.Get(t)
 	s := tb.StageForgotten(t, 200, true)
@@ -219,11 +219,33 @@ func TestRecoverAtScale(t *testing.T) {
 	scanFinds(t, cfg, s.Rooms()...)
 
 	offset = logOffset(t, tb.HS1)
-	out = execKilledWhen(t, testbed.MedicBinary(t), cfg, "!recover all --since 1h", "has the room's full state")
-	t.Logf("recover all, appservice, killed:\n%s", out)
+	stdout.Reset()
+	code = run([]string{"exec", "-c", cfg, "--yes", "!recover all --since 1h"}, nil, &stdout, &stderr)
+	out = stdout.String()
+	t.Logf("recover all, appservice (exit %d):\n%s%s", code, out, stderr.String())
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d of %d steps done, 0 failed", 2*len(s.Users), 2*len(s.Users))) {
+		t.Errorf("recover all did not rejoin everyone without failure (exit %d)", code)
+	}
 	if !strings.Contains(out, "as medic's appservice") {
 		t.Errorf("the plan does not say users are joined through the appservice")
 	}
+	for _, r := range s.Rooms() {
+		if n := s.Joined(t, tb, r); n != len(s.Users) {
+			t.Errorf("%s: %d of %d users joined", r, n, len(s.Users))
+		}
+	}
+	checkReportCounts(t, out, 2*len(s.Users))
+	checkPartialStateOrder(t, tb.HS1, offset, s.Rooms()...) // waits for Synapse's log to be flushed
+	if regexp.MustCompile(`/_synapse/admin/v1/users/[^/ ]+/login`).MatchString(logSince(t, tb.HS1, offset)) {
+		t.Errorf("Synapse's log shows a login-as-user call during the appservice job")
+	}
+
+	// Killed mid-job (the first joins made, Synapse fetching the rooms' state): nothing is
+	// left to clean up, and once Synapse has the state a second run finds everyone in.
+	s.Restore(t, tb)
+	scanFinds(t, cfg, s.Rooms()...)
+	out = execKilledWhen(t, testbed.MedicBinary(t), cfg, "!recover all --since 1h", "waiting for Synapse to finish fetching the room's state")
+	t.Logf("recover all, appservice, killed:\n%s", out)
 	if n := tb.HS1.Count(t, `SELECT count(*) FROM access_tokens WHERE puppets_user_id IS NOT NULL`); n != 0 {
 		t.Errorf("%d login-as-user tokens in Synapse after the kill", n)
 	}
@@ -231,8 +253,7 @@ func TestRecoverAtScale(t *testing.T) {
 		t.Errorf("%d minted tokens recorded in medic's store after the kill", n)
 	}
 	// Synapse goes on fetching the state of a room whose first join medic made before it
-	// died; a second run then joins whoever the resync did not (the plan would drift if
-	// the resync finished between its proposal and its approval).
+	// died (the plan would drift if that finished between its proposal and its approval).
 	tb.HS1.WaitFullState(t, s.Rooms()...)
 	stdout.Reset()
 	code = run([]string{"exec", "-c", cfg, "--yes", "!recover all --since 1h"}, nil, &stdout, &stderr)
@@ -243,12 +264,8 @@ func TestRecoverAtScale(t *testing.T) {
 	}
 	for _, r := range s.Rooms() {
 		if n := s.Joined(t, tb, r); n != len(s.Users) {
-			t.Errorf("%s: %d of %d users joined", r, n, len(s.Users))
+			t.Errorf("after the kill: %s: %d of %d users joined", r, n, len(s.Users))
 		}
-	}
-	checkPartialStateOrder(t, tb.HS1, offset, s.Rooms()...) // waits for Synapse's log to be flushed
-	if regexp.MustCompile(`/_synapse/admin/v1/users/[^/ ]+/login`).MatchString(logSince(t, tb.HS1, offset)) {
-		t.Errorf("Synapse's log shows a login-as-user call during the appservice job")
 	}
 }
 
