@@ -75,7 +75,7 @@ type Rejoiner struct {
 	stepDB roomDB
 
 	roomLocks sync.Map // room ID → *sync.Mutex: one bootstrap join per room
-	rooms     sync.Map // room ID → *roomProgress
+	rooms     sync.Map // job ID + " " + room ID → *roomProgress
 	tallies   sync.Map // job ID → *tally
 }
 
@@ -307,6 +307,13 @@ func (r *Rejoiner) tally(jobID string) *tally {
 // summary is the report's count of this run: who was rejoined, who the resync of the room's
 // state had joined already, who failed (the failures are listed with their reasons above).
 func (r *Rejoiner) summary(jobID string) string {
+	// The run is over: a later run (resume) starts from what Synapse says again.
+	r.rooms.Range(func(k, _ any) bool {
+		if strings.HasPrefix(k.(string), jobID+" ") {
+			r.rooms.Delete(k)
+		}
+		return true
+	})
 	v, ok := r.tallies.LoadAndDelete(jobID)
 	if !ok {
 		return ""
@@ -446,8 +453,10 @@ func (r *Rejoiner) roomLock(room string) *sync.Mutex {
 	return l.(*sync.Mutex)
 }
 
-func (r *Rejoiner) progress(room string) *roomProgress {
-	p, _ := r.rooms.LoadOrStore(room, &roomProgress{})
+// progress is where room stands in a run of job: per job, because a server may forget a
+// room again (another restore) while the bot runs on.
+func (r *Rejoiner) progress(jobID, room string) *roomProgress {
+	p, _ := r.rooms.LoadOrStore(jobID+" "+room, &roomProgress{})
 	return p.(*roomProgress)
 }
 
@@ -469,7 +478,7 @@ func (r *Rejoiner) step(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinDat
 func (r *Rejoiner) rejoin(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinData], t *tally, room, user string) error {
 	lock := r.roomLock(room)
 	lock.Lock()
-	rp := r.progress(room)
+	rp := r.progress(s.Job, room)
 	if rp.err != nil {
 		lock.Unlock()
 		return rp.err
@@ -594,7 +603,7 @@ func (r *Rejoiner) join(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinDat
 	if s.Data.Method.Kind == JoinAppservice {
 		return r.appserviceJoin(ctx, t, room, user, via)
 	}
-	if s.Data.Public[room] && r.progress(room).ready.Load() {
+	if s.Data.Public[room] && r.progress(s.Job, room).ready.Load() {
 		// Once the server is back in a public room, the admin join API (not rate limited)
 		// serves.
 		err := r.Admin.JoinUser(ctx, id.RoomID(room), id.UserID(user), via)
