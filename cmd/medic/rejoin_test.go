@@ -413,3 +413,38 @@ func TestRecoverWithoutLoginAsUser(t *testing.T) {
 		t.Errorf("!health medic does not say login-as-user works:\n%s", stdout.String())
 	}
 }
+
+// TestAppserviceRegistrationCommand: `medic appservice-registration` writes a private file
+// (or prints), says what to do next, and never overwrites a registration Synapse may have
+// loaded.
+func TestAppserviceRegistrationCommand(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testbed.WriteConfig(t, dir, "homeserver: {url: \"http://127.0.0.1:1\", server_name: \"example.org\"}\n"+
+		"bot: {user_id: \"@medic:example.org\", password: \"x\"}\nadmins: [\"@admin:example.org\"]\n")
+	reg := filepath.Join(dir, "reg.yaml")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"appservice-registration", "-c", cfg, "-o", reg}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	st, err := os.Stat(reg)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("registration file: %v, mode %v", err, st.Mode())
+	}
+	if !strings.Contains(stdout.String(), "app_service_config_files") || !strings.Contains(stdout.String(), "restart Synapse") {
+		t.Errorf("no next steps:\n%s", stdout.String())
+	}
+	first, _ := os.ReadFile(reg)
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"appservice-registration", "-c", cfg, "-o", reg}, nil, &stdout, &stderr); code == 0 || !strings.Contains(stderr.String(), "does not overwrite") {
+		t.Errorf("overwrote: exit %d: %s", code, stderr.String())
+	}
+	if again, _ := os.ReadFile(reg); !bytes.Equal(first, again) {
+		t.Errorf("the registration changed")
+	}
+	stdout.Reset()
+	if code := run([]string{"appservice-registration", "-c", cfg}, nil, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "as_token:") ||
+		bytes.Contains(first, []byte(strings.TrimSpace(lineWith(stdout.String(), "as_token:")))) {
+		t.Errorf("printing a fresh registration: exit %d\n%s", code, stdout.String())
+	}
+}
