@@ -3,7 +3,9 @@ package testbed
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,6 +107,12 @@ func (f *Forgotten) Restore(t testing.TB, tb *Testbed) {
 	tb.Restart(t, tb.HS2)
 	tb.Restore(t, tb.HS1, f.dump)
 	remote := tb.Admin(t, tb.HS2)
+	// hs2 may have tried to reach hs1 while it was down and be backing off from it.
+	_, err := remote.MakeRequest(context.Background(), http.MethodPost,
+		AdminAPI(remote).BuildAdminURL("v1", "federation", "destinations", tb.HS1.Name, "reset_connection"), struct{}{}, nil)
+	if err != nil && !strings.Contains(err.Error(), "does not need to be reset") {
+		t.Fatalf("reset hs2's backoff from hs1: %v", err)
+	}
 	for _, r := range f.Rooms() {
 		if _, err := remote.SendMessageEvent(context.Background(), r, event.EventMessage,
 			&event.MessageEventContent{MsgType: event.MsgText, Body: "anyone there?"}); err != nil {
