@@ -48,8 +48,8 @@ func scanFinds(t *testing.T, cfg string, rooms ...id.RoomID) {
 	}
 }
 
-// logSince returns what Synapse logged from offset on.
-func logSince(t *testing.T, h *testbed.Homeserver, offset int64) string {
+// synapseLogSince returns what Synapse logged from offset on.
+func synapseLogSince(t *testing.T, h *testbed.Homeserver, offset int64) string {
 	t.Helper()
 	f, err := os.Open(h.LogPath())
 	if err != nil {
@@ -122,7 +122,7 @@ func checkPartialStateOrder(t *testing.T, h *testbed.Homeserver, offset int64, r
 	// MemoryHandler): wait for every room's flag line, then for one more flush.
 	var log string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
-		log = logSince(t, h, offset)
+		log = synapseLogSince(t, h, offset)
 		all := true
 		for _, room := range rooms {
 			all = all && strings.Contains(log, "Clearing partial-state flag for "+room.String())
@@ -132,7 +132,7 @@ func checkPartialStateOrder(t *testing.T, h *testbed.Homeserver, offset int64, r
 		}
 	}
 	time.Sleep(6 * time.Second)
-	log = logSince(t, h, offset)
+	log = synapseLogSince(t, h, offset)
 	joins := joinRequests(log)
 	for _, room := range rooms {
 		var cleared time.Time
@@ -236,7 +236,7 @@ func TestRecoverAtScale(t *testing.T) {
 	}
 	checkReportCounts(t, out, 2*len(s.Users))
 	checkPartialStateOrder(t, tb.HS1, offset, s.Rooms()...) // waits for Synapse's log to be flushed
-	if regexp.MustCompile(`/_synapse/admin/v1/users/[^/ ]+/login`).MatchString(logSince(t, tb.HS1, offset)) {
+	if regexp.MustCompile(`/_synapse/admin/v1/users/[^/ ]+/login`).MatchString(synapseLogSince(t, tb.HS1, offset)) {
 		t.Errorf("Synapse's log shows a login-as-user call during the appservice job")
 	}
 
