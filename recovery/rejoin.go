@@ -106,6 +106,7 @@ type roomProgress struct {
 // tally counts what a job's steps came to, for its report.
 type tally struct {
 	rejoined, resynced, failed, limited atomic.Int64
+	noMethod                            atomic.Bool  // login-as-user turned out unavailable
 	waitMillis                          atomic.Int64 // total time waited for partial-state rooms
 }
 
@@ -463,9 +464,18 @@ func (r *Rejoiner) progress(jobID, room string) *roomProgress {
 func (r *Rejoiner) step(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinData]) error {
 	room, user, _ := strings.Cut(s.Name, " ")
 	t := r.tally(s.Job)
+	if t.noMethod.Load() {
+		t.failed.Add(1)
+		return errors.New("not tried: login-as-user is unavailable (the steps to set up the appservice were given once above)")
+	}
 	err := r.rejoin(ctx, s, t, room, user)
 	if err != nil {
 		t.failed.Add(1)
+		// Login-as-user went away since the plan (Synapse switched to MAS): say once what
+		// to do, and try no other user the same way.
+		if errors.Is(err, errLoginAsUserUnavailable) && t.noMethod.CompareAndSwap(false, true) {
+			s.Say("❌ %s", (&NoJoinMethodError{Cause: err}).Error())
+		}
 	}
 	return err
 }
@@ -652,8 +662,11 @@ func (r *Rejoiner) mint(ctx context.Context, jobID, user string) (*puppet, error
 	if err != nil {
 		_ = r.Store.DeleteMinted(context.WithoutCancel(ctx), rec)
 		var httpErr mautrix.HTTPError
-		if errors.As(err, &httpErr) && httpErr.Response != nil && (httpErr.Response.StatusCode == 404 || httpErr.Response.StatusCode == 403) {
-			return nil, fmt.Errorf("%w (if Synapse delegates authentication to MAS, login-as-user is unavailable; see the README for the appservice alternative)", err)
+		if errors.As(err, &httpErr) && httpErr.Response != nil &&
+			(httpErr.Is(mautrix.MUnrecognized) || httpErr.Response.StatusCode == http.StatusMethodNotAllowed) {
+			// The route is gone (404 M_UNRECOGNIZED, not "User not found"): Synapse was
+			// switched to MAS since the plan.
+			return nil, fmt.Errorf("%w (it answered %s)", errLoginAsUserUnavailable, shortErr(err))
 		}
 		return nil, err
 	}

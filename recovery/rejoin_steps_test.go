@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix"
 
 	"github.com/synapse-medic/medic/jobs"
+	"github.com/synapse-medic/medic/store/storetest"
 	"github.com/synapse-medic/medic/synapse/adminapi"
 )
 
@@ -201,5 +202,40 @@ func TestRejoinBoundedWait(t *testing.T) {
 		if err := errs[u]; err == nil || !strings.Contains(err.Error(), "still fetching the room's state") {
 			t.Errorf("%s: %v", u, err)
 		}
+	}
+}
+
+// Login-as-user gone since the plan (Synapse switched to MAS): the job says once what to do
+// and tries no other user the same way.
+func TestRejoinLoginAsUserGoneMidJob(t *testing.T) {
+	var mu sync.Mutex
+	logins := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.HasSuffix(r.URL.Path, "/login") {
+			logins++
+		}
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}`))
+	}))
+	defer srv.Close()
+	cli, _ := mautrix.NewClient(srv.URL, "@medic:x", "admin")
+	st, _ := storetest.Open(t)
+	room := &fakeRoom{members: map[string]string{}}
+	r := &Rejoiner{Admin: adminapi.New(cli), Store: st, HomeserverURL: srv.URL, stepDB: room}
+	data := RejoinData{Via: map[string][]string{"!r:x": {"y"}}, Method: JoinMethod{Kind: JoinLoginAsUser}}
+	say := &sayings{}
+	var failed int
+	for _, u := range users(5) {
+		if err := r.step(context.Background(), &jobs.Step[RecoverArgs, RejoinData]{Job: "j", Name: "!r:x " + u, Data: data, Reporter: say}); err != nil {
+			failed++
+		}
+	}
+	if logins != 1 || failed != 5 {
+		t.Errorf("%d login-as-user calls, %d steps failed (want 1 call, every step failed)", logins, failed)
+	}
+	if len(say.said) != 1 || !strings.Contains(say.said[0], "app_service_config_files") {
+		t.Errorf("said: %v", say.said)
 	}
 }
