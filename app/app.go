@@ -76,6 +76,7 @@ func New(ctx context.Context, cfg *config.Config, st *store.Store, cli *mautrix.
 		db.OnSchema(a.logSchema)
 	}
 	a.Health = &health.Runner{Config: cfg, Admin: a.Admin, DB: a.DB, Store: st, Federation: a.Federation, TestedSchema: recovery.TestedSchema}
+	a.Health.JoinMethod = a.Rejoiner().JoinMethodStatus
 	a.Jobs = jobs.NewManager(st, cfg.Jobs, log.With().Str("component", "jobs").Logger())
 	a.Jobs.Prefix = cfg.Bot.CommandPrefix
 	if a.DB != nil {
@@ -159,7 +160,9 @@ func (a *App) Rejoiner() *recovery.Rejoiner {
 	return &recovery.Rejoiner{
 		Admin: a.Admin, DB: a.DB, Store: a.Store, Federation: a.Federation,
 		ServerName: cfg.Homeserver.ServerName, HomeserverURL: cfg.Homeserver.URL, BotUser: cfg.Bot.UserID,
-		Logs: diagnose.Sources(cfg.Synapse.Logs),
+		Logs:   diagnose.Sources(cfg.Synapse.Logs),
+		JoinAs: cfg.Recover.JoinAs, Registration: cfg.Recover.AppserviceRegistration,
+		PartialStateWait: config.Duration(cfg.Recover.PartialStateWait),
 	}
 }
 

@@ -39,6 +39,7 @@ type Config struct {
 	Health     Health        `yaml:"health"`
 	Import     Import        `yaml:"import"`
 	State      State         `yaml:"state"`
+	Recover    Recover       `yaml:"recover"`
 	Metrics    Metrics       `yaml:"metrics"`
 	Logging    Logging       `yaml:"logging"`
 }
@@ -72,6 +73,20 @@ type State struct {
 	Servers int `yaml:"servers"`
 	// Workers is how many rooms are audited at once.
 	Workers int `yaml:"workers"`
+}
+
+// Recover configures how !recover rejoins local users.
+type Recover struct {
+	// JoinAs is how medic acts as each user: appservice (the registration below), login_as_user
+	// (Synapse's admin API; unavailable with MAS) or auto (the appservice when its token works,
+	// else login-as-user).
+	JoinAs string `yaml:"join_as"`
+	// AppserviceRegistration is the registration file `medic appservice-registration` wrote
+	// (and Synapse loads through app_service_config_files); medic reads its as_token.
+	AppserviceRegistration string `yaml:"appservice_registration"`
+	// PartialStateWait bounds how long a room's other users wait, after its first join, for
+	// Synapse to fetch the room's full state ("10m").
+	PartialStateWait string `yaml:"partial_state_wait"`
 }
 
 // Import configures !import history.
@@ -342,6 +357,11 @@ func (c *Config) fillDefaults(baseDir string) {
 	setDefault(&c.State.HealthInterval, "24h")
 	setDefault(&c.State.Servers, 2)
 	setDefault(&c.State.Workers, 8)
+	setDefault(&c.Recover.JoinAs, "auto")
+	setDefault(&c.Recover.PartialStateWait, "10m")
+	if p := c.Recover.AppserviceRegistration; p != "" && !filepath.IsAbs(p) {
+		c.Recover.AppserviceRegistration = filepath.Join(baseDir, p)
+	}
 	setDefault(&c.Metrics.CheckInterval, "5m")
 	for name, src := range c.Import.Sources {
 		if src.Type == "sqlite" && src.Database != "" && !filepath.IsAbs(src.Database) {
@@ -498,6 +518,23 @@ func (c *Config) Validate() error {
 		bad("import.chunk_size", "must be between 1 and 100000, got %d", c.Import.ChunkSize)
 	}
 	c.validateState(bad)
+	switch c.Recover.JoinAs {
+	case "auto", "login_as_user":
+	case "appservice":
+		if c.Recover.AppserviceRegistration == "" {
+			bad("recover.appservice_registration", "required with join_as: appservice (write one with `medic appservice-registration`)")
+		}
+	default:
+		bad("recover.join_as", "must be auto, appservice or login_as_user, got %q", c.Recover.JoinAs)
+	}
+	if p := c.Recover.AppserviceRegistration; p != "" {
+		if _, err := os.Stat(p); err != nil {
+			bad("recover.appservice_registration", "cannot read: %v", errors.Unwrap(err))
+		}
+	}
+	if d, err := time.ParseDuration(c.Recover.PartialStateWait); err != nil || d <= 0 {
+		bad("recover.partial_state_wait", "must be a positive duration like 10m, got %q", c.Recover.PartialStateWait)
+	}
 	if c.Metrics.Listen != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil || port == "" {
 			bad("metrics.listen", "must be host:port like 127.0.0.1:9330, got %q", c.Metrics.Listen)

@@ -581,8 +581,18 @@ func checkMedic(ctx context.Context, rn *Runner, rep *Report, res *Result) error
 	} else {
 		res.add("last report", false, "last report", "none yet")
 	}
+	joinOK := true
+	if rn.JoinMethod != nil {
+		var method string
+		method, joinOK = rn.JoinMethod(ctx)
+		res.add("join method", !joinOK, "!recover joins users with", method)
+	}
 	if rn.Self == nil {
 		res.Summary = "run from the terminal: medic's sync and encryption are checked by the running bot"
+		if !joinOK {
+			res.Summary = "medic can join no local user for `" + rn.pfx() + "recover`: see `" + rn.pfx() + "health medic`"
+			res.Hint = "set up medic's appservice: `medic appservice-registration` (README)"
+		}
 		return nil
 	}
 	s := rn.Self(ctx)
@@ -612,8 +622,11 @@ func checkMedic(ctx context.Context, rn *Runner, rep *Report, res *Result) error
 	default:
 		res.add("e2ee", false, "end-to-end encryption", "working, device cross-signed")
 	}
-	switch res.Status {
-	case OK:
+	switch {
+	case !joinOK && res.Status == Warn && len(res.Items) == 1:
+		res.Summary = "medic can join no local user for `" + rn.pfx() + "recover`: see `" + rn.pfx() + "health medic`"
+		res.Hint = "set up medic's appservice: `medic appservice-registration` (README)"
+	case res.Status == OK:
 		res.Summary = "syncing, encryption working"
 	default:
 		res.Summary = "medic itself is not healthy: see `" + rn.pfx() + "health medic`"

@@ -151,6 +151,9 @@ type Runner struct {
 	TestedSchema jobs.SchemaRange
 
 	stateCache stateCache // the state check's last audit (health/state.go)
+	// JoinMethod says how !recover would join local users now (appservice or login-as-user,
+	// and why), and false when neither works; nil: not checked.
+	JoinMethod func(ctx context.Context) (string, bool)
 }
 
 func (rn *Runner) now() time.Time {

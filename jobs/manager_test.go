@@ -596,3 +596,19 @@ func TestObserverHearsEachRun(t *testing.T) {
 		t.Fatalf("observed runs: %q", obs.runs)
 	}
 }
+
+// An operation's Summary closes its report with what the run's steps came to.
+func TestSummaryEndsTheReport(t *testing.T) {
+	f := newFixture(t, 1, "15m")
+	var asked []string
+	f.par.Summary = func(jobID string) string {
+		asked = append(asked, jobID)
+		return "Rejoined 3 user(s)."
+	}
+	job := f.propose(t, f.par, "a", "b", "c")
+	f.approve(t, f.alice, job.ID)
+	_, report := f.n.lastReport(t)
+	if !strings.HasSuffix(report, "\n\nRejoined 3 user(s).") || len(asked) != 1 || asked[0] != job.ID {
+		t.Fatalf("report: %q (summary asked for %v)", report, asked)
+	}
+}

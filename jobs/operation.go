@@ -48,6 +48,9 @@ type Operation[A, D any] struct {
 	// Finish, if set, runs when a run of the job ends, to release what steps held between
 	// them (e.g. an import's source connection). state is done, failed or cancelled.
 	Finish func(ctx context.Context, jobID, state string)
+	// Summary, if set, gives a line (Markdown) the report shows after a run: what the run's
+	// steps came to beyond done/failed (e.g. how many users joined, and how).
+	Summary func(jobID string) string
 	// RestartsSynapse says the operation changes rows Synapse caches, so its jobs restart
 	// Synapse after the change, and undoing one of them must restart Synapse too
 	// (Manager.RestartsSynapse).
@@ -98,6 +101,7 @@ type operation interface {
 	plan(ctx context.Context, args json.RawMessage) (*Plan, error)
 	step(ctx context.Context, job string, idx int, args json.RawMessage, plan *Plan, retry bool, rep Reporter) error
 	finish(ctx context.Context, jobID, state string)
+	summary(jobID string) string
 	restartsSynapse() bool
 	schema() *SchemaRange
 	forced(args json.RawMessage) (bool, error)
@@ -139,6 +143,13 @@ func (op *Operation[A, D]) step(ctx context.Context, job string, idx int, raw js
 		}
 	}
 	return op.Step(ctx, s)
+}
+
+func (op *Operation[A, D]) summary(jobID string) string {
+	if op.Summary == nil {
+		return ""
+	}
+	return op.Summary(jobID)
 }
 
 func (op *Operation[A, D]) finish(ctx context.Context, jobID, state string) {

@@ -186,6 +186,9 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op ope
 		state = store.JobCancelled
 	}
 	op.finish(ctx, job.ID, state)
+	if sum := op.summary(job.ID); sum != "" {
+		rep.Note("%s", sum)
+	}
 	job.State = state
 	job.Result = fmt.Sprintf("%d of %d steps done, %d failed", rs.done, rs.total, len(rs.failed))
 	if state == store.JobFailed && op.order().StopsOnFailure() {

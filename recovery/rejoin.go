@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -40,6 +42,8 @@ type RecoverArgs struct {
 type RejoinData struct {
 	Via    map[string][]string `json:"via"`
 	Public map[string]bool     `json:"public,omitempty"`
+	// Method is how the users will be joined, decided by the plan (and shown in it).
+	Method JoinMethod `json:"method"`
 }
 
 // tokenLifetime bounds every minted token even if medic dies before logging it out. A join
@@ -60,8 +64,50 @@ type Rejoiner struct {
 	HomeserverURL string
 	BotUser       id.UserID
 	Logs          []synapselog.Source
+	// JoinAs is recover.join_as (auto, appservice, login_as_user; "" is auto) and
+	// Registration the appservice registration file it reads the as_token from.
+	JoinAs, Registration string
+	// PartialStateWait bounds the wait for Synapse to fetch a room's full state after the
+	// first join (recover.partial_state_wait; 0: defaultPartialStateWait).
+	PartialStateWait time.Duration
+
+	// stepDB, when set, stands in for DB in the steps (unit tests of the rules).
+	stepDB roomDB
 
 	roomLocks sync.Map // room ID → *sync.Mutex: one bootstrap join per room
+	rooms     sync.Map // job ID + " " + room ID → *roomProgress
+	tallies   sync.Map // job ID → *tally
+}
+
+// roomDB is what the steps read of Synapse's database.
+type roomDB interface {
+	LocalMemberships(ctx context.Context, roomID string) (map[string]string, error)
+	PartialState(ctx context.Context, roomID string) (bool, error)
+}
+
+func (r *Rejoiner) roomDB() roomDB {
+	if r.stepDB != nil {
+		return r.stepDB
+	}
+	return r.DB
+}
+
+// defaultPartialStateWait: Synapse fetches a big room's state in seconds to minutes; a room
+// still partial after this is stuck (the health check's partial-joins says so too).
+const defaultPartialStateWait = 10 * time.Minute
+
+// roomProgress is where one room's rejoin stands in this process (guarded by its room lock):
+// ready once the server is back in it with the full state, err once that failed for good.
+type roomProgress struct {
+	ready atomic.Bool // also read without the lock (join)
+	err   error
+}
+
+// tally counts what a job's steps came to, for its report.
+type tally struct {
+	rejoined, resynced, failed, limited atomic.Int64
+	noMethod                            atomic.Bool  // login-as-user turned out unavailable
+	waitMillis                          atomic.Int64 // total time waited for partial-state rooms
 }
 
 // roomPlan is what one room's plan found.
@@ -246,11 +292,43 @@ func listSome(users []string) string {
 // user who cannot rejoin does not keep the others out.
 func (r *Rejoiner) Operation() *jobs.Operation[RecoverArgs, RejoinData] {
 	return &jobs.Operation[RecoverArgs, RejoinData]{
-		Kind:  "recover",
-		Order: jobs.Parallel(8),
-		Plan:  r.plan,
-		Step:  r.step,
+		Kind:    "recover",
+		Order:   jobs.Parallel(8),
+		Plan:    r.plan,
+		Step:    r.step,
+		Summary: r.summary,
 	}
+}
+
+func (r *Rejoiner) tally(jobID string) *tally {
+	t, _ := r.tallies.LoadOrStore(jobID, &tally{})
+	return t.(*tally)
+}
+
+// summary is the report's count of this run: who was rejoined, who the resync of the room's
+// state had joined already, who failed (the failures are listed with their reasons above).
+func (r *Rejoiner) summary(jobID string) string {
+	// The run is over: a later run (resume) starts from what Synapse says again.
+	r.rooms.Range(func(k, _ any) bool {
+		if strings.HasPrefix(k.(string), jobID+" ") {
+			r.rooms.Delete(k)
+		}
+		return true
+	})
+	v, ok := r.tallies.LoadAndDelete(jobID)
+	if !ok {
+		return ""
+	}
+	t := v.(*tally)
+	line := fmt.Sprintf("Rejoined %d user(s); %d already joined by Synapse's resync of the room's state; %d failed.",
+		t.rejoined.Load(), t.resynced.Load(), t.failed.Load())
+	if w := time.Duration(t.waitMillis.Load()) * time.Millisecond; w > 0 {
+		line += fmt.Sprintf(" Waited %s for Synapse to fetch the rooms' full state after their first join.", w.Round(100*time.Millisecond))
+	}
+	if n := t.limited.Load(); n > 0 {
+		line += fmt.Sprintf(" Synapse answered %d join(s) with 429 (rate limited); they were retried.", n)
+	}
+	return line
 }
 
 func (r *Rejoiner) plan(ctx context.Context, args RecoverArgs) (*jobs.Plan, error) {
@@ -281,8 +359,8 @@ func (r *Rejoiner) plan(ctx context.Context, args RecoverArgs) (*jobs.Plan, erro
 	}
 	plan := &jobs.Plan{}
 	data := RejoinData{Via: map[string][]string{}, Public: map[string]bool{}}
-	var failures []string
-	users := 0
+	var failures, firsts, rest []string
+	users, roomsDone := 0, 0
 	for _, room := range rooms {
 		rp := r.planRoom(ctx, fc, room, via, seen[room])
 		if rp.err != nil {
@@ -310,28 +388,65 @@ func (r *Rejoiner) plan(ctx context.Context, args RecoverArgs) (*jobs.Plan, erro
 			line += "; servers asked: " + mdtext.Text(strings.Join(rp.answers, "; "))
 		}
 		plan.Changes = append(plan.Changes, line)
+		if len(rp.join) == 0 {
+			roomsDone++
+		}
 		viaList := append([]string{rp.server}, via...)
 		data.Via[room] = viaList
 		if rp.public {
 			data.Public[room] = true
 		}
-		for _, u := range rp.join {
-			plan.Steps = append(plan.Steps, room+" "+u)
+		// Each room's first join goes first, all rooms' at once: it brings the server back
+		// into the room, and the room's other joins wait for Synapse to fetch its state.
+		for i, u := range rp.join {
+			if i == 0 {
+				firsts = append(firsts, room+" "+u)
+			} else {
+				rest = append(rest, room+" "+u)
+			}
 		}
 		users += len(rp.join)
 	}
+	plan.Steps = append(firsts, rest...)
 	plan.Changes = append(plan.Changes, failures...)
-	plan.Data = jobs.Encode(data)
 	if len(plan.Steps) == 0 {
 		return &jobs.Plan{Nothing: "Nothing to rejoin.\n\n* " + strings.Join(plan.Changes, "\n* ")}, nil
 	}
-	plan.Title = fmt.Sprintf("Rejoin %d local user(s) to %d forgotten room(s)", users, len(rooms)-len(failures))
-	plan.Why = "Other servers still list these users as members, but this server forgot the rooms (e.g. after a database restore) and drops their traffic."
-	plan.Risks = []string{
-		fmt.Sprintf("Medic acts as each user with a short-lived token from Synapse's login-as-user admin API (valid %s, logged out right after the join).", tokenLifetime),
-		"Users who do not exist locally any more are reported, never created.",
+	method, err := r.ChooseJoinMethod(ctx)
+	if err != nil {
+		return nil, err
 	}
+	data.Method = method
+	plan.Data = jobs.Encode(data)
+	plan.Title = fmt.Sprintf("Rejoin %d local user(s) to %d forgotten room(s)", users, len(data.Via)-roomsDone)
+	plan.Why = "Other servers still list these users as members, but this server forgot the rooms (e.g. after a database restore) and drops their traffic."
+	switch method.Kind {
+	case JoinAppservice:
+		plan.Risks = append(plan.Risks, fmt.Sprintf("Medic joins each user as medic's appservice (`?user_id=`), because %s: no token is minted, nothing is left to revoke.", method.Why))
+	default:
+		plan.Risks = append(plan.Risks, fmt.Sprintf("Medic joins each user with a short-lived token from Synapse's login-as-user admin API (valid %s, logged out right after the join), because %s.",
+			tokenLifetime, method.Why))
+		if !r.exemptFromRateLimits(ctx) {
+			plan.Risks = append(plan.Risks, fmt.Sprintf("Synapse limits joins into one room to one a second after ten (`rc_joins_per_room`): login-as-user joins wait for it unless medic's account is exempt "+
+				"(`POST /_synapse/admin/v1/users/%s/override_ratelimit` with `{\"messages_per_second\": 0, \"burst_count\": 0}`) or an appservice is set up (README).", r.BotUser))
+		}
+	}
+	plan.Risks = append(plan.Risks,
+		"Each room's first join is a partial-state join: the room's other users join once Synapse has fetched its full state, so none is checked against incomplete state.",
+		"Users who do not exist locally any more are reported, never created.")
 	return plan, nil
+}
+
+// exemptFromRateLimits tells whether medic's account has Synapse's rate-limit override
+// (login-as-user joins are counted against the account that minted their token).
+func (r *Rejoiner) exemptFromRateLimits(ctx context.Context) bool {
+	var raw map[string]any
+	cli := r.Admin.Client.Client
+	if _, err := cli.MakeRequest(ctx, http.MethodGet, r.Admin.BuildAdminURL("v1", "users", r.BotUser, "override_ratelimit"), nil, &raw); err != nil {
+		return false
+	}
+	mps, ok := raw["messages_per_second"].(float64)
+	return ok && mps == 0
 }
 
 func (r *Rejoiner) roomLock(room string) *sync.Mutex {
@@ -339,39 +454,191 @@ func (r *Rejoiner) roomLock(room string) *sync.Mutex {
 	return l.(*sync.Mutex)
 }
 
+// progress is where room stands in a run of job: per job, because a server may forget a
+// room again (another restore) while the bot runs on.
+func (r *Rejoiner) progress(jobID, room string) *roomProgress {
+	p, _ := r.rooms.LoadOrStore(jobID+" "+room, &roomProgress{})
+	return p.(*roomProgress)
+}
+
 func (r *Rejoiner) step(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinData]) error {
 	room, user, _ := strings.Cut(s.Name, " ")
-	via := s.Data.Via[room]
-	// The first join of a room brings the server back into it; until then others wait, so
-	// that the rest can use the admin join API (not rate limited) where the room is public.
+	t := r.tally(s.Job)
+	if t.noMethod.Load() {
+		t.failed.Add(1)
+		return errors.New("not tried: login-as-user is unavailable (the steps to set up the appservice were given once above)")
+	}
+	err := r.rejoin(ctx, s, t, room, user)
+	if err != nil {
+		t.failed.Add(1)
+		// Login-as-user went away since the plan (Synapse switched to MAS): say once what
+		// to do, and try no other user the same way.
+		if errors.Is(err, errLoginAsUserUnavailable) && t.noMethod.CompareAndSwap(false, true) {
+			s.Say("❌ %s", (&NoJoinMethodError{Cause: err}).Error())
+		}
+	}
+	return err
+}
+
+// rejoin joins one user. A room's first join brings the server back into it as a
+// partial-state join: Synapse has not got the member list yet, and would check another local
+// user's join against state without that user's earlier membership (and reject it). So the
+// first join, and the wait until Synapse has fetched the full state, hold the room's lock;
+// the room's other users join after that, in parallel.
+func (r *Rejoiner) rejoin(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinData], t *tally, room, user string) error {
 	lock := r.roomLock(room)
 	lock.Lock()
-	memberships, err := r.DB.LocalMemberships(ctx, room)
-	if err != nil {
+	rp := r.progress(s.Job, room)
+	if rp.err != nil {
 		lock.Unlock()
+		return rp.err
+	}
+	if !rp.ready.Load() {
+		joinedFirst, err := r.bootstrap(ctx, s, t, room, user)
+		if err != nil {
+			if !joinedFirst {
+				lock.Unlock()
+				return err // the next step tries to bring the server in
+			}
+			rp.err = err // the server is in, but Synapse is stuck fetching the state
+			lock.Unlock()
+			return err
+		}
+		rp.ready.Store(true)
+		lock.Unlock()
+		if joinedFirst {
+			t.rejoined.Add(1)
+			return nil
+		}
+	} else {
+		lock.Unlock()
+	}
+	memberships, err := r.roomDB().LocalMemberships(ctx, room)
+	if err != nil {
 		return err
 	}
 	if memberships[user] == "join" {
-		lock.Unlock()
-		return nil // already in (e.g. the step ran before a crash)
+		t.resynced.Add(1) // Synapse's resync listed them, or an earlier run joined them
+		return nil
+	}
+	err = r.join(ctx, s, t, room, user)
+	if err == nil {
+		t.rejoined.Add(1)
+		return nil
+	}
+	// Before reporting a failure: the room may have become partial-state again (another
+	// process's join), and a rejected join may have been judged on incomplete state. Once the
+	// state is full, a user the resync shows joined is no failure; anyone else gets one retry.
+	if werr := r.waitFullState(ctx, s, t, room); werr != nil {
+		return fmt.Errorf("%w (and %v)", err, werr)
+	}
+	if memberships, merr := r.roomDB().LocalMemberships(ctx, room); merr == nil && memberships[user] == "join" {
+		t.resynced.Add(1)
+		return nil
+	}
+	if retryErr := r.join(ctx, s, t, room, user); retryErr != nil {
+		return fmt.Errorf("%w; retried once the room's state was complete: %s", err, strings.TrimPrefix(retryErr.Error(), "join: "))
+	}
+	t.rejoined.Add(1)
+	return nil
+}
+
+// bootstrap brings the server back into room (joining user, unless a local user is in
+// already) and waits until Synapse has the room's full state. joinedFirst says whether user
+// was the one joined.
+func (r *Rejoiner) bootstrap(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinData], t *tally, room, user string) (joinedFirst bool, err error) {
+	memberships, err := r.roomDB().LocalMemberships(ctx, room)
+	if err != nil {
+		return false, err
 	}
 	serverIn := false
 	for _, m := range memberships {
 		serverIn = serverIn || m == "join"
 	}
 	if !serverIn {
-		defer lock.Unlock()
-		return r.puppetJoin(ctx, s.Job, room, user, via)
+		if err = r.join(ctx, s, t, room, user); err != nil {
+			return false, err
+		}
+		joinedFirst = true
 	}
-	lock.Unlock()
-	if s.Data.Public[room] {
+	if err = r.waitFullState(ctx, s, t, room); err != nil {
+		return joinedFirst, err
+	}
+	return joinedFirst, nil
+}
+
+// waitFullState waits, bounded, until Synapse has left the room's partial state, telling the
+// requester while it waits.
+func (r *Rejoiner) waitFullState(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinData], t *tally, room string) error {
+	limit := r.PartialStateWait
+	if limit <= 0 {
+		limit = defaultPartialStateWait
+	}
+	start := time.Now()
+	lastSaid := time.Time{}
+	for {
+		partial, err := r.roomDB().PartialState(ctx, room)
+		if err != nil {
+			return err
+		}
+		waited := time.Since(start)
+		if !partial {
+			t.waitMillis.Add(waited.Milliseconds())
+			if !lastSaid.IsZero() {
+				s.Say("✅ %s: Synapse has the room's full state (after %s); joining its other users.", mdtext.Code(room), waited.Round(100*time.Millisecond))
+			}
+			return nil
+		}
+		if waited > limit {
+			t.waitMillis.Add(waited.Milliseconds())
+			return fmt.Errorf("Synapse was still fetching the room's state %s after the first join (a partial-state join); its other users were not joined, "+
+				"so that none is checked against incomplete state: resume the job once `!health partial-joins` no longer lists the room", limit)
+		}
+		if lastSaid.IsZero() || time.Since(lastSaid) >= 15*time.Second {
+			s.Say("⏳ %s: waiting for Synapse to finish fetching the room's state: %s so far (at most %s); the room's other users join after it.",
+				mdtext.Code(room), waited.Round(time.Second), limit)
+			lastSaid = time.Now()
+		}
+		select {
+		case <-time.After(250 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// join joins user to room the way the plan chose.
+func (r *Rejoiner) join(ctx context.Context, s *jobs.Step[RecoverArgs, RejoinData], t *tally, room, user string) error {
+	via := s.Data.Via[room]
+	if s.Data.Method.Kind == JoinAppservice {
+		return r.appserviceJoin(ctx, t, room, user, via)
+	}
+	if s.Data.Public[room] && r.progress(s.Job, room).ready.Load() {
+		// Once the server is back in a public room, the admin join API (not rate limited)
+		// serves.
 		err := r.Admin.JoinUser(ctx, id.RoomID(room), id.UserID(user), via)
 		if err == nil {
 			return nil
 		}
 		zerolog.Ctx(ctx).Debug().Err(err).Str("user", user).Msg("Admin join failed, joining as the user")
 	}
-	return r.puppetJoin(ctx, s.Job, room, user, via)
+	return r.puppetJoin(ctx, t, s.Job, room, user, via)
+}
+
+// appserviceJoin joins as the user through medic's appservice (POST /join?user_id=): nothing
+// is minted, so nothing is left behind if medic dies here.
+func (r *Rejoiner) appserviceJoin(ctx context.Context, t *tally, room, user string, via []string) error {
+	cli, err := r.appserviceClient(user)
+	if err != nil {
+		return err
+	}
+	if err = journal.HoldPoint().At(ctx, "rejoin: appservice join"); err != nil {
+		return err
+	}
+	return r.joinRetrying(ctx, t, via, func() error {
+		_, err := cli.JoinRoom(ctx, room, &mautrix.ReqJoinRoom{Via: via})
+		return err
+	})
 }
 
 // puppet is a login-as-user token of one user, recorded in medic's store from before it is
@@ -395,8 +662,11 @@ func (r *Rejoiner) mint(ctx context.Context, jobID, user string) (*puppet, error
 	if err != nil {
 		_ = r.Store.DeleteMinted(context.WithoutCancel(ctx), rec)
 		var httpErr mautrix.HTTPError
-		if errors.As(err, &httpErr) && httpErr.Response != nil && (httpErr.Response.StatusCode == 404 || httpErr.Response.StatusCode == 403) {
-			return nil, fmt.Errorf("%w (if Synapse delegates authentication to MAS, login-as-user is unavailable; see the README for the appservice alternative)", err)
+		if errors.As(err, &httpErr) && httpErr.Response != nil &&
+			(httpErr.Is(mautrix.MUnrecognized) || httpErr.Response.StatusCode == http.StatusMethodNotAllowed) {
+			// The route is gone (404 M_UNRECOGNIZED, not "User not found"): Synapse was
+			// switched to MAS since the plan.
+			return nil, fmt.Errorf("%w (it answered %s)", errLoginAsUserUnavailable, shortErr(err))
 		}
 		return nil, err
 	}
@@ -424,7 +694,7 @@ func (r *Rejoiner) release(ctx context.Context, p *puppet) {
 }
 
 // puppetJoin joins as the user with a minted token, honouring 429, and logs the token out.
-func (r *Rejoiner) puppetJoin(ctx context.Context, jobID, room, user string, via []string) error {
+func (r *Rejoiner) puppetJoin(ctx context.Context, t *tally, jobID, room, user string, via []string) error {
 	p, err := r.mint(ctx, jobID, user)
 	if err != nil {
 		return err
@@ -434,8 +704,7 @@ func (r *Rejoiner) puppetJoin(ctx context.Context, jobID, room, user string, via
 	if err = journal.HoldPoint().At(ctx, "rejoin: token minted"); err != nil {
 		return err
 	}
-	backoff := time.Second
-	for attempt := 0; ; attempt++ {
+	return r.joinRetrying(ctx, t, via, func() error {
 		if time.Until(p.until) < tokenRenewal {
 			fresh, err := r.mint(ctx, jobID, user)
 			if err != nil {
@@ -444,7 +713,16 @@ func (r *Rejoiner) puppetJoin(ctx context.Context, jobID, room, user string, via
 			r.release(ctx, p)
 			p = fresh
 		}
-		_, err = p.cli.JoinRoom(ctx, room, &mautrix.ReqJoinRoom{Via: via})
+		_, err := p.cli.JoinRoom(ctx, room, &mautrix.ReqJoinRoom{Via: via})
+		return err
+	})
+}
+
+// joinRetrying runs join until it succeeds, fails for good, or was retried 20 times.
+func (r *Rejoiner) joinRetrying(ctx context.Context, t *tally, via []string, join func() error) error {
+	backoff := time.Second
+	for attempt := 0; ; attempt++ {
+		err := join()
 		if err == nil {
 			return nil
 		}
@@ -461,6 +739,8 @@ func (r *Rejoiner) puppetJoin(ctx context.Context, jobID, room, user string, via
 			}
 			wait = min(backoff, 16*time.Second)
 			backoff = min(backoff*2, 16*time.Second)
+		} else if t != nil {
+			t.limited.Add(1)
 		}
 		select {
 		case <-time.After(wait):

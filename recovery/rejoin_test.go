@@ -81,7 +81,7 @@ func TestPuppetJoinRenewsToken(t *testing.T) {
 	st, _ := storetest.Open(t)
 	r := &Rejoiner{Admin: adminapi.New(cli), Store: st, HomeserverURL: srv.URL}
 
-	if err = r.puppetJoin(context.Background(), "job1", "!r:x", "@u:x", []string{"x"}); err != nil {
+	if err = r.puppetJoin(context.Background(), nil, "job1", "!r:x", "@u:x", []string{"x"}); err != nil {
 		t.Fatal(err)
 	}
 	fake.mu.Lock()

@@ -30,3 +30,6 @@ go test -run '^$' -bench HealthReport -benchtime 3x -count 1 -timeout 60m ./benc
 # `!state audit --all` over 200 rooms with remote members (created once on the testbed, then
 # reused; MEDIC_BENCH_STATE_ROOMS to change the count) against its time budget (state.budget).
 go test -run '^$' -bench StateAudit -benchtime 3x -count 1 -timeout 30m ./bench
+# !recover room on 200 members of an invite-only room forgotten after a restore: login-as-user
+# and medic's appservice side by side (time, joins/s, 429s, the partial-state wait).
+go test -run '^$' -bench RejoinModes -benchtime 1x -count 1 -timeout 30m ./bench

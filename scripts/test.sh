@@ -63,3 +63,4 @@ go test -run '^$' -fuzz '^FuzzParseSince$' -fuzztime "${MEDIC_FUZZTIME:-20000x}"
 go test -run '^$' -fuzz '^FuzzParseStateAudit$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./commands
 go test -run '^$' -fuzz '^FuzzParseStateEvent$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./diagnose
 go test -run '^$' -fuzz '^FuzzParseAftercareArgs$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./commands
+go test -run '^$' -fuzz '^FuzzParseRegistrationToken$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./recovery

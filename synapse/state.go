@@ -125,7 +125,9 @@ func (db *DB) CurrentStateEvents(ctx context.Context, room string) (map[string]S
 	return out, nil
 }
 
-// PartialState tells whether Synapse is still joining a room with partial state.
+// PartialState tells whether Synapse is still joining a room with partial state: it joined
+// without the full member list and is still fetching it (the row goes once the resync is
+// complete), so it cannot check other local users' joins yet.
 func (db *DB) PartialState(ctx context.Context, room string) (bool, error) {
 	var partial bool
 	if err := db.Pool.QueryRow(ctx, partialStateQuery, room).Scan(&partial); err != nil {

@@ -460,3 +460,38 @@ func ScratchDB(t T, h *Homeserver, tables ...string) string {
 	}
 	return u.String()
 }
+
+// InstallAppservice copies an appservice registration file into homeserver h's directory and
+// names it in app_service_config_files of its homeserver.yaml. Synapse loads it at its next
+// (re)start, which is the caller's to do. When the test ends both are removed again and h
+// restarted, so later tests see the server as it was.
+func (tb *Testbed) InstallAppservice(t testing.TB, h *Homeserver, registration string) {
+	t.Helper()
+	raw, err := os.ReadFile(registration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPath := filepath.Join(h.Dir, "medic-appservice.yaml")
+	if err = os.WriteFile(hostPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Synapse runs in the chroot: it sees the file under the chroot's own root.
+	inChroot := "/" + strings.TrimPrefix(strings.TrimPrefix(hostPath, os.Getenv("MEDIC_TESTBED_ROOT")), "/")
+	cfgPath := filepath.Join(h.Dir, "homeserver.yaml")
+	orig, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(orig, []byte("app_service_config_files")) {
+		t.Fatalf("%s already names appservices", cfgPath)
+	}
+	line := fmt.Sprintf("app_service_config_files: [%q]\n", inChroot)
+	if err = os.WriteFile(cfgPath, append(append([]byte{}, orig...), line...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = os.WriteFile(cfgPath, orig, 0o600)
+		_ = os.Remove(hostPath)
+		tb.Restart(t, h)
+	})
+}

@@ -4,6 +4,8 @@
 //	medic run -c config.yaml            run the bot
 //	medic exec -c config.yaml '!help'   run one command here, without Matrix
 //	medic check-config -c config.yaml   validate a config, naming each bad key
+//	medic appservice-registration -c config.yaml [-o file]
+//	                                    write an appservice registration for !recover's rejoins
 //	medic version
 package main
 
@@ -25,6 +27,7 @@ import (
 	"github.com/synapse-medic/medic/app"
 	"github.com/synapse-medic/medic/bot"
 	"github.com/synapse-medic/medic/config"
+	"github.com/synapse-medic/medic/recovery"
 	"github.com/synapse-medic/medic/store"
 	"github.com/synapse-medic/medic/synapse"
 	"github.com/synapse-medic/medic/terminal"
@@ -55,6 +58,9 @@ Usage:
   medic exec -c config.yaml [--yes] '!command args'
                                       run one command in this terminal (no Matrix needed)
   medic check-config -c config.yaml   validate a config file
+  medic appservice-registration -c config.yaml [-o file]
+                                      write an appservice registration for !recover's rejoins
+                                      (for app_service_config_files in homeserver.yaml)
   medic version                       print medic's version
 `
 
@@ -71,6 +77,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("c", "config.yaml", "path of the config file")
 	yes := fs.Bool("yes", false, "exec: answer yes to every approval prompt (for scripts)")
+	outPath := fs.String("o", "", "appservice-registration: file to write (default: standard output)")
 	switch args[0] {
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "Synapse Medic", version())
@@ -78,7 +85,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usageText)
 		return 0
-	case "run", "exec", "check-config":
+	case "run", "exec", "check-config", "appservice-registration":
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usageText)
 		return 2
@@ -98,6 +105,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "check-config":
 		fmt.Fprintf(stdout, "%s is valid\n", *cfgPath)
 		return 0
+	case "appservice-registration":
+		return writeRegistration(cfg, *outPath, stdout, stderr)
 	case "exec":
 		line := strings.Join(fs.Args(), " ")
 		if line == "" {
@@ -108,6 +117,41 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	default:
 		return runBot(cfg, stderr)
 	}
+}
+
+// writeRegistration writes a fresh appservice registration (random tokens) to out, or to
+// stdout. An existing file is never overwritten: its tokens are the ones Synapse loaded.
+func writeRegistration(cfg *config.Config, out string, stdout, stderr io.Writer) int {
+	reg, err := recovery.NewRegistration(cfg.Homeserver.ServerName)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if out == "" {
+		_, _ = stdout.Write(reg)
+		return 0
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			fmt.Fprintf(stderr, "%s exists; medic does not overwrite it (Synapse has its tokens). Remove it first to make a new one.\n", out)
+		} else {
+			fmt.Fprintln(stderr, err)
+		}
+		return 1
+	}
+	if _, err = f.Write(reg); err == nil {
+		err = f.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "Wrote %s. Next:\n"+
+		"1. homeserver.yaml: app_service_config_files: [%s] (Synapse must be able to read it)\n"+
+		"2. restart Synapse\n"+
+		"3. medic's config: recover: {join_as: auto, appservice_registration: %s}\n", out, out, out)
+	return 0
 }
 
 func newLogger(cfg *config.Config, w io.Writer) zerolog.Logger {
