@@ -115,9 +115,13 @@ func (m *Manager) propose(ctx context.Context, req Requester, kind string, rawAr
 	m.audit(ctx, job.ID, req.User, "requested %s (plan %s)", kind, job.Fingerprint)
 	switch req.Notifier.Prompt(ctx, job, preface+plan.Markdown(job.ID)) {
 	case AnswerYes:
-		_, err := m.Approve(ctx, req, job.ID)
+		// Approve's answer says what happened when it did not start the job: the
+		// situation changed so nothing is left to do, or approvals are still missing.
+		answer, err := m.Approve(ctx, req, job.ID)
 		if err != nil {
 			req.Notifier.Say(ctx, sentence(err))
+		} else if answer != "" {
+			req.Notifier.Say(ctx, answer)
 		}
 		job, _ = m.store.GetJob(ctx, job.ID)
 	case AnswerNo:

@@ -29,6 +29,9 @@ type fakeNotifier struct {
 	progress []string
 	reports  []string
 	reported chan *store.Job
+	// beforeAnswer, if set, runs when a prompt is answered: the world changing while the
+	// admin reads the plan.
+	beforeAnswer func()
 }
 
 func newNotifier() *fakeNotifier { return &fakeNotifier{reported: make(chan *store.Job, 10)} }
@@ -41,9 +44,13 @@ func (n *fakeNotifier) Say(_ context.Context, md string) {
 
 func (n *fakeNotifier) Prompt(_ context.Context, _ *store.Job, plan string) Answer {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	n.prompts = append(n.prompts, plan)
-	return n.answer
+	hook, answer := n.beforeAnswer, n.answer
+	n.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return answer
 }
 
 func (n *fakeNotifier) Progress(_ context.Context, _ *store.Job, status string, _ bool) {
@@ -82,6 +89,7 @@ type world struct {
 	block   map[string]chan struct{}
 	entered chan string // steps that reached their block
 	retries map[string]bool
+	nothing bool // plans find nothing to do
 }
 
 type testArgs struct {
@@ -99,7 +107,7 @@ func (w *world) op(kind string, order Order) *Operation[testArgs, testData] {
 		Plan: func(_ context.Context, args testArgs) (*Plan, error) {
 			w.mu.Lock()
 			defer w.mu.Unlock()
-			if len(args.Steps) == 0 {
+			if len(args.Steps) == 0 || w.nothing {
 				return &Plan{Nothing: "nothing to do"}, nil
 			}
 			return &Plan{Title: "test " + kind, Changes: []string{fmt.Sprintf("version %d", w.version)},
@@ -311,6 +319,29 @@ func TestDriftSupersedesThePlan(t *testing.T) {
 	if len(f.n.prompts) != 2 || !strings.Contains(f.n.prompts[1], "The situation changed") ||
 		!strings.Contains(f.n.prompts[1], "now: version 1") || !strings.Contains(f.n.prompts[1], "was: version 0") {
 		t.Fatalf("new prompt: %q", f.n.prompts)
+	}
+}
+
+// TestHostApprovalDriftToNothingIsSaid: approved at the prompt (medic exec --yes), but by
+// then nothing is left to do (e.g. Synapse's resync joined everyone !recover planned to
+// join): the operator is told the situation changed and why, not left with silence.
+func TestHostApprovalDriftToNothingIsSaid(t *testing.T) {
+	f := newFixture(t, 1, "15m")
+	f.n.answer = AnswerYes
+	f.n.beforeAnswer = func() { f.w.set(func() { f.w.nothing = true }) }
+	host := Requester{User: "@terminal:medic.local", Host: true, Notifier: f.n}
+	job, err := f.m.Propose(context.Background(), host, f.seq.With(testArgs{Steps: []string{"a"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.State != store.JobSuperseded || len(f.w.steps()) != 0 {
+		t.Fatalf("drifted job: %s, ran %v", job.State, f.w.steps())
+	}
+	f.n.mu.Lock()
+	said := strings.Join(f.n.said, "\n")
+	f.n.mu.Unlock()
+	if !strings.Contains(said, "The situation changed since job `"+job.ID+"` was planned") || !strings.Contains(said, "nothing to do") {
+		t.Fatalf("the operator was told %q", said)
 	}
 }
 
