@@ -30,29 +30,7 @@ type medicProcess struct {
 // named (journal.HoldPointEnv), and SIGKILLs it there. It returns what medic printed.
 func execKilledAt(t *testing.T, bin, cfg, line, point string) string {
 	t.Helper()
-	cmd := exec.Command(bin, "exec", "-c", cfg, "--yes", line)
-	cmd.Env = append(os.Environ(), journal.HoldPointEnv+"="+point)
-	var out testbed.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	for deadline := time.Now().Add(3 * time.Minute); !strings.Contains(out.String(), "holding at"); {
-		select {
-		case err := <-exited:
-			t.Fatalf("medic exited (%v) before reaching %q:\n%s", err, point, out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("medic never reached %q:\n%s", point, out.String())
-		}
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-exited
-	return out.String()
+	return execKilledWhen(t, bin, cfg, line, "holding at", journal.HoldPointEnv+"="+point)
 }
 
 func (p *medicProcess) start(t *testing.T) {

@@ -269,11 +269,12 @@ func TestRecoverAtScale(t *testing.T) {
 	}
 }
 
-// execKilledWhen runs `medic exec --yes line` as its own process and SIGKILLs it as soon as
-// it prints marker. It returns what medic printed.
-func execKilledWhen(t *testing.T, bin, cfg, line, marker string) string {
+// execKilledWhen runs `medic exec --yes line` as its own process (with env added to its
+// environment) and SIGKILLs it as soon as it prints marker. It returns what medic printed.
+func execKilledWhen(t *testing.T, bin, cfg, line, marker string, env ...string) string {
 	t.Helper()
 	cmd := exec.Command(bin, "exec", "-c", cfg, "--yes", line)
+	cmd.Env = append(os.Environ(), env...)
 	var out testbed.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
