@@ -247,6 +247,9 @@ type HealthThresholds struct {
 	// RejectionsWarn / RejectionsCritical: new rejected events in one room since the last report.
 	RejectionsWarn     int `yaml:"rejections_warn"`
 	RejectionsCritical int `yaml:"rejections_critical"`
+	// RejectionChainWalks: how many rooms (those with the most new rejections) get their
+	// rejection chains walked in full for the report; the others are only probed for a chain.
+	RejectionChainWalks int `yaml:"rejection_chain_walks"`
 	// PartialJoinAfter: a room still partially joined after this long is stuck.
 	PartialJoinAfter string `yaml:"partial_join_after"`
 	// ExtremitiesWarn / ExtremitiesCritical: forward extremities in one room.
@@ -344,6 +347,7 @@ func (c *Config) fillDefaults(baseDir string) {
 	setDefault(&th.SyncStaleAfter, "5m")
 	setDefault(&th.RejectionsWarn, 1)
 	setDefault(&th.RejectionsCritical, 10)
+	setDefault(&th.RejectionChainWalks, 3)
 	setDefault(&th.ExtremitiesWarn, 10)
 	setDefault(&th.ExtremitiesCritical, 50)
 	setDefault(&th.RoomStateWarn, 10_000_000)
@@ -611,6 +615,9 @@ func (c *Config) validateHealth(bad func(key, reason string, args ...any)) {
 	}
 	if th.RejectionsCritical < th.RejectionsWarn {
 		bad("health.thresholds.rejections_critical", "must be at least rejections_warn (%d)", th.RejectionsWarn)
+	}
+	if th.RejectionChainWalks < 0 {
+		bad("health.thresholds.rejection_chain_walks", "must not be negative")
 	}
 	if th.ExtremitiesCritical < th.ExtremitiesWarn {
 		bad("health.thresholds.extremities_critical", "must be at least extremities_warn (%d)", th.ExtremitiesWarn)

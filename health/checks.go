@@ -303,16 +303,23 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 	if err != nil {
 		return err
 	}
-	// Walk the busiest rooms' chains in parallel (each walk reads one room's events).
-	walks := make([]*diagnose.RoomRejections, min(len(rooms), chainRoomsChecked))
-	errs := make([]error, len(walks))
+	// Walk the busiest rooms' chains in parallel (each walk reads one room's events); probe
+	// the others for a chain with one query, so no chain goes unflagged.
+	walks := make([]*diagnose.RoomRejections, min(len(rooms), th.RejectionChainWalks))
+	errs := make([]error, len(walks)+1)
+	walked := make([]string, len(walks))
 	var wg sync.WaitGroup
 	for i := range walks {
+		walked[i] = rooms[i].RoomID
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			walks[i], errs[i] = diagnose.RoomChains(ctx, rn.DB, rooms[i].RoomID)
 		}()
+	}
+	var probed []string
+	if len(rooms) > len(walks) {
+		probed, errs[len(walks)] = rn.DB.ChainRoomsSince(ctx, rep.Since, walked)
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -332,7 +339,11 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 		}
 		chain := ""
 		if i >= len(walks) {
-			chain = "not walked (only the rooms with the most rejections are)"
+			if slices.Contains(probed, room) {
+				chain = fmt.Sprintf("a rejected event cites a rejected event (`%srejected %s` walks the chain)", rn.pfx(), room)
+				st = Critical
+				chainRooms++
+			}
 		} else if rr := walks[i]; len(rr.Chains) > 0 && rr.Chains[0].Descendants > 0 {
 			top := rr.Chains[0]
 			chain = fmt.Sprintf("%s %s rejected, %d later event(s) rejected because they cite it", top.Root.Type, top.Root.EventID, top.Descendants)
@@ -357,12 +368,6 @@ func checkRejections(ctx context.Context, rn *Runner, rep *Report, res *Result) 
 	res.Hint = fmt.Sprintf("`%srejected <room>` shows the chains; `%sunreject <room>` re-checks them against the auth rules and restores those that pass", rn.pfx(), rn.pfx())
 	return nil
 }
-
-// chainRoomsChecked bounds the chain walks (each reads one room's events through its index;
-// on a cold cache that is random reads all over events) to the rooms with the most new
-// rejections, where an active chain shows up: every event arriving in a chained room is
-// rejected. The other rooms are still counted and judged by their counts.
-const chainRoomsChecked = 3
 
 func checkPartialJoins(ctx context.Context, rn *Runner, rep *Report, res *Result) error {
 	if rn.DB == nil {

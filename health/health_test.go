@@ -101,25 +101,52 @@ func TestDatabaseFaults(t *testing.T) {
 	t.Run("rejections", func(t *testing.T) {
 		cleared(t, check(t, rn, "rejections"), key)
 		now := fmt.Sprint(time.Now().UnixMilli())
-		tb.HS1.Exec(t, `INSERT INTO rejections (event_id, reason, last_check) VALUES ($1, 'auth_error', $2)`, msgs[3], now)
-		t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM rejections WHERE event_id = $1`, msgs[3]) })
+		reject := func(ev string) {
+			tb.HS1.Exec(t, `INSERT INTO rejections (event_id, reason, last_check) VALUES ($1, 'auth_error', $2)`, ev, now)
+			t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM rejections WHERE event_id = $1`, ev) })
+		}
+		// Three busier rooms (three rejected messages each, no chain) take the full chain
+		// walks (rejection_chain_walks: 3), as other rooms' rejections do on a real server:
+		// this room's chain must be found all the same.
+		for range 3 {
+			decoy, err := admin.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: testbed.UniqueName("health-decoy")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				resp, err := admin.SendText(ctx, decoy.RoomID, fmt.Sprintf("decoy %d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				reject(resp.EventID.String())
+			}
+		}
+		reject(msgs[3].String())
 		r := check(t, rn, "rejections")
 		flipped(t, r, health.Warn, key)
 		if row := r.Rows[slices.Index(r.Keys, key)]; row[1] != "1" || row[4] != "" || r.PerItem[key] != 1 {
 			t.Errorf("one rejected message, no chain: %v (figure %v)", row, r.PerItem[key])
 		}
-		// The power levels rejected too: the start of a rejection chain, critical.
+		// The power levels rejected too: the start of a rejection chain, critical although
+		// the room has fewer rejections than the rooms walked in full.
 		var pl string
 		if err := rn.DB.Pool.QueryRow(ctx, `SELECT event_id FROM current_state_events WHERE room_id = $1 AND type = 'm.room.power_levels'`, key).Scan(&pl); err != nil {
 			t.Fatal(err)
 		}
-		tb.HS1.Exec(t, `INSERT INTO rejections (event_id, reason, last_check) VALUES ($1, 'auth_error', $2)`, pl, now)
-		t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM rejections WHERE event_id = $1`, pl) })
+		reject(pl)
+		r = check(t, rn, "rejections")
+		flipped(t, r, health.Critical, key)
+		if row := strings.Join(r.Rows[slices.Index(r.Keys, key)], " "); !strings.Contains(row, "a rejected event cites a rejected event") {
+			t.Errorf("the chain of a room not walked is not shown: %v", row)
+		}
+		// Walked in full, the chain names its root.
+		rn.Config.Health.Thresholds.RejectionChainWalks = 1000
 		r = check(t, rn, "rejections")
 		flipped(t, r, health.Critical, key)
 		if !strings.Contains(strings.Join(r.Rows[slices.Index(r.Keys, key)], " "), "m.room.power_levels "+pl+" rejected, 1 later event") || !strings.Contains(r.Hint, "!unreject") {
 			t.Errorf("the chain is not shown or !unreject not offered: %v %q", r.Rows, r.Hint)
 		}
+		rn.Config.Health.Thresholds.RejectionChainWalks = 3
 		tb.HS1.Exec(t, `DELETE FROM rejections WHERE event_id = ANY($1)`, []string{msgs[3].String(), pl})
 		cleared(t, check(t, rn, "rejections"), key)
 	})

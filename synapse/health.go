@@ -30,6 +30,16 @@ func (db *DB) RejectionsSince(ctx context.Context, since time.Time) ([]RoomRejec
 	})
 }
 
+// ChainRoomsSince lists the rooms, other than skip, with a rejected event received since a
+// time that cites a rejected auth event: rooms with an active rejection chain.
+func (db *DB) ChainRoomsSince(ctx context.Context, since time.Time, skip []string) ([]string, error) {
+	rows, err := db.Pool.Query(ctx, HealthChainRoomsQuery, since.UnixMilli(), skip)
+	if err != nil {
+		return nil, fmt.Errorf("find rooms with a rejection chain: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
 // DayCount is a count for one room on one UTC day.
 type DayCount struct {
 	RoomID string

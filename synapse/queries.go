@@ -173,6 +173,23 @@ const (
 		WHERE (length(r.last_check) <> 13 OR r.last_check >= $1::bigint::text) AND e.received_ts >= $1
 		GROUP BY e.room_id
 		ORDER BY count(*) DESC, e.room_id`
+	// HealthChainRoomsQuery: of the rooms other than $2 (the ones whose chains are walked in
+	// full), those with a rejected event received since $1 that cites a rejected event among
+	// its auth events — the mark of a rejection chain (an event is rejected because an event
+	// it relies on was). Auth events are state events, so every event of a chain after its
+	// root cites another rejected event, and a room without such an event has no active chain.
+	// Same per-row lookups as HealthRejectionsQuery, plus one event_json row and a few
+	// rejections lookups per rejected event of those rooms.
+	HealthChainRoomsQuery = `
+		SELECT DISTINCT e.room_id
+		FROM rejections r
+		CROSS JOIN LATERAL (SELECT ev.room_id, ev.received_ts FROM events ev WHERE ev.event_id = r.event_id OFFSET 0) e
+		WHERE (length(r.last_check) <> 13 OR r.last_check >= $1::bigint::text) AND e.received_ts >= $1
+			AND e.room_id <> ALL($2::text[])
+			AND EXISTS (
+				SELECT 1 FROM event_json ej, json_array_elements_text(ej.json::json->'auth_events') a(event_id)
+				JOIN rejections ra ON ra.event_id = a.event_id
+				WHERE ej.event_id = r.event_id)`
 	// UndeliveredQuery: for destination $1, the rooms whose latest PDU queued for it was sent
 	// after $2 (ms), and the oldest of those. destination_rooms has one row per destination and
 	// room (primary key (destination, room_id)), updated with every PDU Synapse queues for it;
@@ -254,6 +271,7 @@ var HealthQueries = []struct {
 	Args []any
 }{
 	{"rejections per room", HealthRejectionsQuery, []any{int64(0)}},
+	{"rooms with a chain", HealthChainRoomsQuery, []any{int64(0), []string{"!room1:bench.example"}}},
 	{"room chain walk", roomRejectedQuery, []any{"!room1:bench.example"}},
 	{"rejections per day", HealthRejectionsPerDayQuery, []any{int64(0)}},
 	{"undelivered PDUs", UndeliveredQuery, []any{"peer.bench.example", int64(0)}},
