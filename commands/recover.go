@@ -107,12 +107,12 @@ func recoverScan(ce *Event) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Read %d lines (%.1f MB) from %d log file(s), last %s.\n\n", rep.Lines, float64(rep.Bytes)/1e6, len(rep.Sources), since)
 	if len(rooms) == 0 && len(rep.Unresolved) == 0 {
-		b.WriteString("No dropped traffic for unknown rooms. ✅")
+		b.WriteString("No dropped traffic for unknown rooms, and every join the logs show is in Synapse's database. ✅")
 		reply(ce, b.String())
 		return
 	}
 	if len(rooms) > 0 {
-		fmt.Fprintf(&b, "Synapse dropped traffic for %d room(s):\n\n| room | name | servers seen | first seen | last seen | lines | state |\n|---|---|---|---|---|---|---|\n", len(rooms))
+		fmt.Fprintf(&b, "Synapse forgot %d room(s): it dropped their traffic, or the logs show local users joining them and its database lacks the join (a restore):\n\n| room | name | servers seen | first seen | last seen | lines | state |\n|---|---|---|---|---|---|---|\n", len(rooms))
 		// Room IDs and names, servers and event IDs come from other servers (through the
 		// logs and the rooms' state): as text, never as Markdown.
 		for _, r := range rooms {

@@ -2,6 +2,8 @@ package diagnose
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +23,9 @@ type ForgottenRoom struct {
 	synapse.RoomStatus
 	// Checked is false when Synapse's database could not be asked.
 	Checked bool
+	// LostJoins are local users whose join the access log shows but the database does not
+	// have (a restore to a backup from before it).
+	LostJoins []string
 }
 
 // State says in words where the room stands.
@@ -32,6 +37,8 @@ func (f *ForgottenRoom) State() string {
 		return "unknown to Synapse"
 	case f.LocalJoined == 0:
 		return "known, no local member joined"
+	case len(f.LostJoins) > 0:
+		return fmt.Sprintf("known, %d join(s) from the logs missing", len(f.LostJoins))
 	default:
 		return "rejoined"
 	}
@@ -58,11 +65,17 @@ func ScanForgotten(ctx context.Context, sources []synapselog.Source, since time.
 	if fc != nil {
 		resolveEvents(ctx, fc, rep)
 	}
+	var lost map[string][]string
+	if db != nil {
+		if lost, err = lostJoins(ctx, db, rep); err != nil {
+			return nil, rep, err
+		}
+	}
 	rooms := rep.SortedRooms()
 	out := make([]*ForgottenRoom, len(rooms))
 	ids := make([]string, len(rooms))
 	for i, r := range rooms {
-		out[i] = &ForgottenRoom{Room: r}
+		out[i] = &ForgottenRoom{Room: r, LostJoins: lost[r.RoomID]}
 		ids[i] = r.RoomID
 	}
 	if db != nil && len(ids) > 0 {
@@ -75,6 +88,50 @@ func ScanForgotten(ctx context.Context, sources []synapselog.Source, since time.
 		}
 	}
 	return out, rep, nil
+}
+
+// joinMissingAfter is how much older than a join in the access log the database's membership
+// event of that user may be and still be the join (the line is written when the request
+// ends, after the event was persisted; clocks of log and database may differ a little).
+const joinMissingAfter = time.Minute
+
+// joinLost tells whether the database lacks a join the log shows: the user's membership is
+// not join, and it is none or older than the join (a later leave or kick is the database
+// being right).
+func joinLost(m synapse.Membership, j *synapselog.Join) bool {
+	return m.Membership != "join" && (m.Membership == "" || m.Received.Before(j.Time.Add(-joinMissingAfter)))
+}
+
+// lostJoins finds the joins the access log shows that Synapse's database lacks: no membership
+// of the user in the room, or one other than join from before the join. A restore to a
+// backup older than the join is what produces them; a room joined since the backup that no
+// server has sent traffic for shows nowhere else. It adds their rooms to the report, with
+// the servers the joins named (and the room ID's own) as the servers to ask, and returns the
+// users per room.
+func lostJoins(ctx context.Context, db *synapse.DB, rep *synapselog.Report) (map[string][]string, error) {
+	if len(rep.Joins) == 0 {
+		return nil, nil
+	}
+	pairs := make([][2]string, 0, len(rep.Joins))
+	for k := range rep.Joins {
+		pairs = append(pairs, k)
+	}
+	have, err := db.Memberships(ctx, pairs)
+	if err != nil {
+		return nil, err
+	}
+	lost := map[string][]string{}
+	for k, j := range rep.Joins {
+		if !joinLost(have[k], j) {
+			continue
+		}
+		lost[j.RoomID] = append(lost[j.RoomID], j.User)
+		rep.AddLostJoin(j)
+	}
+	for _, users := range lost {
+		slices.Sort(users)
+	}
+	return lost, nil
 }
 
 // resolveEvents moves dropped events whose room a sender names into the report's rooms.

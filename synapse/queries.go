@@ -3,6 +3,7 @@ package synapse
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -29,6 +30,14 @@ const (
 			(SELECT count(*) FROM local_current_membership m WHERE m.room_id = r.room_id AND m.membership = 'join'),
 			coalesce((SELECT s.name FROM room_stats_state s WHERE s.room_id = r.room_id), '')
 		FROM unnest($1::text[]) AS r(room_id)`
+	// membershipsQuery: for (room, user) pairs, the user's current membership in the room and
+	// when its event arrived ('' and 0 when the database has none): one primary-key lookup in
+	// local_current_membership and one in events per pair.
+	membershipsQuery = `
+		SELECT p.room_id, p.user_id, coalesce(m.membership, ''), coalesce(e.received_ts, 0)
+		FROM unnest($1::text[], $2::text[]) AS p(room_id, user_id)
+		LEFT JOIN local_current_membership m ON m.room_id = p.room_id AND m.user_id = p.user_id
+		LEFT JOIN events e ON e.event_id = m.event_id`
 )
 
 // RoomStatus is what Synapse's database knows of a room.
@@ -53,6 +62,40 @@ func (db *DB) RoomStatuses(ctx context.Context, roomIDs []string) (map[string]Ro
 	})
 	if err != nil {
 		return nil, fmt.Errorf("look up rooms: %w", err)
+	}
+	return out, nil
+}
+
+// Membership is a local user's current membership of a room as Synapse's database has it.
+type Membership struct {
+	Membership string    // "" when the database has none
+	Received   time.Time // when its event arrived (zero when none)
+}
+
+// Memberships looks up local users' current memberships, keyed by [room, user].
+func (db *DB) Memberships(ctx context.Context, pairs [][2]string) (map[[2]string]Membership, error) {
+	rooms, users := make([]string, len(pairs)), make([]string, len(pairs))
+	for i, p := range pairs {
+		rooms[i], users[i] = p[0], p[1]
+	}
+	rows, err := db.Pool.Query(ctx, membershipsQuery, rooms, users)
+	if err != nil {
+		return nil, fmt.Errorf("look up memberships: %w", err)
+	}
+	out := make(map[[2]string]Membership, len(pairs))
+	var key [2]string
+	var m Membership
+	var ms int64
+	_, err = pgx.ForEachRow(rows, []any{&key[0], &key[1], &m.Membership, &ms}, func() error {
+		m.Received = time.Time{}
+		if ms > 0 {
+			m.Received = time.UnixMilli(ms)
+		}
+		out[key] = m
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up memberships: %w", err)
 	}
 	return out, nil
 }

@@ -5,6 +5,8 @@ package synapselog
 
 import (
 	"bytes"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -30,6 +32,11 @@ const (
 	// auth for event <EventID>: found rejected event <RejectedID> in the state" — an incoming
 	// event refused because an event it cites was rejected (a rejection chain).
 	KindRejectedInState
+	// KindJoin: an access-log line of a local user's join that succeeded ("{@user:server}
+	// Processed request: … 200 "POST /_matrix/client/v3/join/<room>?via=… HTTP/1.1""). After a
+	// restore it is the only trace of a room joined since the backup that no server has sent
+	// traffic for yet.
+	KindJoin
 )
 
 // Line is one parsed Synapse log record.
@@ -44,6 +51,10 @@ type Line struct {
 	RejectedID string
 	// PDUs is the number of events a KindTxn line says the transaction carried.
 	PDUs int
+	// User is who joined (KindJoin: the requester; for the admin join API, the admin); Via
+	// the servers the join named (via= and server_name= parameters).
+	User string
+	Via  []string
 }
 
 // quick rejects most lines with one search for a byte string all interesting lines share.
@@ -52,13 +63,14 @@ var (
 	markTxn      = []byte("Received txn ")
 	markStart    = []byte("STARTING SERVER")
 	markRejected = []byte("found rejected event ")
+	markJoin     = []byte("/join")
 )
 
 // Interesting reports whether a raw line can be a line ParseLine cares about. It is the hot
 // path of a scan: two or three substring searches per line.
 func Interesting(raw []byte) bool {
 	return bytes.Contains(raw, markIgnoring) || bytes.Contains(raw, markTxn) || bytes.Contains(raw, markStart) ||
-		bytes.Contains(raw, markRejected)
+		bytes.Contains(raw, markRejected) || bytes.Contains(raw, markJoin)
 }
 
 const timeLayout = "2006-01-02 15:04:05,000"
@@ -114,6 +126,11 @@ func ParseLine(s string) Line {
 		if strings.HasPrefix(l.EventID, "$") && strings.HasPrefix(l.RejectedID, "$") {
 			l.Kind = KindRejectedInState
 		}
+	case strings.Contains(msg, "Processed request: ") && strings.Contains(msg, "/join"):
+		l.User, l.RoomID, l.Via = parseJoin(msg)
+		if l.RoomID != "" {
+			l.Kind = KindJoin
+		}
 	case strings.HasPrefix(msg, "Received txn "):
 		if _, after, ok := strings.Cut(msg[len("Received txn "):], " from "); ok {
 			l.Kind = KindTxn
@@ -121,10 +138,67 @@ func ParseLine(s string) Line {
 			l.PDUs = countAfter(after, "(PDUs: ")
 		}
 	}
-	if (l.Kind == KindUnknownRoom || l.Kind == KindReceipt || l.Kind == KindTyping) && !validRoomID(l.RoomID) {
+	if (l.Kind == KindUnknownRoom || l.Kind == KindReceipt || l.Kind == KindTyping || l.Kind == KindJoin) && !validRoomID(l.RoomID) {
 		l.Kind = KindOther
 	}
 	return l
+}
+
+// joinPaths are the endpoints through which a local user joins a room by its ID (an alias
+// names no room: skipped).
+var joinPaths = []string{"/_matrix/client/v3/join/", "/_matrix/client/r0/join/", "/_synapse/admin/v1/join/",
+	"/_matrix/client/v3/rooms/", "/_matrix/client/r0/rooms/"}
+
+// parseJoin reads a Synapse access-log message ("{@user:server} Processed request: … 200
+// "POST <path> HTTP/1.1" …") for a join that succeeded: who, which room, through which servers.
+func parseJoin(msg string) (user, room string, via []string) {
+	head, rest, _ := strings.Cut(msg, " Processed request: ")
+	if i := strings.LastIndex(head, "{@"); i >= 0 && strings.HasSuffix(head, "}") {
+		user = head[i+1 : len(head)-1]
+		// A puppeted request (login-as-user) names "{@admin:server|@user:server}": the
+		// user is who joined.
+		if j := strings.LastIndexByte(user, '|'); j >= 0 {
+			user = user[j+1:]
+		}
+		if !strings.HasPrefix(user, "@") {
+			user = ""
+		}
+	}
+	// The status precedes the quoted request line: `… 47B 200 "POST /… HTTP/1.1"`.
+	status, req, ok := strings.Cut(rest, ` "POST `)
+	if !ok || !strings.HasSuffix(status, " 200") || user == "" {
+		return "", "", nil
+	}
+	target := firstField(req)
+	path, query, _ := strings.Cut(target, "?")
+	for _, p := range joinPaths {
+		seg, ok := strings.CutPrefix(path, p)
+		if !ok {
+			continue
+		}
+		if strings.HasSuffix(p, "/rooms/") {
+			if seg, ok = strings.CutSuffix(seg, "/join"); !ok {
+				return "", "", nil
+			}
+		}
+		if r, err := url.PathUnescape(seg); err == nil && !strings.Contains(r, "/") {
+			room = r
+		}
+		break
+	}
+	if !validRoomID(room) {
+		return "", "", nil
+	}
+	if q, err := url.ParseQuery(query); err == nil {
+		for _, key := range []string{"via", "server_name"} {
+			for _, v := range q[key] {
+				if v != "" && !slices.Contains(via, v) {
+					via = append(via, v)
+				}
+			}
+		}
+	}
+	return user, room, via
 }
 
 // countAfter reads the number after mark in s (0 when there is none).

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +37,7 @@ func TestParseLineKinds(t *testing.T) {
 	for i, raw := range lines {
 		got := ParseLine(raw)
 		got.Time = time.Time{}
-		if got != want[i] {
+		if !reflect.DeepEqual(got, want[i]) {
 			t.Errorf("line %d:\n got %+v\nwant %+v", i, got, want[i])
 		}
 	}
@@ -114,6 +115,45 @@ func TestScanSinceAndRotatedGzipFiles(t *testing.T) {
 	}
 	if _, ok := rep.Rooms["!cOTYYYiwcKsXEVAnxV:hs2.test:8482"]; ok || len(rep.Rooms) != 2 {
 		t.Fatalf("--since kept old lines: %+v", rep.Rooms)
+	}
+}
+
+// TestParseJoin: access-log lines of joins, as Synapse 1.160 writes them (Element and
+// mautrix-go clients, the admin join API); only joins that succeeded, into a room by its ID.
+func TestParseJoin(t *testing.T) {
+	const pre = "2026-12-02 13:35:05,294 - synapse.access.http.8038 - 643 - INFO - POST-46 - 127.0.0.1 - 8038 - "
+	for _, c := range []struct {
+		msg  string
+		want Line
+	}{
+		{`{@alice:hs4.test:8484} Processed request: 0.307sec/0.003sec ru=(0.024sec, 0.002sec) db=(0.018sec/0.102sec/43) 47B 200 "POST /_matrix/client/v3/join/%21kIdvEjffpylsABtSrd:hs5.test:8485?via=hs5.test%3A8485&via=hs6.test HTTP/1.1" "mautrix-go/v0.30.0 go/1.26.8" [0 dbevts]`,
+			Line{Kind: KindJoin, Tag: "POST-46", RoomID: "!kIdvEjffpylsABtSrd:hs5.test:8485", User: "@alice:hs4.test:8484", Via: []string{"hs5.test:8485", "hs6.test"}}},
+		{`{@alice:hs4.test:8484} Processed request: 0.791sec/0.001sec ru=(0.029sec, 0.007sec) db=(0.048sec/0.182sec/43) 47B 200 "POST /_matrix/client/v3/join/!KylxWIctrBdRNFzCFv%3Ahs5.test%3A8485 HTTP/1.1" "node" [0 dbevts]`,
+			Line{Kind: KindJoin, Tag: "POST-46", RoomID: "!KylxWIctrBdRNFzCFv:hs5.test:8485", User: "@alice:hs4.test:8484"}},
+		{`{@bob:hs4.test:8484} Processed request: 0.1sec/0.0sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.0sec/1) 47B 200 "POST /_matrix/client/r0/rooms/%21abc%3Ahs5.test/join?server_name=hs5.test HTTP/1.1" "Element" [0 dbevts]`,
+			Line{Kind: KindJoin, Tag: "POST-46", RoomID: "!abc:hs5.test", User: "@bob:hs4.test:8484", Via: []string{"hs5.test"}}},
+		{`{@admin:hs4.test:8484} Processed request: 0.1sec/0.0sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.0sec/1) 47B 200 "POST /_synapse/admin/v1/join/%21v12roomwithoutserver HTTP/1.1" "curl" [0 dbevts]`,
+			Line{Kind: KindJoin, Tag: "POST-46", RoomID: "!v12roomwithoutserver", User: "@admin:hs4.test:8484"}},
+		{`{@medic:hs4.test:8484|@alice:hs4.test:8484} Processed request: 1.090sec/0.001sec ru=(0.037sec, 0.012sec) db=(0.260sec/0.258sec/52) 47B 200 "POST /_matrix/client/v3/join/%21AouxIDgyOGUSoYdXuO:hs5.test:8485?via=hs5.test%3A8485 HTTP/1.1" "mautrix-go/v0.30.0 go/1.26.8" [0 dbevts]`,
+			Line{Kind: KindJoin, Tag: "POST-46", RoomID: "!AouxIDgyOGUSoYdXuO:hs5.test:8485", User: "@alice:hs4.test:8484", Via: []string{"hs5.test:8485"}}},
+		// Refused, by alias, not a join, no requester: not a join of a room.
+		{`{@alice:hs4.test:8484} Processed request: 0.055sec/0.000sec ru=(0.006sec, 0.006sec) db=(0.006sec/0.022sec/11) 69B 403 "POST /_matrix/client/v3/join/!sqVoIbgWukytIVPjDH%3Ahs5.test%3A8485 HTTP/1.1" "node" [0 dbevts]`, Line{Tag: "POST-46"}},
+		{`{@alice:hs4.test:8484} Processed request: 0.1sec/0.0sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.0sec/1) 47B 200 "POST /_matrix/client/v3/join/%23room%3Ahs5.test HTTP/1.1" "node" [0 dbevts]`, Line{Tag: "POST-46"}},
+		{`{@alice:hs4.test:8484} Processed request: 0.1sec/0.0sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.0sec/1) 47B 200 "POST /_matrix/client/v3/rooms/%21abc%3Ahs5.test/joined_members HTTP/1.1" "node" [0 dbevts]`, Line{Tag: "POST-46"}},
+		{`{None} Processed request: 0.1sec/0.0sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.0sec/1) 47B 200 "POST /_matrix/client/v3/join/%21abc%3Ahs5.test HTTP/1.1" "node" [0 dbevts]`, Line{Tag: "POST-46"}},
+	} {
+		got := ParseLine(pre + c.msg)
+		got.Time = time.Time{}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", c.msg, got, c.want)
+		}
+	}
+	sc := NewScanner(time.Time{})
+	if err := sc.Scan(strings.NewReader(pre + `{@alice:hs4.test:8484} Processed request: 0.3sec/0.0sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.1sec/43) 47B 200 "POST /_matrix/client/v3/join/%21abc%3Ahs5.test?via=hs5.test HTTP/1.1" "node" [0 dbevts]` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	if j := sc.Report().Joins[[2]string{"!abc:hs5.test", "@alice:hs4.test:8484"}]; j == nil || j.Time.IsZero() || len(j.Via) != 1 || len(sc.Report().Rooms) != 0 {
+		t.Errorf("scanned join: %+v, rooms %v", j, sc.Report().Rooms)
 	}
 }
 

@@ -59,6 +59,14 @@ type Received struct {
 	Last   time.Time
 }
 
+// Join is a local user's join the access log shows (the last one when there are several).
+type Join struct {
+	RoomID string
+	User   string
+	Via    []string
+	Time   time.Time
+}
+
 // Report is the result of a scan.
 type Report struct {
 	// Received holds the transactions received, by origin server.
@@ -67,13 +75,39 @@ type Report struct {
 	Unresolved map[string]*Unresolved
 	// RejectedInState holds "found rejected event … in the state" lines by rejected event.
 	RejectedInState map[string]*RejectedTrace
-	Lines           int64
-	Bytes           int64
-	Sources         []string
+	// Joins holds the joins that succeeded, by room and user: after a restore, those made
+	// since the backup are missing from the database (diagnose.ScanForgotten compares).
+	Joins   map[[2]string]*Join
+	Lines   int64
+	Bytes   int64
+	Sources []string
 }
 
 func newReport() *Report {
-	return &Report{Received: map[string]*Received{}, Rooms: map[string]*Room{}, Unresolved: map[string]*Unresolved{}, RejectedInState: map[string]*RejectedTrace{}}
+	return &Report{Received: map[string]*Received{}, Rooms: map[string]*Room{}, Unresolved: map[string]*Unresolved{}, RejectedInState: map[string]*RejectedTrace{}, Joins: map[[2]string]*Join{}}
+}
+
+// AddLostJoin adds the room of a join the database lacks to the rooms, with the servers the
+// join named as the servers to ask for its state (the recovery adds the room ID's own).
+func (r *Report) AddLostJoin(j *Join) {
+	room := r.Rooms[j.RoomID]
+	if room == nil {
+		room = &Room{RoomID: j.RoomID, Servers: map[string]int{}, Kinds: map[Kind]int{}, First: j.Time}
+		r.Rooms[j.RoomID] = room
+	}
+	room.Count++
+	room.Kinds[KindJoin]++
+	if !j.Time.IsZero() {
+		if room.First.IsZero() || j.Time.Before(room.First) {
+			room.First = j.Time
+		}
+		if j.Time.After(room.Last) {
+			room.Last = j.Time
+		}
+	}
+	for _, v := range j.Via {
+		room.Servers[v]++
+	}
 }
 
 // SortedRooms returns the rooms, most recently seen first.
@@ -213,7 +247,7 @@ func (sc *Scanner) Scan(r io.Reader) error {
 	}
 }
 
-var markers = [][]byte{markIgnoring, markTxn, markStart, markRejected}
+var markers = [][]byte{markIgnoring, markTxn, markStart, markRejected, markJoin}
 
 // scanBlock feeds the lines of a block of whole lines that contain a marker, in order.
 func (sc *Scanner) scanBlock(block []byte) {
@@ -280,6 +314,9 @@ func (sc *Scanner) feed(raw string) {
 		return
 	}
 	switch l.Kind {
+	case KindJoin:
+		sc.report.Joins[[2]string{l.RoomID, l.User}] = &Join{RoomID: l.RoomID, User: l.User, Via: l.Via, Time: l.Time}
+		return
 	case KindRejectedInState:
 		tr := sc.report.RejectedInState[l.RejectedID]
 		if tr == nil {
