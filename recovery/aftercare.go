@@ -136,7 +136,7 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 			"so neither medic nor Synapse can use them (%s). Nothing was changed. As a superuser (e.g. sudo -u postgres psql -d DATABASE), run: %s "+
 			"then run medic exec aftercare again", len(stuck), ownersOf(stuck), mdtext.Code(loc.CurrentUser), objectList(stuck), synapse.TakeOverScript(loc.CurrentUser))
 	}
-	if d.Sequences, err = a.DB.SequenceLags(ctx); err != nil {
+	if d.Sequences, err = a.DB.SequenceLags(ctx, false); err != nil {
 		return nil, err
 	}
 	if d.Keys, d.KeyDevices, err = a.DB.OneTimeKeys(ctx); err != nil {
