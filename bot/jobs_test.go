@@ -153,7 +153,7 @@ func TestFederationResetJob(t *testing.T) {
 	failingHS2(t, tb, admin, adm)
 	// A second failing destination, injected the way Synapse records one, so that the world
 	// can change under a plan that still has work left.
-	const ghost = "hs3.test:8483"
+	const ghost = "ghost-a.invalid:8448"
 	now := time.Now().UnixMilli()
 	tb.HS1.Exec(t, `INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts) VALUES ($1, $2, 600000, $2)`, ghost, now)
 	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM destinations WHERE destination = $1`, ghost) })
@@ -255,7 +255,7 @@ func TestTwoPersonRuleAndExpiry(t *testing.T) {
 	if _, err := admin2.JoinRoomByID(ctx, roomID); err != nil {
 		t.Fatal(err)
 	}
-	const ghost = "hs5.test:8485"
+	const ghost = "ghost-b.invalid:8448"
 	tb.HS1.Exec(t, `INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts) VALUES ($1, $2, 600000, $2)`,
 		ghost, time.Now().UnixMilli())
 	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM destinations WHERE destination = $1`, ghost) })
@@ -282,7 +282,7 @@ func TestTwoPersonRuleAndExpiry(t *testing.T) {
 	// Expiry, on a bot whose plans expire after a second. (A new name: Synapse caches the
 	// retry state of destinations it has looked up, so rows injected under the old name
 	// after its reset would not be seen.)
-	const ghost2 = "hs4.test:8484"
+	const ghost2 = "ghost-c.invalid:8448"
 	tb.HS1.Exec(t, `INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts) VALUES ($1, $2, 600000, $2)`,
 		ghost2, time.Now().UnixMilli())
 	t.Cleanup(func() { tb.HS1.Exec(t, `DELETE FROM destinations WHERE destination = $1`, ghost2) })

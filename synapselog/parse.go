@@ -63,7 +63,9 @@ var (
 	markTxn      = []byte("Received txn ")
 	markStart    = []byte("STARTING SERVER")
 	markRejected = []byte("found rejected event ")
-	markJoin     = []byte("/join")
+	// "join", not "/join": the scan looks for a marker's first byte first, and '/' is in
+	// every request path of the access log.
+	markJoin = []byte("join")
 )
 
 // Interesting reports whether a raw line can be a line ParseLine cares about. It is the hot
