@@ -71,6 +71,13 @@ func ScanForgotten(ctx context.Context, sources []synapselog.Source, since time.
 			return nil, rep, err
 		}
 	}
+	// Synapse drops the traffic of a room an admin deleted, as of a room it forgot: not a
+	// room to rejoin, unless a local user joined it again after (a lost join, kept above).
+	for roomID := range rep.Deleted {
+		if len(lost[roomID]) == 0 {
+			delete(rep.Rooms, roomID)
+		}
+	}
 	rooms := rep.SortedRooms()
 	out := make([]*ForgottenRoom, len(rooms))
 	ids := make([]string, len(rooms))
@@ -122,7 +129,9 @@ func lostJoins(ctx context.Context, db *synapse.DB, rep *synapselog.Report) (map
 	}
 	lost := map[string][]string{}
 	for k, j := range rep.Joins {
-		if !joinLost(have[k], j) {
+		// A room an admin deleted since takes its memberships with it: no lost join (and
+		// never one to rejoin).
+		if d, deleted := rep.Deleted[j.RoomID]; !joinLost(have[k], j) || deleted && !d.Before(j.Time) {
 			continue
 		}
 		lost[j.RoomID] = append(lost[j.RoomID], j.User)

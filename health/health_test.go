@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/synapseadmin"
 
 	"github.com/synapse-medic/medic/config"
 	"github.com/synapse-medic/medic/diagnose"
@@ -581,4 +584,53 @@ func TestDiskThresholds(t *testing.T) {
 	flipped(t, check(t, rn, "disk"), health.Critical, "scratch")
 	th.DiskWarnPercent, th.DiskCriticalPercent = 0.0002, 0.0001
 	cleared(t, check(t, rn, "disk"), "scratch")
+}
+
+// TestDeletedRoomIsNoLostJoin: a local user joins a room of hs2's, then hs1's admin deletes
+// the room (admin API, purge): its memberships go with it. The access log's join is then no
+// lost join, and the forgotten check must not offer to rejoin a room an admin deleted.
+func TestDeletedRoomIsNoLostJoin(t *testing.T) {
+	tb := testbed.Get(t)
+	ctx := context.Background()
+	admin := tb.Admin(t, tb.HS1)
+	rn := runner(t, tb, admin)
+	room, err := tb.Admin(t, tb.HS2).CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: testbed.UniqueName("deleted")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := tb.Register(t, tb.HS1, testbed.UniqueName("leaver"), false)
+	testbed.JoinVia(t, user, room.RoomID, tb.HS2.Name)
+	adm := testbed.AdminAPI(admin)
+	del, err := adm.DeleteRoom(ctx, room.RoomID, synapseadmin.ReqDeleteRoom{Purge: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		st, err := adm.DeleteRoomStatus(ctx, del.DeleteID)
+		if err == nil && st.Status == "complete" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the deletion did not complete: %+v %v", st, err)
+		}
+	}
+	if n := tb.HS1.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1`, room.RoomID); n != 0 {
+		t.Fatalf("%d memberships left after the purge", n)
+	}
+	// The join and the deletion must be in the log (Synapse buffers INFO lines) for the
+	// check to have something to get wrong.
+	// (The room ID's opaque part: clients escape the rest in their own ways.)
+	opaque, _, _ := strings.Cut(strings.TrimPrefix(room.RoomID.String(), "!"), ":")
+	deleted := regexp.MustCompile(`200 "DELETE /_synapse/admin/v2/rooms/[^ ]*` + regexp.QuoteMeta(opaque))
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		raw, err := os.ReadFile(tb.HS1.LogPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if deleted.Match(raw) {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the deletion is not in hs1's log (%s)", deleted)
+		}
+	}
+	cleared(t, check(t, rn, "forgotten"), room.RoomID.String())
 }

@@ -37,6 +37,10 @@ const (
 	// restore it is the only trace of a room joined since the backup that no server has sent
 	// traffic for yet.
 	KindJoin
+	// KindRoomDeleted: an admin's room deletion that Synapse accepted ("DELETE
+	// /_synapse/admin/v1|v2/rooms/<room>"): the room's memberships go with it, and a join
+	// before it is no lost join.
+	KindRoomDeleted
 )
 
 // Line is one parsed Synapse log record.
@@ -65,14 +69,15 @@ var (
 	markRejected = []byte("found rejected event ")
 	// "join", not "/join": the scan looks for a marker's first byte first, and '/' is in
 	// every request path of the access log.
-	markJoin = []byte("join")
+	markJoin   = []byte("join")
+	markDelete = []byte("DELETE /_synapse/admin/v")
 )
 
 // Interesting reports whether a raw line can be a line ParseLine cares about. It is the hot
 // path of a scan: two or three substring searches per line.
 func Interesting(raw []byte) bool {
 	return bytes.Contains(raw, markIgnoring) || bytes.Contains(raw, markTxn) || bytes.Contains(raw, markStart) ||
-		bytes.Contains(raw, markRejected) || bytes.Contains(raw, markJoin)
+		bytes.Contains(raw, markRejected) || bytes.Contains(raw, markJoin) || bytes.Contains(raw, markDelete)
 }
 
 const timeLayout = "2006-01-02 15:04:05,000"
@@ -133,6 +138,10 @@ func ParseLine(s string) Line {
 		if l.RoomID != "" {
 			l.Kind = KindJoin
 		}
+	case strings.Contains(msg, "Processed request: ") && strings.Contains(msg, `"DELETE /_synapse/admin/v`):
+		if l.RoomID = parseRoomDeletion(msg); l.RoomID != "" {
+			l.Kind = KindRoomDeleted
+		}
 	case strings.HasPrefix(msg, "Received txn "):
 		if _, after, ok := strings.Cut(msg[len("Received txn "):], " from "); ok {
 			l.Kind = KindTxn
@@ -140,7 +149,7 @@ func ParseLine(s string) Line {
 			l.PDUs = countAfter(after, "(PDUs: ")
 		}
 	}
-	if (l.Kind == KindUnknownRoom || l.Kind == KindReceipt || l.Kind == KindTyping || l.Kind == KindJoin) && !validRoomID(l.RoomID) {
+	if (l.Kind == KindUnknownRoom || l.Kind == KindReceipt || l.Kind == KindTyping || l.Kind == KindJoin || l.Kind == KindRoomDeleted) && !validRoomID(l.RoomID) {
 		l.Kind = KindOther
 	}
 	return l
@@ -201,6 +210,26 @@ func parseJoin(msg string) (user, room string, via []string) {
 		}
 	}
 	return user, room, via
+}
+
+// parseRoomDeletion reads a Synapse access-log message for an admin's room deletion that
+// succeeded (`… 200 "DELETE /_synapse/admin/v2/rooms/<room> HTTP/1.1" …`, v1 too) and returns
+// the room ("" otherwise).
+func parseRoomDeletion(msg string) string {
+	_, rest, _ := strings.Cut(msg, " Processed request: ")
+	status, req, ok := strings.Cut(rest, ` "DELETE `)
+	if !ok || !strings.HasSuffix(status, " 200") {
+		return ""
+	}
+	path, _, _ := strings.Cut(firstField(req), "?")
+	for _, p := range []string{"/_synapse/admin/v1/rooms/", "/_synapse/admin/v2/rooms/"} {
+		if seg, ok := strings.CutPrefix(path, p); ok {
+			if r, err := url.PathUnescape(seg); err == nil && validRoomID(r) && !strings.Contains(r, "/") {
+				return r
+			}
+		}
+	}
+	return ""
 }
 
 // countAfter reads the number after mark in s (0 when there is none).

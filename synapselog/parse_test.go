@@ -148,9 +148,26 @@ func TestParseJoin(t *testing.T) {
 			t.Errorf("%s:\n got %+v\nwant %+v", c.msg, got, c.want)
 		}
 	}
+	for msg, room := range map[string]string{
+		`{@admin:hs4.test:8484} Processed request: 0.010sec/0.000sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.0sec/3) 52B 200 "DELETE /_synapse/admin/v2/rooms/%21abc%3Ahs5.test HTTP/1.1" "mautrix-go/v0.30.0" [0 dbevts]`: "!abc:hs5.test",
+		`{@admin:hs4.test:8484} Processed request: 1.2sec/0.000sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.0sec/3) 52B 200 "DELETE /_synapse/admin/v1/rooms/!abc:hs5.test HTTP/1.1" "curl" [0 dbevts]`:                     "!abc:hs5.test",
+		`{@admin:hs4.test:8484} Processed request: 0.010sec/0.000sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.0sec/3) 52B 400 "DELETE /_synapse/admin/v2/rooms/%21abc%3Ahs5.test HTTP/1.1" "curl" [0 dbevts]`:               "",
+		`{@admin:hs4.test:8484} Processed request: 0.010sec/0.000sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.0sec/3) 52B 200 "DELETE /_synapse/admin/v2/rooms/delete_status/abc HTTP/1.1" "curl" [0 dbevts]`:               "",
+	} {
+		got := ParseLine(pre + msg)
+		if (room != "") != (got.Kind == KindRoomDeleted) || got.RoomID != room && room != "" {
+			t.Errorf("%s: %+v", msg, got)
+		}
+	}
 	sc := NewScanner(time.Time{})
 	if err := sc.Scan(strings.NewReader(pre + `{@alice:hs4.test:8484} Processed request: 0.3sec/0.0sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.1sec/43) 47B 200 "POST /_matrix/client/v3/join/%21abc%3Ahs5.test?via=hs5.test HTTP/1.1" "node" [0 dbevts]` + "\n")); err != nil {
 		t.Fatal(err)
+	}
+	if err := sc.Scan(strings.NewReader(pre + `{@admin:hs4.test:8484} Processed request: 0.010sec/0.000sec ru=(0.0sec, 0.0sec) db=(0.0sec/0.0sec/3) 52B 200 "DELETE /_synapse/admin/v2/rooms/%21gone%3Ahs5.test HTTP/1.1" "mautrix-go/v0.30.0" [0 dbevts]` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	if d := sc.Report().Deleted["!gone:hs5.test"]; d.IsZero() {
+		t.Errorf("the scanner misses the deletion: %v", sc.Report().Deleted)
 	}
 	if j := sc.Report().Joins[[2]string{"!abc:hs5.test", "@alice:hs4.test:8484"}]; j == nil || j.Time.IsZero() || len(j.Via) != 1 || len(sc.Report().Rooms) != 0 {
 		t.Errorf("scanned join: %+v, rooms %v", j, sc.Report().Rooms)

@@ -77,14 +77,17 @@ type Report struct {
 	RejectedInState map[string]*RejectedTrace
 	// Joins holds the joins that succeeded, by room and user: after a restore, those made
 	// since the backup are missing from the database (diagnose.ScanForgotten compares).
-	Joins   map[[2]string]*Join
+	Joins map[[2]string]*Join
+	// Deleted holds the rooms an admin deleted (the last time): their members\' joins before
+	// that are no lost joins.
+	Deleted map[string]time.Time
 	Lines   int64
 	Bytes   int64
 	Sources []string
 }
 
 func newReport() *Report {
-	return &Report{Received: map[string]*Received{}, Rooms: map[string]*Room{}, Unresolved: map[string]*Unresolved{}, RejectedInState: map[string]*RejectedTrace{}, Joins: map[[2]string]*Join{}}
+	return &Report{Received: map[string]*Received{}, Rooms: map[string]*Room{}, Unresolved: map[string]*Unresolved{}, RejectedInState: map[string]*RejectedTrace{}, Joins: map[[2]string]*Join{}, Deleted: map[string]time.Time{}}
 }
 
 // AddLostJoin adds the room of a join the database lacks to the rooms, with the servers the
@@ -247,7 +250,7 @@ func (sc *Scanner) Scan(r io.Reader) error {
 	}
 }
 
-var markers = [][]byte{markIgnoring, markTxn, markStart, markRejected, markJoin}
+var markers = [][]byte{markIgnoring, markTxn, markStart, markRejected, markJoin, markDelete}
 
 // scanBlock feeds the lines of a block of whole lines that contain a marker, in order.
 func (sc *Scanner) scanBlock(block []byte) {
@@ -316,6 +319,11 @@ func (sc *Scanner) feed(raw string) {
 	switch l.Kind {
 	case KindJoin:
 		sc.report.Joins[[2]string{l.RoomID, l.User}] = &Join{RoomID: l.RoomID, User: l.User, Via: l.Via, Time: l.Time}
+		return
+	case KindRoomDeleted:
+		if l.Time.After(sc.report.Deleted[l.RoomID]) {
+			sc.report.Deleted[l.RoomID] = l.Time
+		}
 		return
 	case KindRejectedInState:
 		tr := sc.report.RejectedInState[l.RejectedID]
