@@ -76,9 +76,17 @@ func (m *Manager) run(ctx context.Context, req Requester, job *store.Job, op ope
 	log := m.log.With().Str("job_id", job.ID).Str("kind", job.Kind).Logger()
 	ctx = log.WithContext(ctx)
 	m.audit(ctx, job.ID, medicActor, "started")
-	stopBeat := make(chan struct{})
-	defer close(stopBeat)
-	go m.heartbeat(ctx, job.ID, stopBeat)
+	// The run ends only once its heartbeat has stopped writing: Wait (and whoever closes the
+	// store after it) must not race a last beat.
+	stopBeat, beatDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(beatDone)
+		m.heartbeat(ctx, job.ID, stopBeat)
+	}()
+	defer func() {
+		close(stopBeat)
+		<-beatDone
+	}()
 
 	finished := map[int]bool{}
 	before := map[int]string{} // steps that failed in an earlier run, with the error
