@@ -161,25 +161,29 @@ func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result
 		}
 		return OK
 	}
+	// addFailing lists one failing server, whichever source found it.
+	addFailing := func(server string, since time.Time, retry, source string) {
+		failing++
+		dur := rep.At.Sub(since)
+		st := status(dur)
+		res.worst(st)
+		res.add(server, st > OK, server, ago(dur), retry, source)
+		if st > OK {
+			res.level(server, st)
+		}
+	}
 	known := map[string]bool{}
 	for _, d := range dests {
 		if !d.Failing() {
 			continue
 		}
 		known[d.Destination] = true
-		failing++
 		since := time.UnixMilli(d.RetryLastTS)
 		if d.FailureTS != nil {
 			since = time.UnixMilli(*d.FailureTS)
 		}
-		dur := rep.At.Sub(since)
-		st := status(dur)
-		res.worst(st)
 		retry := time.UnixMilli(d.RetryLastTS + d.RetryInterval).Sub(rep.At)
-		res.add(d.Destination, st > OK, d.Destination, ago(dur), ago(max(retry, 0)), "Synapse's destinations table")
-		if st > OK {
-			res.level(d.Destination, st)
-		}
+		addFailing(d.Destination, since, ago(max(retry, 0)), "Synapse's destinations table")
 	}
 	// Synapse records a dead peer only when its retries of a transaction give up (~9.5 min).
 	// Its metrics (when synapse.metrics_url is set) show PDUs no longer delivered to the
@@ -195,17 +199,9 @@ func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result
 				continue
 			}
 			known[p.Server] = true
-			failing++
 			fromMetrics++
-			dur := rep.At.Sub(p.Oldest)
-			st := status(dur)
-			res.worst(st)
-			res.add(p.Server, st > OK, p.Server, ago(dur), "—",
-				fmt.Sprintf("Synapse's metrics: last PDU delivered %s, %d room(s) with PDUs undelivered since %s",
-					p.LastDelivered.UTC().Format("15:04:05"), p.Rooms, p.Oldest.UTC().Format("15:04:05")))
-			if st > OK {
-				res.level(p.Server, st)
-			}
+			addFailing(p.Server, p.Oldest, "—", fmt.Sprintf("Synapse's metrics: last PDU delivered %s, %d room(s) with PDUs undelivered since %s",
+				p.LastDelivered.UTC().Format("15:04:05"), p.Rooms, p.Oldest.UTC().Format("15:04:05")))
 		}
 	}
 	var logErr error
@@ -216,16 +212,8 @@ func checkDestinations(ctx context.Context, rn *Runner, rep *Report, res *Result
 			if known[p.Server] {
 				continue
 			}
-			failing++
 			fromLog++
-			dur := rep.At.Sub(p.First)
-			st := status(dur)
-			res.worst(st)
-			res.add(p.Server, st > OK, p.Server, ago(dur), "—",
-				fmt.Sprintf("Synapse's log: %d failed requests since %s, last %s", p.Failures, p.First.UTC().Format("15:04:05"), p.LastError))
-			if st > OK {
-				res.level(p.Server, st)
-			}
+			addFailing(p.Server, p.First, "—", fmt.Sprintf("Synapse's log: %d failed requests since %s, last %s", p.Failures, p.First.UTC().Format("15:04:05"), p.LastError))
 		}
 	}
 	res.Metrics["failing"] = float64(failing)
