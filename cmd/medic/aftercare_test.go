@@ -314,7 +314,7 @@ func TestAftercareAfterRestore(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"exec", "-c", cfg, "--yes", "aftercare"}, nil, &stdout, &stderr)
 	out := stdout.String()
-	t.Logf("offline aftercare:\n%s", out)
+	t.Logf("offline aftercare:\n%s", abridge(out))
 	if code != 0 {
 		t.Fatalf("offline aftercare: exit %d\n%s", code, stderr.String())
 	}
@@ -332,18 +332,25 @@ func TestAftercareAfterRestore(t *testing.T) {
 	stderr.Reset()
 	code = run([]string{"exec", "-c", cfg, "--yes", "aftercare"}, nil, &stdout, &stderr)
 	out = stdout.String()
-	t.Logf("online aftercare:\n%s", out)
+	t.Logf("online aftercare:\n%s", abridge(out))
 	if code != 0 {
 		t.Errorf("online aftercare: exit %d\n%s", code, stderr.String())
 	}
 	if !strings.Contains(out, "Synapse is running") || !strings.Contains(out, "online part") {
 		t.Errorf("the second run is not the online part")
 	}
-	// The report comes after the rejoin: nothing critical is left (the forgotten room included).
-	if !strings.Contains(out, "Health of ") || strings.Contains(out, "CRITICAL") {
-		stdout.Reset()
-		run([]string{"exec", "-c", cfg, "health forgotten"}, nil, &stdout, &stderr)
-		t.Errorf("the online part's health report is missing or critical; the forgotten rooms:\n%s", stdout.String())
+	// The report comes after the rejoin: every check this story touches is green (the
+	// forgotten room included). Checks of other tests' staged damage on the shared
+	// testbed (a rejection chain left for !unreject, say) are theirs, not the restore's.
+	if !strings.Contains(out, "Health of ") {
+		t.Errorf("the online part ends with no health report")
+	}
+	for _, check := range []string{"Synapse ", "Synapse's database", "Federation self-test", "Failing destinations", "Forgotten rooms", "Partial joins", "After-restore hazards"} {
+		if line := reportLine(out, check); !strings.Contains(line, " OK ") {
+			stdout.Reset()
+			run([]string{"exec", "-c", cfg, "health forgotten"}, nil, &stdout, &stderr)
+			t.Errorf("the online part's health report: %q is not OK: %q; the forgotten rooms:\n%s", check, line, stdout.String())
+		}
 	}
 	for _, room := range []id.RoomID{after.RoomID, carolDM} {
 		if n := h.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND user_id = $2 AND membership = 'join'`,
@@ -366,6 +373,28 @@ func TestAftercareAfterRestore(t *testing.T) {
 	if strings.Contains(device.String(), "could not decrypt") {
 		t.Errorf("alice's device failed to decrypt a message:\n%s", device.String())
 	}
+}
+
+// reportLine is the line of a health report that starts with check's title ("" if none).
+func reportLine(report, title string) string {
+	for _, line := range strings.Split(report, "\n") {
+		if _, rest, ok := strings.Cut(line, " "); ok && strings.HasPrefix(strings.TrimSpace(rest), title) {
+			return line
+		}
+	}
+	return ""
+}
+
+// abridge cuts a command's output's long lines (the owners of 200 objects), so that a
+// failing test's own messages stay in what CI shows of its log.
+func abridge(out string) string {
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		if len(l) > 300 {
+			lines[i] = l[:300] + fmt.Sprintf(" … (%d bytes)", len(l))
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // jsClient is the Element-like test client (e2e/jsclient/roundtrip.mjs), installed on first use.

@@ -1,11 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -126,8 +126,9 @@ func TestRecoverKillRevokesTokens(t *testing.T) {
 	}
 
 	// Any start of medic logs them out (here the terminal; the bot does the same).
-	if code := run([]string{"exec", "-c", p.cfg, "!jobs"}, nil, os.Stdout, os.Stderr); code != 0 {
-		t.Fatalf("restart exit %d", code)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"exec", "-c", p.cfg, "!jobs"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("restart exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
 	if n := inFlight(); n != 0 {
 		t.Errorf("%d tokens still recorded after restart", n)
