@@ -34,6 +34,6 @@ export MEDIC_CHAOS_TALLY="$log.tally"
 echo "chaos: $MEDIC_CHAOS_RUNS runs; full log in $log"
 rc=0
 go test -v -count=1 -timeout 60m -run '^TestChaos$' ./cmd/medic >"$log" 2>&1 || rc=$?
-grep -E '^chaos: |^    --- (PASS|FAIL)|replay with' "$log" || true
+grep -E 'chaos: [0-9]+ runs, MEDIC_CHAOS_SEED|^    --- (PASS|FAIL)|replay with' "$log" || true
 if [ -s "$MEDIC_CHAOS_TALLY" ]; then cat "$MEDIC_CHAOS_TALLY"; else tail -50 "$log"; fi
 exit $rc
