@@ -372,7 +372,7 @@ func TestAftercareAfterRestore(t *testing.T) {
 	}
 	dm("dave", "sent after the aftercare")
 	if strings.Contains(device.String(), "could not decrypt") {
-		t.Errorf("alice's device failed to decrypt a message:\n%s", device.String())
+		t.Errorf("alice's device failed to decrypt a message:\n%s", lastLines(device.String(), 40))
 	}
 }
 
@@ -396,6 +396,16 @@ func abridge(out string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// lastLines is the end of a client's log: what went wrong last, short enough to stay in
+// what CI shows of a failing run.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("… %d line(s) before", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return abridge(strings.Join(lines, "\n"))
 }
 
 // jsClient is the Element-like test client (e2e/jsclient/roundtrip.mjs), installed on first use.
@@ -442,7 +452,7 @@ func encryptedRoundTrip(t *testing.T, echoLog *testbed.Buffer, senderHS *testbed
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("sender's client: %v\nstdout: %s\nstderr: %s\nreceiver: %s", err, out, stderr.String(), echoLog.String())
+		t.Fatalf("receiver's log (tail): %s\nsender's log (tail): %s\nsender's client: %v\nstdout: %s", lastLines(echoLog.String(), 30), lastLines(stderr.String(), 30), err, out)
 	}
 	var res struct {
 		RoomID            id.RoomID `json:"room_id"`

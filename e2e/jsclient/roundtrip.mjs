@@ -135,13 +135,16 @@ async function main() {
 async function runEcho() {
     const me = client.getUserId();
     // Retry: a federated invite can reach us before the inviting server has persisted it,
-    // so an instant join may get 403 "not invited" from the remote server.
+    // so an instant join may get 403 "not invited" from the remote server; and after our
+    // server restarted (a restore), its first requests to the other server may fail. Up to
+    // a minute, as a user would click "join" again.
     const join = async (roomId) => {
+        const giveUp = Date.now() + 60000;
         for (let i = 1; ; i++) {
             try { await client.joinRoom(roomId); return note(`joined ${roomId}`); } catch (e) {
-                if (i >= 5) return note(`join ${roomId} failed`, e);
+                if (Date.now() >= giveUp) return note(`join ${roomId} failed after ${i} attempts`, e);
                 note(`join ${roomId} attempt ${i} failed (${e.errcode ?? e.message}), retrying`);
-                await new Promise((r) => setTimeout(r, 1000 * i));
+                await new Promise((r) => setTimeout(r, Math.min(1000 * i, 5000)));
             }
         }
     };
