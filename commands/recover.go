@@ -2,6 +2,7 @@ package commands
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,8 +107,12 @@ func recoverScan(ce *Event) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Read %d lines (%.1f MB) from %d log file(s), last %s.\n\n", rep.Lines, float64(rep.Bytes)/1e6, len(rep.Sources), since)
+	deleted := deletedNote(rep.Deleted, rooms)
 	if len(rooms) == 0 && len(rep.Unresolved) == 0 {
 		b.WriteString("No dropped traffic for unknown rooms, and every join the logs show is in Synapse's database. ✅")
+		if deleted != "" {
+			b.WriteString("\n\n" + deleted)
+		}
 		reply(ce, b.String())
 		return
 	}
@@ -140,7 +145,41 @@ func recoverScan(ce *Event) {
 			i++
 		}
 	}
+	if deleted != "" {
+		b.WriteString("\n" + deleted)
+	}
 	reply(ce, b.String())
+}
+
+// deletedNote says which rooms the scan left out because an admin deleted them (Synapse
+// drops their traffic as it drops a forgotten room's), so an admin who expected one in the
+// list sees why it is not; "" when none was left out. A deleted room that a local user
+// joined again after the deletion is in rooms, not here.
+func deletedNote(deleted map[string]time.Time, rooms []*diagnose.ForgottenRoom) string {
+	listed := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
+		listed[r.RoomID] = true
+	}
+	var left []string
+	for id := range deleted {
+		if !listed[id] {
+			left = append(left, id)
+		}
+	}
+	if len(left) == 0 {
+		return ""
+	}
+	slices.Sort(left)
+	var b strings.Builder
+	fmt.Fprintf(&b, "Left out: %d room(s) an admin deleted (Synapse's access log shows the deletion; it drops their traffic by design):\n\n", len(left))
+	for i, id := range left {
+		if i == 10 {
+			fmt.Fprintf(&b, "* … and %d more\n", len(left)-10)
+			break
+		}
+		fmt.Fprintf(&b, "* %s, deleted %s UTC\n", mdtext.Code(id), deleted[id].UTC().Format(time.DateTime))
+	}
+	return b.String()
 }
 
 func recoverRoom(ce *Event) {

@@ -633,4 +633,12 @@ func TestDeletedRoomIsNoLostJoin(t *testing.T) {
 		}
 	}
 	cleared(t, check(t, rn, "forgotten"), room.RoomID.String())
+	// `!recover scan` names it as left out, deleted (commands.deletedNote renders this).
+	_, rep, err := diagnose.ScanForgotten(ctx, diagnose.Sources(rn.Config.Synapse.Logs), time.Now().Add(-time.Hour), rn.DB, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Deleted[room.RoomID.String()].IsZero() {
+		t.Errorf("the scan's report has no deletion of %s", room.RoomID)
+	}
 }
