@@ -353,6 +353,9 @@ func TestAftercareAfterRestore(t *testing.T) {
 			t.Errorf("the online part's health report: %q is %q, not OK; the forgotten rooms:\n%s", check, st, stdout.String())
 		}
 	}
+	if strings.Contains(out, " CRITICAL ") || strings.Contains(out, " WARN ") {
+		t.Logf("checks outside the restore story are not all green (other tests' staged damage on this testbed)")
+	}
 	for _, room := range []id.RoomID{after.RoomID, carolDM} {
 		if n := h.Count(t, `SELECT count(*) FROM local_current_membership WHERE room_id = $1 AND user_id = $2 AND membership = 'join'`,
 			room, alice.UserID); n != 1 {
