@@ -210,7 +210,7 @@ func BenchmarkHealthReport(b *testing.B) {
 	// (Synapse stopped) every column, scans of room_account_data & co. included.
 	for _, indexedOnly := range []bool{true, false} {
 		start := time.Now()
-		if _, err = db.SequenceLags(ctx, indexedOnly); err != nil {
+		if _, err = db.SequenceLags(ctx, indexedOnly, nil); err != nil {
 			b.Fatal(err)
 		}
 		what := "every table (offline aftercare)"

@@ -301,7 +301,7 @@ func TestSequenceAndBackgroundUpdates(t *testing.T) {
 	exec(`INSERT INTO room_account_data (user_id, room_id, account_data_type, stream_id, content)
 		VALUES ('@u:scratch', '!r:scratch', 'm.fully_read', 9000, '{}')`)
 	cleared(t, check(t, rn, "restore"), "sequence account_data_sequence")
-	lags, err := rn.DB.SequenceLags(ctx, false)
+	lags, err := rn.DB.SequenceLags(ctx, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

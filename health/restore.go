@@ -23,7 +23,7 @@ func CheckRestoreHazards(ctx context.Context, db *synapse.DB, pfx string, res *R
 	if err != nil {
 		return err
 	}
-	lags, err := db.SequenceLags(ctx, true)
+	lags, err := db.SequenceLags(ctx, true, nil)
 	if err != nil {
 		return err
 	}

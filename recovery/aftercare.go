@@ -136,7 +136,8 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 			"so neither medic nor Synapse can use them (%s). Nothing was changed. As a superuser (e.g. sudo -u postgres psql -d DATABASE), run: %s "+
 			"then run medic exec aftercare again", len(stuck), ownersOf(stuck), mdtext.Code(loc.CurrentUser), objectList(stuck), synapse.TakeOverScript(loc.CurrentUser))
 	}
-	if d.Sequences, err = a.DB.SequenceLags(ctx, false); err != nil {
+	clients, clientsNote := a.clientPositions(ctx)
+	if d.Sequences, err = a.DB.SequenceLags(ctx, false, clients); err != nil {
 		return nil, err
 	}
 	if d.Keys, d.KeyDevices, err = a.DB.OneTimeKeys(ctx); err != nil {
@@ -152,17 +153,27 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 	if len(d.Sequences) > 0 {
 		var parts []string
 		stops := 0
+		clientsAhead := 0
 		for _, l := range d.Sequences {
 			why := fmt.Sprintf("%s %d", l.TableName, l.Table)
-			if l.StopsSynapse() {
+			switch {
+			case l.StopsSynapse():
 				stops++
 				why = fmt.Sprintf("stream_positions[%s] %d", l.Stream, l.Position)
+			case l.Clients > max(l.Table, l.Position):
+				clientsAhead++
+				why = fmt.Sprintf("clients' sync tokens hold %d, and %d beyond", l.ClientsSeen, synapse.ClientMargin)
 			}
 			parts = append(parts, fmt.Sprintf("`%s` %d → %d (%s)", l.Name, l.Last, l.Want(), why))
 		}
 		line := fmt.Sprintf("%d stream sequence(s) behind what Synapse expects, set forward: %s", len(d.Sequences), strings.Join(parts, ", "))
 		if stops > 0 {
 			line += fmt.Sprintf(". %d of them stop Synapse at start-up (IncorrectDatabaseSetup)", stops)
+		}
+		if clientsAhead > 0 {
+			line += fmt.Sprintf(". %d of them are behind positions clients already hold (their sync tokens from before the restore, in Synapse's access log): "+
+				"Synapse would give what arrives before those clients sync again (an invite, a message, an encryption key) positions they think they have seen, "+
+				"and never show it to them", clientsAhead)
 		}
 		plan.Changes = append(plan.Changes, line)
 		plan.Steps = append(plan.Steps, StepSequences)
@@ -187,6 +198,9 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 		plan.Changes = append(plan.Changes, fmt.Sprintf("federation backoff cleared for %d server(s) (%s): the restored retry timers are the backup's",
 			len(d.Destinations), mdtext.Codes(d.Destinations)))
 		plan.Steps = append(plan.Steps, StepDestinations)
+	}
+	if clientsNote != "" {
+		plan.Risks = append(plan.Risks, clientsNote)
 	}
 	collationOK := loc.Collate == "C" && loc.Ctype == "C"
 	if !collationOK {
@@ -311,6 +325,27 @@ func (a *Aftercare) step(ctx context.Context, s *jobs.Step[AftercareArgs, Afterc
 		return fmt.Errorf("unknown step %q", s.Name)
 	}
 	return nil
+}
+
+// clientPositions reads the highest positions clients' sync tokens hold, from Synapse's
+// access log since the restored database's end (earlier tokens are behind it anyway). Without
+// logs, or when they cannot be read, it returns nil and a note for the plan: clients offline
+// over the restore may then miss what arrives before they sync again.
+func (a *Aftercare) clientPositions(ctx context.Context) (map[string]int64, string) {
+	const unknown = "Clients' sync tokens are not known (%s): a client whose token is ahead of the restored streams may miss what arrives " +
+		"before it syncs again (\"Bounding token from the future\" in Synapse's log shows such clients); signing out and in again, or clearing its cache, heals it"
+	if len(a.Logs) == 0 {
+		return nil, fmt.Sprintf(unknown, "`synapse.logs` is not configured")
+	}
+	_, ms, err := a.DB.LastEvent(ctx)
+	if err != nil || ms == 0 {
+		return nil, ""
+	}
+	pos, err := synapselog.SyncPositions(ctx, a.Logs, time.UnixMilli(ms))
+	if err != nil {
+		return nil, fmt.Sprintf(unknown, "Synapse's log could not be read: "+mdtext.Text(err.Error()))
+	}
+	return pos, ""
 }
 
 // SinceBackup is the "what happened since the backup" line: where the database ends (its

@@ -59,6 +59,7 @@ go test -run '^$' -fuzz '^FuzzParseMetrics$' -fuzztime "${MEDIC_FUZZTIME:-20000x
 go test -run '^$' -fuzz '^FuzzParseLine$' -fuzztime "${MEDIC_FUZZTIME:-50000x}" ./synapselog
 go test -run '^$' -fuzz '^FuzzPeerLogFeed$' -fuzztime "${MEDIC_FUZZTIME:-50000x}" ./synapselog
 go test -run '^$' -fuzz '^FuzzStartupFailure$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./synapselog
+go test -run '^$' -fuzz '^FuzzParseSyncToken$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./synapselog
 go test -run '^$' -fuzz '^FuzzParseSince$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./commands
 go test -run '^$' -fuzz '^FuzzParseStateAudit$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./commands
 go test -run '^$' -fuzz '^FuzzParseStateEvent$' -fuzztime "${MEDIC_FUZZTIME:-20000x}" ./diagnose

@@ -84,10 +84,22 @@ type SequenceLag struct {
 	TableName string `json:"table_name,omitempty"`
 	Position  int64  `json:"position"`
 	Stream    string `json:"stream,omitempty"`
+	// ClientsSeen is the highest position of the stream that clients' sync tokens hold
+	// (Synapse's access log) when it is above everything the database has; Clients is where
+	// the sequence goes for them: ClientsSeen and ClientMargin beyond it.
+	ClientsSeen int64 `json:"clients_seen,omitempty"`
+	Clients     int64 `json:"clients,omitempty"`
 }
 
-// Want is the value the sequence must have: nothing in use, nor recorded, above it.
-func (l SequenceLag) Want() int64 { return max(l.Table, l.Position) }
+// ClientMargin is how far past the highest position seen in clients' sync tokens a sequence
+// is moved: a client's newest token is the one its last response returned, which the access
+// log shows only once the client uses it. Positions are bigints; a gap is as harmless as the
+// ones rolled-back transactions leave.
+const ClientMargin = 10000
+
+// Want is the value the sequence must have: nothing in use, nor recorded, nor held by a
+// client, above it.
+func (l SequenceLag) Want() int64 { return max(l.Table, l.Position, l.Clients) }
 
 // StopsSynapse tells whether Synapse refuses to start on it (a stream position above the
 // sequence) rather than repairing it itself (only a table above it).
@@ -107,7 +119,12 @@ func relExists(ctx context.Context, q querier, name string) (bool, error) {
 // behind a table Synapse moves forward itself when it starts (check_consistency), and it
 // allocates through the sequence after; only a sequence behind stream_positions stops it.
 // The offline aftercare reads every column.
-func (db *DB) SequenceLags(ctx context.Context, indexedOnly bool) ([]SequenceLag, error) {
+//
+// clients are the highest positions per stream (stream_positions names) that clients' sync
+// tokens hold, nil if unknown: a stream they are ahead of gets its sequence moved past them,
+// so that Synapse, which takes its position from the sequence at start-up, neither gives
+// what arrives next positions those clients think they have seen, nor waits for them.
+func (db *DB) SequenceLags(ctx context.Context, indexedOnly bool, clients map[string]int64) ([]SequenceLag, error) {
 	var lags []SequenceLag
 	for _, s := range StreamSequences {
 		ok, err := relExists(ctx, db.Pool, s.Name)
@@ -151,6 +168,9 @@ func (db *DB) SequenceLags(ctx context.Context, indexedOnly bool) ([]SequenceLag
 			if err = db.Pool.QueryRow(ctx, aftercareStreamMaxQuery, s.Stream).Scan(&l.Position); err != nil {
 				return nil, fmt.Errorf("read stream_positions of %s: %w", s.Stream, err)
 			}
+		}
+		if c := clients[s.Stream]; s.Stream != "" && c > max(l.Want(), l.Last) {
+			l.ClientsSeen, l.Clients = c, c+ClientMargin
 		}
 		if l.Want() > l.Last {
 			lags = append(lags, l)

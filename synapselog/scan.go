@@ -405,32 +405,41 @@ type Source struct {
 // ScanSources scans every source, oldest data first within each.
 func ScanSources(ctx context.Context, sources []Source, since time.Time) (*Report, error) {
 	sc := NewScanner(since)
+	err := readSources(ctx, sources, since, func(name string, r io.Reader) error {
+		sc.report.Sources = append(sc.report.Sources, name)
+		return sc.Scan(r)
+	})
+	return sc.report, err
+}
+
+// readSources has read consume every source's stream (named by its path, or journald:<unit>):
+// files matching a path or glob, rotated and gzipped ones included, oldest first (by
+// modification time) so request tags carry across rotation; a journald unit since a time.
+func readSources(ctx context.Context, sources []Source, since time.Time, read func(name string, r io.Reader) error) error {
 	for _, src := range sources {
 		var err error
 		switch src.Type {
 		case "file", "container":
-			err = sc.scanFiles(src.Path)
+			err = readFiles(src.Path, read)
 		case "journald":
-			err = sc.scanJournal(ctx, src.Unit, since)
+			err = readJournal(ctx, src.Unit, since, func(r io.Reader) error { return read("journald:"+src.Unit, r) })
 		default:
 			err = fmt.Errorf("unknown log source type %q", src.Type)
 		}
 		if err != nil {
-			return sc.report, err
+			return err
 		}
 	}
-	return sc.report, nil
+	return nil
 }
 
-// scanFiles scans every file matching a path or glob, including rotated and gzipped ones,
-// oldest first (by modification time) so request tags carry across rotation.
-func (sc *Scanner) scanFiles(pattern string) error {
+func readFiles(pattern string, read func(name string, r io.Reader) error) error {
 	files, err := logFiles(pattern)
 	if err != nil {
 		return err
 	}
 	for _, path := range files {
-		if err := sc.scanFile(path); err != nil {
+		if err := readFile(path, read); err != nil {
 			return err
 		}
 	}
@@ -478,7 +487,7 @@ func openLog(path string) (*os.File, error) {
 	return f, err
 }
 
-func (sc *Scanner) scanFile(path string) error {
+func readFile(path string, read func(name string, r io.Reader) error) error {
 	f, err := openLog(path)
 	if err != nil {
 		return err
@@ -493,16 +502,10 @@ func (sc *Scanner) scanFile(path string) error {
 		defer gz.Close()
 		r = gz
 	}
-	sc.report.Sources = append(sc.report.Sources, path)
-	if err = sc.Scan(r); err != nil {
+	if err = read(path, r); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
-}
-
-func (sc *Scanner) scanJournal(ctx context.Context, unit string, since time.Time) error {
-	sc.report.Sources = append(sc.report.Sources, "journald:"+unit)
-	return readJournal(ctx, unit, since, sc.Scan)
 }
 
 // readJournal has read consume a unit's journal (since a time, unless zero) as Synapse's log
