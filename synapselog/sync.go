@@ -105,23 +105,9 @@ func syncSince(line []byte) string {
 	if end := bytes.IndexAny(rest, " \""); end >= 0 {
 		rest = rest[:end]
 	}
-	q, err := url.ParseQuery(string(rest))
-	if err != nil {
-		// A truncated or odd query: take the since parameter by hand.
-		j := bytes.Index(rest, markSince)
-		if j < 0 {
-			return ""
-		}
-		v := rest[j+len(markSince):]
-		if k := bytes.IndexByte(v, '&'); k >= 0 {
-			v = v[:k]
-		}
-		s, err := url.QueryUnescape(string(v))
-		if err != nil {
-			return ""
-		}
-		return s
-	}
+	// ParseQuery keeps every pair it could decode and reports the first it could not: an
+	// odd parameter elsewhere does not hide since.
+	q, _ := url.ParseQuery(string(rest))
 	return q.Get("since")
 }
 

@@ -74,3 +74,11 @@ func FuzzParseSyncToken(f *testing.F) {
 		}
 	})
 }
+
+// TestSyncSinceOddQuery: a parameter that does not decode does not hide since.
+func TestSyncSinceOddQuery(t *testing.T) {
+	line := []byte(`200 "GET /_matrix/client/v3/sync?filter=%zz&since=s7_1_0_1_1_1_3_4_0_1_1_1_1_1&timeout=0 HTTP/1.1"`)
+	if got := syncSince(line); got != "s7_1_0_1_1_1_3_4_0_1_1_1_1_1" {
+		t.Errorf("syncSince = %q", got)
+	}
+}
