@@ -136,7 +136,14 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 			"so neither medic nor Synapse can use them (%s). Nothing was changed. As a superuser (e.g. sudo -u postgres psql -d DATABASE), run: %s "+
 			"then run medic exec aftercare again", len(stuck), ownersOf(stuck), mdtext.Code(loc.CurrentUser), objectList(stuck), synapse.TakeOverScript(loc.CurrentUser))
 	}
-	clients, clientsNote := a.clientPositions(ctx)
+	// Where the restored database ends (its newest event): the logs after it say what the
+	// restore lost.
+	var end time.Time
+	ordering, endMS, err := a.DB.LastEvent(ctx)
+	if err == nil && ordering != 0 {
+		end = time.UnixMilli(endMS).UTC()
+	}
+	clients, clientsNote := a.clientPositions(ctx, end)
 	if d.Sequences, err = a.DB.SequenceLags(ctx, false, clients); err != nil {
 		return nil, err
 	}
@@ -149,7 +156,7 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 	if d.Destinations, err = a.DB.BackedOffDestinations(ctx); err != nil {
 		return nil, err
 	}
-	plan := &jobs.Plan{Title: "Aftercare of Synapse's restored database (offline part)", Why: a.SinceBackup(ctx)}
+	plan := &jobs.Plan{Title: "Aftercare of Synapse's restored database (offline part)", Why: a.sinceBackup(ctx, ordering, end)}
 	if len(d.Sequences) > 0 {
 		var parts []string
 		stops := 0
@@ -160,7 +167,7 @@ func (a *Aftercare) plan(ctx context.Context, _ AftercareArgs) (*jobs.Plan, erro
 			case l.StopsSynapse():
 				stops++
 				why = fmt.Sprintf("stream_positions[%s] %d", l.Stream, l.Position)
-			case l.Clients > max(l.Table, l.Position):
+			case l.ClientsSeen > 0:
 				clientsAhead++
 				why = fmt.Sprintf("clients' sync tokens hold %d, and %d beyond", l.ClientsSeen, synapse.ClientMargin)
 			}
@@ -331,32 +338,29 @@ func (a *Aftercare) step(ctx context.Context, s *jobs.Step[AftercareArgs, Afterc
 // access log since the restored database's end (earlier tokens are behind it anyway). Without
 // logs, or when they cannot be read, it returns nil and a note for the plan: clients offline
 // over the restore may then miss what arrives before they sync again.
-func (a *Aftercare) clientPositions(ctx context.Context) (map[string]int64, string) {
+func (a *Aftercare) clientPositions(ctx context.Context, end time.Time) (map[string]int64, string) {
 	const unknown = "Clients' sync tokens are not known (%s): a client whose token is ahead of the restored streams may miss what arrives " +
 		"before it syncs again (\"Bounding token from the future\" in Synapse's log shows such clients); signing out and in again, or clearing its cache, heals it"
 	if len(a.Logs) == 0 {
 		return nil, fmt.Sprintf(unknown, "`synapse.logs` is not configured")
 	}
-	_, ms, err := a.DB.LastEvent(ctx)
-	if err != nil || ms == 0 {
+	if end.IsZero() {
 		return nil, ""
 	}
-	pos, err := synapselog.SyncPositions(ctx, a.Logs, time.UnixMilli(ms))
+	pos, err := synapselog.SyncPositions(ctx, a.Logs, end)
 	if err != nil {
 		return nil, fmt.Sprintf(unknown, "Synapse's log could not be read: "+mdtext.Text(err.Error()))
 	}
 	return pos, ""
 }
 
-// SinceBackup is the "what happened since the backup" line: where the database ends (its
+// sinceBackup is the "what happened since the backup" line: where the database ends (its
 // newest event), and what Synapse's logs say other servers sent after that, which the
 // restored database lacks. "" when the database holds no event.
-func (a *Aftercare) SinceBackup(ctx context.Context) string {
-	ordering, receivedMS, err := a.DB.LastEvent(ctx)
-	if err != nil || ordering == 0 {
+func (a *Aftercare) sinceBackup(ctx context.Context, ordering int64, end time.Time) string {
+	if end.IsZero() {
 		return ""
 	}
-	end := time.UnixMilli(receivedMS).UTC()
 	line := fmt.Sprintf("The database ends at %s (its newest event, stream ordering %d): the backup is from then, and nothing after it is in the database.",
 		end.Format("2006-01-02 15:04:05 MST"), ordering)
 	if len(a.Logs) == 0 {

@@ -85,10 +85,8 @@ type SequenceLag struct {
 	Position  int64  `json:"position"`
 	Stream    string `json:"stream,omitempty"`
 	// ClientsSeen is the highest position of the stream that clients' sync tokens hold
-	// (Synapse's access log) when it is above everything the database has; Clients is where
-	// the sequence goes for them: ClientsSeen and ClientMargin beyond it.
+	// (Synapse's access log) when it is above everything the database has, else 0.
 	ClientsSeen int64 `json:"clients_seen,omitempty"`
-	Clients     int64 `json:"clients,omitempty"`
 }
 
 // ClientMargin is how far past the highest position seen in clients' sync tokens a sequence
@@ -99,7 +97,12 @@ const ClientMargin = 10000
 
 // Want is the value the sequence must have: nothing in use, nor recorded, nor held by a
 // client, above it.
-func (l SequenceLag) Want() int64 { return max(l.Table, l.Position, l.Clients) }
+func (l SequenceLag) Want() int64 {
+	if l.ClientsSeen > 0 {
+		return max(l.Table, l.Position, l.ClientsSeen+ClientMargin)
+	}
+	return max(l.Table, l.Position)
+}
 
 // StopsSynapse tells whether Synapse refuses to start on it (a stream position above the
 // sequence) rather than repairing it itself (only a table above it).
@@ -170,7 +173,7 @@ func (db *DB) SequenceLags(ctx context.Context, indexedOnly bool, clients map[st
 			}
 		}
 		if c := clients[s.Stream]; s.Stream != "" && c > max(l.Want(), l.Last) {
-			l.ClientsSeen, l.Clients = c, c+ClientMargin
+			l.ClientsSeen = c
 		}
 		if l.Want() > l.Last {
 			lags = append(lags, l)
