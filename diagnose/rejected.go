@@ -52,45 +52,67 @@ func (r *RoomRejections) Chain(root string) *Chain { return r.byRoot[root] }
 // event whose auth events include a rejected event joins that event's chain. The walk keeps
 // only event IDs, so it stays small for long chains.
 func RoomChains(ctx context.Context, db *synapse.DB, room string) (*RoomRejections, error) {
-	rr := &RoomRejections{RoomID: room, member: map[string]string{}, byRoot: map[string]*Chain{}}
-	byRoot := rr.byRoot
-	err := db.RoomRejected(ctx, room, func(ev synapse.RejectedEvent) error {
-		rr.Total++
-		root := ""
-		for _, a := range ev.AuthEvents {
-			if r, ok := rr.member[a]; ok {
-				root = r
-				break
-			}
-		}
-		var c *Chain
-		if root == "" {
-			root = ev.EventID
-			c = &Chain{Root: ev, ByType: map[string]int{}, Last: ev.Received, Servers: map[string]bool{}, Cites: map[string]bool{}}
-			byRoot[root] = c
-			rr.Chains = append(rr.Chains, c)
-		} else {
-			c = byRoot[root]
-			c.Descendants++
-			c.ByType[ev.Type]++
-			if ev.Received.After(c.Last) {
-				c.Last = ev.Received
-			}
-		}
-		c.Servers[id.UserID(ev.Sender).Homeserver()] = true
-		for _, a := range ev.AuthEvents {
-			if _, rejected := rr.member[a]; !rejected {
-				c.Cites[a] = true
-			}
-		}
-		rr.member[ev.EventID] = root
+	w := NewChainWalk(room)
+	if err := db.RoomRejected(ctx, room, func(ev synapse.RejectedEvent) error {
+		w.Add(ev)
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		return nil, err
 	}
-	slices.SortStableFunc(rr.Chains, func(a, b *Chain) int { return b.Descendants - a.Descendants })
-	return rr, nil
+	return w.Done(), nil
+}
+
+// ChainWalk groups a room's rejected events into chains as a walk in depth order meets them
+// (RoomChains, or a walk that also feeds the events to the auth checker).
+type ChainWalk struct{ rr *RoomRejections }
+
+// NewChainWalk starts grouping the rejected events of a room.
+func NewChainWalk(room string) *ChainWalk {
+	return &ChainWalk{rr: &RoomRejections{RoomID: room, member: map[string]string{}, byRoot: map[string]*Chain{}}}
+}
+
+// RootOf returns the root of the chain of an event met so far ("" if none).
+func (w *ChainWalk) RootOf(eventID string) string { return w.rr.member[eventID] }
+
+// Add places the next rejected event of the walk in its chain and returns the chain's root:
+// the chain of the first of its auth events that is rejected, or a new chain it roots.
+func (w *ChainWalk) Add(ev synapse.RejectedEvent) (root string) {
+	rr := w.rr
+	rr.Total++
+	for _, a := range ev.AuthEvents {
+		if r, ok := rr.member[a]; ok {
+			root = r
+			break
+		}
+	}
+	var c *Chain
+	if root == "" {
+		root = ev.EventID
+		c = &Chain{Root: ev, ByType: map[string]int{}, Last: ev.Received, Servers: map[string]bool{}, Cites: map[string]bool{}}
+		rr.byRoot[root] = c
+		rr.Chains = append(rr.Chains, c)
+	} else {
+		c = rr.byRoot[root]
+		c.Descendants++
+		c.ByType[ev.Type]++
+		if ev.Received.After(c.Last) {
+			c.Last = ev.Received
+		}
+	}
+	c.Servers[id.UserID(ev.Sender).Homeserver()] = true
+	for _, a := range ev.AuthEvents {
+		if _, rejected := rr.member[a]; !rejected {
+			c.Cites[a] = true
+		}
+	}
+	rr.member[ev.EventID] = root
+	return root
+}
+
+// Done ends the walk: the chains, biggest first.
+func (w *ChainWalk) Done() *RoomRejections {
+	slices.SortStableFunc(w.rr.Chains, func(a, b *Chain) int { return b.Descendants - a.Descendants })
+	return w.rr
 }
 
 // AttachLogs adds the logs' "found rejected event … in the state" counts to the chains of

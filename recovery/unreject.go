@@ -128,9 +128,17 @@ func (v *Verification) verdict(eventID string) authcheck.Verdict {
 // Verify checks a room's rejected events with the auth checker: the roots (all chains', or
 // the one given) against their own auth events, then every event of their chains in depth
 // order with the roots' verdicts applied. Nothing is changed.
+//
+// One walk of the room's rejected events both groups them into chains and feeds the checker:
+// an event's chain is known when it is met (its auth events come before it), and the events
+// it cites that are not rejected are fetched and sent just before it. So the checker starts
+// on the first event rather than after a walk of its own.
 func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) (*Verification, *diagnose.RoomRejections, error) {
 	if u.DB == nil {
 		return nil, nil, fmt.Errorf("this needs Synapse's database: set synapse.database in medic's config")
+	}
+	if force && root == "" {
+		return nil, nil, fmt.Errorf("--force needs --root: name the one event to accept despite the auth rules")
 	}
 	rv, err := u.DB.RoomVersion(ctx, room)
 	if err != nil {
@@ -140,82 +148,83 @@ func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) 
 	} else if rv == "1" || rv == "2" {
 		return nil, nil, fmt.Errorf("room %s is version %s; mautrix-go's auth rules do not cover versions 1 and 2, so medic cannot verify its events", room, rv)
 	}
-	rr, err := diagnose.RoomChains(ctx, u.DB, room)
+	keys, err := u.storedKeys(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, rr, err := u.verifyWith(ctx, rv, room, root, force, keys)
+	if err != nil || u.Federation == nil || rr.Total == 0 {
+		return v, rr, err
+	}
+	// A server whose keys Synapse never stored: ask it, and check again with its keys (rare:
+	// Synapse stores the keys it verifies events with).
+	servers := map[string]bool{}
+	for _, r := range v.Roots {
+		for s := range rr.Chain(r).Servers {
+			servers[s] = true
+		}
+	}
+	if !u.fetchKeys(ctx, keys, servers) {
+		return v, rr, nil
+	}
+	return u.verifyWith(ctx, rv, room, root, force, keys)
+}
+
+// verifyWith is Verify with the signing keys given.
+func (u *Unrejecter) verifyWith(ctx context.Context, rv, room, root string, force bool, keys map[string]map[string]authcheck.Key) (*Verification, *diagnose.RoomRejections, error) {
+	checker, err := authcheck.Find(u.Checker)
 	if err != nil {
 		return nil, nil, err
 	}
 	v := &Verification{RoomID: room, RoomVersion: rv, Types: map[string]int{}}
-	if rr.Total == 0 {
-		return v, rr, nil
-	}
-	if root != "" {
-		switch r := rr.RootOf(root); {
-		case r == "":
-			return nil, rr, fmt.Errorf("%s is not a rejected event of %s", root, room)
-		case r != root:
-			return nil, rr, fmt.Errorf("%s is not the root of its chain: it was rejected because of %s (use that as --root)", root, r)
-		}
-		v.Roots = []string{root}
-	} else {
-		if force {
-			return nil, rr, fmt.Errorf("--force needs --root: name the one event to accept despite the auth rules")
-		}
-		for _, c := range rr.Chains {
-			v.Roots = append(v.Roots, c.Root.EventID)
-		}
-	}
-	selected := map[string]bool{}
-	servers := map[string]bool{}
-	cited := map[string]bool{}
-	for _, r := range v.Roots {
-		selected[r] = true
-		c := rr.Chain(r)
-		for s := range c.Servers {
-			servers[s] = true
-		}
-		for a := range c.Cites {
-			cited[a] = true
-		}
-	}
-	if rv == "12" || strings.HasPrefix(rv, "org.matrix.hydra") {
-		cited["$"+strings.TrimPrefix(room, "!")] = true // the create event's ID is the room ID
-	}
-	var contextIDs []string
-	for a := range cited {
-		if rr.RootOf(a) == "" {
-			contextIDs = append(contextIDs, a)
-		}
-	}
-	contextEvents, err := u.DB.EventsByID(ctx, contextIDs)
-	if err != nil {
-		return nil, rr, err
-	}
-	keys, err := u.keys(ctx, servers)
-	if err != nil {
-		return nil, rr, err
-	}
-	checker, err := authcheck.Find(u.Checker)
-	if err != nil {
-		return nil, rr, err
-	}
-	hdr := authcheck.Header{RoomVersion: rv, Keys: keys}
+	walk := diagnose.NewChainWalk(room)
 	// Verdicts come in the order events were sent to be checked: their types wait in a queue.
 	types := &typeQueue{}
-	feed := func(send func(authcheck.Input) error) error {
-		for _, ev := range contextEvents {
+	sent := map[string]bool{} // context events sent (or found rejected)
+	// sendContext sends the events ids names that are neither rejected nor sent yet.
+	sendContext := func(ids []string, send func(authcheck.Input) error) error {
+		var fetch []string
+		for _, a := range ids {
+			if !sent[a] && walk.RootOf(a) == "" {
+				sent[a] = true
+				fetch = append(fetch, a)
+			}
+		}
+		if len(fetch) == 0 {
+			return nil
+		}
+		evs, err := u.DB.EventsByID(ctx, fetch)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
 			if err := send(authcheck.Input{EventID: ev.EventID, Event: ev.JSON, Rejected: ev.Rejected}); err != nil {
 				return err
 			}
 		}
-		return u.DB.RoomRejectedJSON(ctx, room, func(eventID, evType string, js []byte) error {
-			check := selected[rr.RootOf(eventID)]
-			if check {
-				types.push(evType)
+		return nil
+	}
+	feed := func(send func(authcheck.Input) error) error {
+		if rv == "12" || strings.HasPrefix(rv, "org.matrix.hydra") {
+			// The create event's ID is the room ID, and events do not cite it.
+			if err := sendContext([]string{"$" + strings.TrimPrefix(room, "!")}, send); err != nil {
+				return err
 			}
-			return send(authcheck.Input{EventID: eventID, Event: js, Rejected: true, Check: check,
-				Force: check && force && eventID == root})
+		}
+		return u.DB.RoomRejectedJSON(ctx, room, func(ev synapse.RejectedEvent, js []byte) error {
+			if err := sendContext(ev.AuthEvents, send); err != nil {
+				return err
+			}
+			r := walk.Add(ev)
+			check := root == "" || r == root
+			if check {
+				types.push(ev.Type)
+			}
+			return send(authcheck.Input{EventID: ev.EventID, Event: js, Rejected: true, Check: check,
+				Force: check && force && ev.EventID == root})
 		})
 	}
+	hdr := authcheck.Header{RoomVersion: rv, Keys: keys}
 	err = authcheck.Run(ctx, checker, hdr, feed, func(vd authcheck.Verdict) error {
 		evType := types.pop()
 		switch {
@@ -231,15 +240,33 @@ func (u *Unrejecter) Verify(ctx context.Context, room, root string, force bool) 
 		}
 		return nil
 	})
+	rr := walk.Done()
+	if err == nil && rr.Total == 0 {
+		return v, rr, nil
+	}
+	if root != "" {
+		// Checked only now that the walk is done; an event that is not a root matched none
+		// of the events, so nothing was checked.
+		switch r := rr.RootOf(root); {
+		case r == "":
+			return nil, rr, fmt.Errorf("%s is not a rejected event of %s", root, room)
+		case r != root:
+			return nil, rr, fmt.Errorf("%s is not the root of its chain: it was rejected because of %s (use that as --root)", root, r)
+		}
+		v.Roots = []string{root}
+	} else {
+		for _, c := range rr.Chains {
+			v.Roots = append(v.Roots, c.Root.EventID)
+		}
+	}
 	if err != nil {
 		return nil, rr, fmt.Errorf("verify events: %w", err)
 	}
 	return v, rr, nil
 }
 
-// keys gathers the signing keys of the given servers: Synapse's own key, the keys Synapse
-// stored, and (for servers still missing) the servers' own answers, self-signature checked.
-func (u *Unrejecter) keys(ctx context.Context, servers map[string]bool) (map[string]map[string]authcheck.Key, error) {
+// storedKeys gathers the signing keys Synapse stored and Synapse's own key.
+func (u *Unrejecter) storedKeys(ctx context.Context) (map[string]map[string]authcheck.Key, error) {
 	stored, err := u.DB.ServerKeys(ctx)
 	if err != nil {
 		return nil, err
@@ -260,8 +287,15 @@ func (u *Unrejecter) keys(ctx context.Context, servers map[string]bool) (map[str
 			out[u.ServerName][string(own.ID)] = authcheck.Key{Key: string(own.Pub), ValidUntilTS: 1 << 62}
 		}
 	}
+	return out, nil
+}
+
+// fetchKeys asks the servers that have no keys in keys for theirs (self-signature checked)
+// and adds them; it reports whether any were added.
+func (u *Unrejecter) fetchKeys(ctx context.Context, keys map[string]map[string]authcheck.Key, servers map[string]bool) bool {
+	added := false
 	for server := range servers {
-		if len(out[server]) > 0 || u.Federation == nil {
+		if len(keys[server]) > 0 || u.Federation == nil {
 			continue
 		}
 		fc, err := u.Federation()
@@ -272,15 +306,16 @@ func (u *Unrejecter) keys(ctx context.Context, servers map[string]bool) (map[str
 		if err != nil || resp.VerifySelfSignature() != nil {
 			continue // the checker then reports the signature as unverifiable
 		}
-		out[server] = map[string]authcheck.Key{}
+		keys[server] = map[string]authcheck.Key{}
 		for keyID, k := range resp.VerifyKeys {
-			out[server][string(keyID)] = authcheck.Key{Key: string(k.Key), ValidUntilTS: resp.ValidUntilTS.UnixMilli()}
+			keys[server][string(keyID)] = authcheck.Key{Key: string(k.Key), ValidUntilTS: resp.ValidUntilTS.UnixMilli()}
 		}
 		for keyID, k := range resp.OldVerifyKeys {
-			out[server][string(keyID)] = authcheck.Key{Key: string(k.Key), ValidUntilTS: k.ExpiredTS.UnixMilli()}
+			keys[server][string(keyID)] = authcheck.Key{Key: string(k.Key), ValidUntilTS: k.ExpiredTS.UnixMilli()}
 		}
+		added = added || len(keys[server]) > 0
 	}
-	return out, nil
+	return added
 }
 
 func (u *Unrejecter) plan(ctx context.Context, args UnrejectArgs) (*jobs.Plan, error) {

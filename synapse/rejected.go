@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 )
@@ -37,8 +38,11 @@ const (
 	// roomRejectedQuery: the rejected events with the IDs of their auth events.
 	roomRejectedQuery = `SELECT e.event_id, e.type, e.state_key, e.sender, e.depth, coalesce(r.reason, e.rejection_reason),
 		e.received_ts, coalesce(j.json::json -> 'auth_events', '[]'::json)` + roomRejectedFrom
-	// roomRejectedJSONQuery: the same walk with the events' JSON, for the auth checker.
-	roomRejectedJSONQuery = `SELECT e.event_id, e.type, j.json` + roomRejectedFrom
+	// roomRejectedJSONQuery: the same walk with the events' JSON, for the auth checker, which
+	// reads the auth events from the JSON itself (medic, not PostgreSQL, parses it: the
+	// checker's feed is the walk).
+	roomRejectedJSONQuery = `SELECT e.event_id, e.type, e.state_key, e.sender, e.depth, coalesce(r.reason, e.rejection_reason),
+		e.received_ts, j.json` + roomRejectedFrom
 	eventsByIDQuery       = `
 		SELECT e.event_id, j.json, (e.rejection_reason IS NOT NULL OR r.event_id IS NOT NULL)
 		FROM events AS e
@@ -150,15 +154,21 @@ func authEventIDs(raw []byte) []string {
 	return ids
 }
 
-// RoomRejectedJSON calls fn for each rejected event of a room with its JSON, in depth order.
-func (db *DB) RoomRejectedJSON(ctx context.Context, room string, fn func(eventID, evType string, js []byte) error) error {
+// RoomRejectedJSON calls fn for each rejected event of a room with its JSON, in depth order:
+// the walk RoomRejected makes, with each event's JSON (its auth events read from it). js is
+// the row's own buffer, valid only until fn returns: 100k events' JSON is not copied once
+// more on its way to the checker.
+func (db *DB) RoomRejectedJSON(ctx context.Context, room string, fn func(ev RejectedEvent, js []byte) error) error {
 	return db.walkRejected(ctx, roomRejectedJSONQuery, room, func(rows pgx.Rows) error {
-		var eventID, evType string
-		var js []byte
-		if err := rows.Scan(&eventID, &evType, &js); err != nil {
+		var ev RejectedEvent
+		var received int64
+		if err := rows.Scan(&ev.EventID, &ev.Type, &ev.StateKey, &ev.Sender, &ev.Depth, &ev.Reason, &received, nil); err != nil {
 			return err
 		}
-		return fn(eventID, evType, js)
+		js := rows.RawValues()[7]
+		ev.Received = time.UnixMilli(received)
+		ev.AuthEvents = authEventIDs([]byte(gjson.GetBytes(js, "auth_events").Raw))
+		return fn(ev, js)
 	})
 }
 
