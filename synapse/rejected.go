@@ -43,7 +43,7 @@ const (
 	// checker's feed is the walk).
 	roomRejectedJSONQuery = `SELECT e.event_id, e.type, e.state_key, e.sender, e.depth, coalesce(r.reason, e.rejection_reason),
 		e.received_ts, j.json` + roomRejectedFrom
-	eventsByIDQuery       = `
+	eventsByIDQuery = `
 		SELECT e.event_id, j.json, (e.rejection_reason IS NOT NULL OR r.event_id IS NOT NULL)
 		FROM events AS e
 		LEFT JOIN rejections AS r USING (event_id)

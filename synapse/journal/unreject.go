@@ -22,7 +22,9 @@ func Unreject(ctx context.Context, db *synapse.DB, jobID, room string, events []
 // Unreject changes: scoped to one room by events.room_id, for the events listed in the
 // transaction's temporary table medic_unreject (see loadUnrejectIDs).
 const (
-	createUnrejectIDs       = `CREATE TEMPORARY TABLE medic_unreject (event_id TEXT PRIMARY KEY) ON COMMIT DROP`
+	// No primary key: the changes semi-join the IDs (IN), so a duplicate would not matter, and
+	// building a btree of 100k random IDs was a fifth of a second of the transaction.
+	createUnrejectIDs       = `CREATE TEMPORARY TABLE medic_unreject (event_id TEXT NOT NULL) ON COMMIT DROP`
 	unrejectEventsWhere     = `t.room_id = $1 AND t.event_id IN (SELECT event_id FROM medic_unreject) AND t.rejection_reason IS NOT NULL`
 	unrejectEventsSet       = `rejection_reason = NULL`
 	unrejectRejectionsWhere = `t.event_id IN (SELECT event_id FROM medic_unreject) AND EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = t.event_id AND e.room_id = $1)`
