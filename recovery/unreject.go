@@ -81,39 +81,43 @@ type Verification struct {
 	Types       map[string]int      // types of the events to un-reject
 }
 
-// typeQueue hands event types from the feeding goroutine to the verdict reader, in order.
-// Types are interned: a chain has few distinct ones.
-type typeQueue struct {
+// checkQueue hands the checked events' IDs and types from the feeding goroutine to the
+// verdict reader, in order. Types are interned (a chain has few distinct ones), and the IDs
+// are the walk's own strings: the verdicts keep those, not 100k copies decoded from the
+// checker's answers.
+type checkQueue struct {
 	mu     sync.Mutex
-	items  []string
+	items  []checked
 	next   int
 	intern map[string]string
 }
 
-func (q *typeQueue) push(t string) {
+type checked struct{ eventID, evType string }
+
+func (q *checkQueue) push(eventID, evType string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.intern == nil {
 		q.intern = map[string]string{}
 	}
-	if s, ok := q.intern[t]; ok {
-		t = s
+	if s, ok := q.intern[evType]; ok {
+		evType = s
 	} else {
-		q.intern[t] = t
+		q.intern[evType] = evType
 	}
-	q.items = append(q.items, t)
+	q.items = append(q.items, checked{eventID, evType})
 }
 
-func (q *typeQueue) pop() string {
+func (q *checkQueue) pop() (checked, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.next >= len(q.items) {
-		return ""
+		return checked{}, false
 	}
-	t := q.items[q.next]
-	q.items[q.next] = ""
+	c := q.items[q.next]
+	q.items[q.next] = checked{}
 	q.next++
-	return t
+	return c, true
 }
 
 func (v *Verification) verdict(eventID string) authcheck.Verdict {
@@ -178,8 +182,8 @@ func (u *Unrejecter) verifyWith(ctx context.Context, rv, room, root string, forc
 	}
 	v := &Verification{RoomID: room, RoomVersion: rv, Types: map[string]int{}}
 	walk := diagnose.NewChainWalk(room)
-	// Verdicts come in the order events were sent to be checked: their types wait in a queue.
-	types := &typeQueue{}
+	// Verdicts come in the order events were sent to be checked, which wait in a queue.
+	queue := &checkQueue{}
 	sent := map[string]bool{} // context events sent (or found rejected)
 	// sendContext sends the events ids names that are neither rejected nor sent yet.
 	sendContext := func(ids []string, send func(authcheck.Input) error) error {
@@ -218,7 +222,7 @@ func (u *Unrejecter) verifyWith(ctx context.Context, rv, room, root string, forc
 			r := walk.Add(ev)
 			check := root == "" || r == root
 			if check {
-				types.push(ev.Type)
+				queue.push(ev.EventID, ev.Type)
 			}
 			return send(authcheck.Input{EventID: ev.EventID, Event: js, Rejected: true, Check: check,
 				Force: check && force && ev.EventID == root})
@@ -226,7 +230,12 @@ func (u *Unrejecter) verifyWith(ctx context.Context, rv, room, root string, forc
 	}
 	hdr := authcheck.Header{RoomVersion: rv, Keys: keys}
 	err = authcheck.Run(ctx, checker, hdr, feed, func(vd authcheck.Verdict) error {
-		evType := types.pop()
+		c, ok := queue.pop()
+		if !ok || c.eventID != vd.EventID {
+			return fmt.Errorf("the auth checker answered for %s, not for %s", vd.EventID, c.eventID)
+		}
+		vd.EventID = c.eventID
+		evType := c.evType
 		switch {
 		case vd.OK:
 			v.Pass = append(v.Pass, vd.EventID)
@@ -339,7 +348,15 @@ func (u *Unrejecter) plan(ctx context.Context, args UnrejectArgs) (*jobs.Plan, e
 		return &jobs.Plan{Nothing: b.String()}, nil
 	}
 	slices.Sort(unreject)
-	sum := sha256.Sum256([]byte(strings.Join(unreject, "\n")))
+	// The IDs' digest is streamed: joined, 100k IDs would be one more 4.5 MB string.
+	h := sha256.New()
+	for i, e := range unreject {
+		if i > 0 {
+			h.Write([]byte{'\n'})
+		}
+		h.Write([]byte(e))
+	}
+	sum := h.Sum(nil)
 	// Event types, IDs, senders and the auth checker's reasons are remote text.
 	changes := []string{fmt.Sprintf("%s (room version %s): un-reject **%d** event(s) (%s): `events.rejection_reason` → NULL and their `rejections` rows deleted, in one transaction scoped to this room; the old rows are kept for `!undo`.",
 		mdtext.Code(room), mdtext.Code(v.RoomVersion), len(unreject), typeList(v.Types))}

@@ -37,11 +37,9 @@ func loadUnrejectIDs(ids []string) func(context.Context, pgx.Tx) error {
 		if _, err := tx.Exec(ctx, createUnrejectIDs); err != nil {
 			return fmt.Errorf("create medic_unreject: %w", err)
 		}
-		rows := make([][]any, len(ids))
-		for i, e := range ids {
-			rows[i] = []any{e}
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"medic_unreject"}, []string{"event_id"}, pgx.CopyFromRows(rows)); err != nil {
+		// Row by row from the list: 100k one-value rows built up front were ~6 MB more.
+		rows := pgx.CopyFromSlice(len(ids), func(i int) ([]any, error) { return []any{ids[i]}, nil })
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"medic_unreject"}, []string{"event_id"}, rows); err != nil {
 			return fmt.Errorf("load events to un-reject: %w", err)
 		}
 		_, err := tx.Exec(ctx, `ANALYZE medic_unreject`)
