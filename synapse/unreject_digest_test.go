@@ -93,7 +93,7 @@ func TestUnrejectDigests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { s.Close() }() // the snapshot s is at the end
 	if users, err := s.AuthorisingUsers(ctx, room); err != nil || !slices.Equal(users, []string{"@mod:hs2.test"}) {
 		t.Fatalf("authorising users: %v, %v", users, err)
 	}
@@ -110,13 +110,33 @@ func TestUnrejectDigests(t *testing.T) {
 		t.Fatalf("digests changed with rows the verification does not read: %+v vs %+v", base, d)
 	}
 
-	// Each row the verification reads changes its digest.
+	// A rejected event's JSON counts by its row version: a change, and even a rewrite of the
+	// same JSON, is a new digest (a new verification, never a stale one reused).
+	for _, change := range []string{`UPDATE event_json SET json = json || ' ' WHERE event_id = '$msg'`,
+		`UPDATE event_json SET json = rtrim(json) WHERE event_id = '$msg'`, `UPDATE event_json SET json = json WHERE event_id = '$msg'`} {
+		exec(change)
+		d := now()
+		if d.rejected == base.rejected {
+			t.Errorf("%s: the rejected events' digest did not change", change)
+		}
+		if dd := read(s); dd != base {
+			t.Errorf("%s: the earlier snapshot sees the change: %+v", change, dd)
+		}
+		if d.events != base.events || d.keys != base.keys {
+			t.Errorf("%s: other digests changed: %+v vs %+v", change, d, base)
+		}
+		base = d
+		s.Close()
+		if s, err = db.Snapshot(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Each other row the verification reads changes its digest, by value.
 	for _, tc := range []struct {
 		what, change, undo string
 		field              func(d digests) any
 	}{
-		{"a rejected event's JSON", `UPDATE event_json SET json = json || ' ' WHERE event_id = '$msg'`,
-			`UPDATE event_json SET json = rtrim(json) WHERE event_id = '$msg'`, func(d digests) any { return d.rejected }},
 		{"a rejections row", `DELETE FROM rejections WHERE event_id = '$msg'`,
 			`INSERT INTO rejections (event_id, reason, last_check) VALUES ('$msg', 'auth_error', '1')`, func(d digests) any { return d.rejected }},
 		{"a rejection reason", `UPDATE rejections SET reason = 'other' WHERE event_id = '$msg'`,
