@@ -184,8 +184,10 @@ func (u *Unrejecter) verifyWith(ctx context.Context, rv, room, root string, forc
 	walk := diagnose.NewChainWalk(room)
 	// Verdicts come in the order events were sent to be checked, which wait in a queue.
 	queue := &checkQueue{}
-	sent := map[string]bool{} // context events sent (or found rejected)
-	// sendContext sends the events ids names that are neither rejected nor sent yet.
+	sent := map[string]bool{} // context events asked for
+	// sendContext sends the events ids names that the walk has not met as rejected and that
+	// were not asked for before, with their rejection status (a rejected event the walk meets
+	// later, or one of another room, is context that fails whatever cites it).
 	sendContext := func(ids []string, send func(authcheck.Input) error) error {
 		var fetch []string
 		for _, a := range ids {
