@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/federation"
 
 	"github.com/synapse-medic/medic/jobs"
@@ -228,11 +229,12 @@ func TestUnrejectBenchChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	planDur := time.Since(t0)
-	var data recovery.UnrejectData
-	if err = json.Unmarshal(plan.Data, &data); err != nil {
-		t.Fatal(err)
+	// Counted in place: decoding the plan's 100k IDs just to count them would add the
+	// harness's own garbage to the peak RSS measured as medic's.
+	if !gjson.ValidBytes(plan.Data) {
+		t.Fatalf("the plan's data is not JSON: %.200s", plan.Data)
 	}
-	unrejected := len(data.Events)
+	unrejected := int(gjson.GetBytes(plan.Data, "events.#").Int())
 	// Approval: the manager plans again and runs only if the fingerprint is unchanged.
 	t1 := time.Now()
 	fresh, err := op.Plan(ctx, args)
