@@ -301,12 +301,13 @@ func (u *Unrejecter) storedKeys(ctx context.Context) (map[string]map[string]auth
 	return out, nil
 }
 
-// fetchKeys asks the servers that have no keys in keys for theirs (self-signature checked)
-// and adds them; it reports whether any were added.
+// fetchKeys asks the servers that have no keys in keys for theirs over federation
+// (self-signature checked) and adds them; it reports whether any were added. Verify calls
+// it only with a federation client.
 func (u *Unrejecter) fetchKeys(ctx context.Context, keys map[string]map[string]authcheck.Key, servers map[string]bool) bool {
 	added := false
 	for server := range servers {
-		if len(keys[server]) > 0 || u.Federation == nil {
+		if len(keys[server]) > 0 {
 			continue
 		}
 		fc, err := u.Federation()

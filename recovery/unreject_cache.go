@@ -25,7 +25,8 @@ import (
 //   - the arguments: room, --root, --force;
 //   - the room's version and its rejected events as the verification reads them: IDs, type,
 //     state key, sender, depth, position, received time, both rejection rows, and the JSON
-//     (auth events, content, hashes, signatures), in depth order (one digest query);
+//     (auth events, content, hashes, signatures) by its row version, in depth order (one
+//     digest query; synapse/unreject_digest.go says why the version and not the value);
 //   - the events the rejected ones cite that are not rejected (the checker's context): their
 //     JSON and rejection status, and which of them exist;
 //   - the signing keys Synapse stored for the servers whose signatures the checks use (the
