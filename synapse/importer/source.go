@@ -1,6 +1,7 @@
 package importer
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -8,8 +9,9 @@ import (
 	"strconv"
 	"strings"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" driver for PostgreSQL import sources
-	_ "github.com/mattn/go-sqlite3"    // "sqlite3" driver for SQLite import sources
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	_ "github.com/mattn/go-sqlite3" // "sqlite3" driver for SQLite import sources
 )
 
 // Source is another Synapse's database that history is imported from, opened read-only:
@@ -34,7 +36,14 @@ func OpenSource(ctx context.Context, kind, dsn string) (*Source, error) {
 	var err error
 	switch kind {
 	case SourcePostgres:
-		db, err = sql.Open("pgx", dsn)
+		var cfg *pgx.ConnConfig
+		if cfg, err = pgx.ParseConfig(dsn); err != nil {
+			return nil, fmt.Errorf("import source DSN: %w", err)
+		}
+		// The reads are a few thousand rows by index: parallel workers (processes the
+		// source's PostgreSQL starts for each query) cost more than they save.
+		cfg.RuntimeParams["max_parallel_workers_per_gather"] = "0"
+		db = stdlib.OpenDB(*cfg)
 	case SourceSQLite:
 		// Read-only: medic never writes to the source.
 		db, err = sql.Open("sqlite3", "file:"+dsn+"?mode=ro&_busy_timeout=5000")
@@ -105,7 +114,10 @@ func (s *Source) queryIn(ctx context.Context, query string, ids []string, scan f
 		} else {
 			// One array parameter: PostgreSQL parses and plans an IN list of thousands of
 			// parameters anew every time, which cost the source more than reading the rows.
-			q, args = strings.Replace(query, "IN (%s)", "= ANY(?)", 1), append(slices.Clip(fixed), batch)
+			// As a semi-join on unnest, not = ANY: for 5000 IDs PostgreSQL seq-scanned the
+			// whole table behind = ANY (35-130 ms a query on a 142k-event room) and looks
+			// them up by index here (11-20 ms).
+			q, args = strings.Replace(query, "IN (%s)", "IN (SELECT unnest(?::text[]))", 1), append(slices.Clip(fixed), batch)
 		}
 		rows, err := s.db.QueryContext(ctx, s.q(q), args...)
 		if err != nil {
@@ -199,7 +211,8 @@ type SourceEvent struct {
 	StateGroup    *int64
 }
 
-// EventsInRange reads the room's events with lo < key <= hi, with their JSON and state group.
+// EventsInRange reads the room's events with lo < key <= hi, with their JSON and state group,
+// newest first.
 func (s *Source) EventsInRange(ctx context.Context, roomID string, lo, hi EventKey) ([]SourceEvent, error) {
 	rows, err := s.db.QueryContext(ctx, s.q(srcEventsRangeQuery), roomID, lo.Depth, hi.Depth,
 		hi.Depth, hi.Depth, hi.Stream, lo.Depth, lo.Depth, lo.Stream)
@@ -232,6 +245,10 @@ func (s *Source) EventsInRange(ctx context.Context, roomID string, lo, hi EventK
 		}
 		out = append(out, e)
 	}
+	slices.SortFunc(out, func(a, b SourceEvent) int {
+		return cmp.Or(cmp.Compare(b.Key.Depth, a.Key.Depth),
+			cmp.Compare(b.Key.Stream, a.Key.Stream))
+	})
 	return out, rows.Err()
 }
 

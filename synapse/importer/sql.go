@@ -49,23 +49,26 @@ const (
 	srcSchemaVersionQuery = `SELECT version FROM schema_version`
 	srcRoomVersionQuery   = `SELECT room_version FROM rooms WHERE room_id = ?`
 	// events_order_room (room_id, topological_ordering, stream_ordering) serves the room scans.
+	// octet_length: the JSON's size in bytes without counting its characters.
 	srcRoomEventsQuery = `
-		SELECT e.event_id, e.topological_ordering, e.stream_ordering, e.type, e.origin_server_ts, e.outlier, length(j.json)
+		SELECT e.event_id, e.topological_ordering, e.stream_ordering, e.type, e.origin_server_ts, e.outlier, octet_length(j.json)
 		FROM events AS e JOIN event_json AS j ON j.event_id = e.event_id
 		WHERE e.room_id = ?
 		ORDER BY e.topological_ordering DESC, e.stream_ordering DESC`
 	// Events with lo < (topological_ordering, stream_ordering) <= hi: the BETWEEN bounds let
 	// both engines range-scan events_order_room (room_id, topological_ordering, stream_ordering).
+	// The state group is a subquery so that it is looked up by event (PostgreSQL
+	// underestimates the range and hash-joined the whole event_to_state_groups for a
+	// LEFT JOIN), and the caller sorts (PostgreSQL sorted 5000 rows with their JSON).
 	srcEventsRangeQuery = `
 		SELECT e.event_id, e.topological_ordering, e.stream_ordering, e.type, e.state_key, e.sender, e.origin_server_ts, e.outlier,
-			e.contains_url, e.rejection_reason, j.json, j.internal_metadata, j.format_version, sg.state_group
+			e.contains_url, e.rejection_reason, j.json, j.internal_metadata, j.format_version,
+			(SELECT sg.state_group FROM event_to_state_groups AS sg WHERE sg.event_id = e.event_id)
 		FROM events AS e
 		JOIN event_json AS j ON j.event_id = e.event_id
-		LEFT JOIN event_to_state_groups AS sg ON sg.event_id = e.event_id
 		WHERE e.room_id = ? AND e.topological_ordering BETWEEN ? AND ?
 			AND (e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))
-			AND (e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))
-		ORDER BY e.topological_ordering DESC, e.stream_ordering DESC`
+			AND (e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))`
 	srcEventJSONQuery       = `SELECT event_id, json FROM event_json WHERE event_id IN (%s)`
 	srcNonOutliersQuery     = `SELECT event_id FROM events WHERE outlier = ? AND event_id IN (%s)`
 	srcEdgesQuery           = `SELECT event_id, prev_event_id, room_id, is_state FROM event_edges WHERE event_id IN (%s)`
