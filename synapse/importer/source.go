@@ -43,6 +43,10 @@ func OpenSource(ctx context.Context, kind, dsn string) (*Source, error) {
 		// The reads are a few thousand rows by index: parallel workers (processes the
 		// source's PostgreSQL starts for each query) cost more than they save.
 		cfg.RuntimeParams["max_parallel_workers_per_gather"] = "0"
+		// The plan reads the whole room sorted, joined with its JSON sizes: with the default
+		// 4 MB, a 142k-event room's hash join and sort spilled 60 MB to temporary files.
+		// Only a few source queries run at once (the two chunks in flight and a prefetch).
+		cfg.RuntimeParams["work_mem"] = "64MB"
 		db = stdlib.OpenDB(*cfg)
 	case SourceSQLite:
 		// Read-only: medic never writes to the source.
