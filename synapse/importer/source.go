@@ -150,10 +150,16 @@ type EventKey struct {
 	Stream int64 `json:"s"`
 }
 
-// Less tells whether k sorts before o.
-func (k EventKey) Less(o EventKey) bool {
-	return k.Depth < o.Depth || k.Depth == o.Depth && k.Stream < o.Stream
+// Compare orders k and o as cmp.Compare does.
+func (k EventKey) Compare(o EventKey) int {
+	return cmp.Or(cmp.Compare(k.Depth, o.Depth), cmp.Compare(k.Stream, o.Stream))
 }
+
+// Less tells whether k sorts before o.
+func (k EventKey) Less(o EventKey) bool { return k.Compare(o) < 0 }
+
+// newestFirst orders events by their keys, newest first (for slices.SortFunc).
+func newestFirst(a, b SourceEvent) int { return b.Key.Compare(a.Key) }
 
 // SourceEventInfo is one event of the room in the source, for planning.
 type SourceEventInfo struct {
@@ -249,10 +255,7 @@ func (s *Source) EventsInRange(ctx context.Context, roomID string, lo, hi EventK
 		}
 		out = append(out, e)
 	}
-	slices.SortFunc(out, func(a, b SourceEvent) int {
-		return cmp.Or(cmp.Compare(b.Key.Depth, a.Key.Depth),
-			cmp.Compare(b.Key.Stream, a.Key.Stream))
-	})
+	slices.SortFunc(out, newestFirst)
 	return out, rows.Err()
 }
 

@@ -1,7 +1,6 @@
 package importer
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -212,9 +211,7 @@ func (im *Importer) prepare(w *chunkWriter, c *inflight) error {
 // backfill does).
 func (w *chunkWriter) streamOrderings() error {
 	w.ordered = slices.Concat(w.newEvents, w.exOutliers)
-	slices.SortFunc(w.ordered, func(a, b SourceEvent) int {
-		return cmp.Or(cmp.Compare(b.Key.Depth, a.Key.Depth), cmp.Compare(b.Key.Stream, a.Key.Stream))
-	})
+	slices.SortFunc(w.ordered, newestFirst)
 	rows, err := w.tx.Query(w.ctx, importBackfillSeqQuery, len(w.ordered))
 	if err != nil {
 		return fmt.Errorf("allocate stream orderings: %w", err)
